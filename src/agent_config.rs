@@ -1,0 +1,307 @@
+//! The agent's configuration: what the injector hands the agent as JSON in
+//! the `SIDEKEY_CONFIG` env var (or what `sidekey-agent --config FILE` reads).
+//!
+//! It holds references and settings, never a secret value, so it may appear
+//! in the pod spec. Unknown keys are rejected, so a newer injector talking to
+//! an older agent fails loudly instead of silently dropping a setting.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::annotations::{Format, Lifecycle, OnChange};
+use crate::duration;
+use crate::names::dns_label_problem;
+use crate::reference::{Backend, Reference};
+
+/// The env var that carries the JSON.
+pub const ENV_VAR: &str = "SIDEKEY_CONFIG";
+
+/// The whole agent configuration.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct AgentConfig {
+    /// Where the files go (the tmpfs mount).
+    pub mount_path: String,
+    /// Sidecar (keep files fresh), init-only (render once) or legacy.
+    #[serde(default)]
+    pub lifecycle: Lifecycle,
+    /// How often static secrets are checked for a new version.
+    #[serde(with = "duration::serde_text", default = "default_refresh")]
+    pub refresh: Duration,
+    /// How long to wait at start for every file before giving up.
+    #[serde(with = "duration::serde_text", default = "default_startup_timeout")]
+    pub startup_timeout: Duration,
+    /// How the app learns of new files.
+    #[serde(default, skip_serializing_if = "is_none_on_change")]
+    pub on_change: OnChange,
+    /// The files (and directories) to render.
+    pub files: Vec<FileSpec>,
+    /// Vault settings; present when a file uses a `vault:` reference.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vault: Option<VaultConfig>,
+    /// AWS settings; present when a file uses an `aws-sm:` reference.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub aws: Option<AwsConfig>,
+}
+
+fn default_refresh() -> Duration {
+    Duration::from_secs(300)
+}
+
+fn default_startup_timeout() -> Duration {
+    Duration::from_secs(120)
+}
+
+fn is_none_on_change(o: &OnChange) -> bool {
+    *o == OnChange::None
+}
+
+/// One rendered file, or one directory of files (a mapped `envFrom`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct FileSpec {
+    /// The file name under the mount path (a DNS label).
+    pub name: String,
+    /// Where the secret lives.
+    #[serde(rename = "ref")]
+    pub reference: Reference,
+    /// How it is rendered; default raw with a key, json without.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub format: Option<Format>,
+    /// The template for `format: template`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub template: Option<String>,
+    /// Octal mode, e.g. `"0440"`.
+    #[serde(with = "octal")]
+    pub mode: u32,
+    /// A missing secret is not an error and does not delay readiness.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub optional: bool,
+    /// Render every key of the secret as a file in a directory `name`.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub dir: bool,
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
+}
+
+impl FileSpec {
+    /// The format in effect: the explicit one, else raw when a key is
+    /// selected and json otherwise.
+    pub fn effective_format(&self) -> Format {
+        self.format.unwrap_or(if self.reference.key().is_some() { Format::Raw } else { Format::Json })
+    }
+}
+
+/// Vault / OpenBao connection and login.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct VaultConfig {
+    /// `https://vault.example:8200`.
+    pub addr: String,
+    /// Vault Enterprise / OpenBao namespace.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub namespace: Option<String>,
+    /// How the agent logs in.
+    pub auth: VaultAuth,
+    /// A CA bundle file to trust for the Vault TLS connection.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_cert: Option<String>,
+    /// Revoke the token and leases on SIGTERM.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub revoke_on_shutdown: bool,
+}
+
+/// A Vault login method.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase", tag = "method")]
+pub enum VaultAuth {
+    /// Kubernetes auth with the projected service-account token, re-read at
+    /// each login.
+    #[serde(rename_all = "camelCase")]
+    Kubernetes {
+        /// Auth method mount, e.g. `kubernetes`.
+        mount: String,
+        /// Vault role.
+        role: String,
+        /// The JWT file.
+        token_path: String,
+    },
+    /// A Vault token read from a file (development).
+    #[serde(rename_all = "camelCase")]
+    Token {
+        /// The token file.
+        token_path: String,
+    },
+}
+
+/// AWS Secrets Manager settings.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct AwsConfig {
+    /// Region; absent: from the ARN or the environment.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub region: Option<String>,
+    /// A role to assume with the default chain's credentials.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub role_arn: Option<String>,
+    /// Endpoint override (VPC endpoints, tests).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub endpoint: Option<String>,
+}
+
+mod octal {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(m: &u32, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&format!("{m:04o}"))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<u32, D::Error> {
+        let s = String::deserialize(d)?;
+        crate::annotations::parse_file_mode(&s).map_err(serde::de::Error::custom)
+    }
+}
+
+/// Why an agent config cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum AgentConfigError {
+    /// Not valid JSON, an unknown key or a wrong type.
+    #[error("agent config: {path}: {message}")]
+    Schema {
+        /// Where.
+        path: String,
+        /// What.
+        message: String,
+    },
+    /// Values that parse but cannot work, every one.
+    #[error("agent config: {}", .0.join("; "))]
+    Invalid(Vec<String>),
+}
+
+impl AgentConfig {
+    /// Parses and validates the JSON.
+    ///
+    /// # Errors
+    /// [`AgentConfigError`] naming the key and the reason.
+    pub fn from_json(text: &str) -> Result<Self, AgentConfigError> {
+        let de = &mut serde_json::Deserializer::from_str(text);
+        let config: AgentConfig = serde_path_to_error::deserialize(de)
+            .map_err(|e| AgentConfigError::Schema { path: e.path().to_string(), message: e.inner().to_string() })?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Compact JSON for the env var.
+    pub fn to_json(&self) -> String {
+        serde_json::to_string(self).unwrap_or_default()
+    }
+
+    /// The backends the files use.
+    pub fn backends(&self) -> Vec<Backend> {
+        let mut b: Vec<Backend> = self.files.iter().map(|f| f.reference.backend()).collect();
+        b.sort();
+        b.dedup();
+        b
+    }
+
+    /// Checks names, uniqueness and that each used backend is configured.
+    ///
+    /// # Errors
+    /// [`AgentConfigError::Invalid`] listing every problem.
+    pub fn validate(&self) -> Result<(), AgentConfigError> {
+        let mut problems = Vec::new();
+        if let Some(p) = crate::annotations::mount_path_problem(&self.mount_path) {
+            problems.push(format!("mountPath: {p}"));
+        }
+        let mut seen = BTreeMap::new();
+        for (i, f) in self.files.iter().enumerate() {
+            if let Some(p) = dns_label_problem(&f.name) {
+                problems.push(format!("files[{i}].name: {p}"));
+            }
+            if let Some(j) = seen.insert(f.name.as_str(), i) {
+                problems.push(format!("files[{i}].name: {:?} is also files[{j}].name", f.name));
+            }
+            if f.effective_format() == Format::Template && f.template.is_none() {
+                problems.push(format!("files[{i}].template: format template needs a template"));
+            }
+        }
+        for b in self.backends() {
+            match b {
+                Backend::Vault if self.vault.is_none() => problems.push("vault: files use vault: references".into()),
+                _ => {}
+            }
+        }
+        if problems.is_empty() { Ok(()) } else { Err(AgentConfigError::Invalid(problems)) }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> AgentConfig {
+        AgentConfig {
+            mount_path: "/run/secrets/sidekey".into(),
+            lifecycle: Lifecycle::Sidecar,
+            refresh: Duration::from_secs(300),
+            startup_timeout: Duration::from_secs(120),
+            on_change: OnChange::None,
+            files: vec![FileSpec {
+                name: "db-password".into(),
+                reference: "vault:secret/data/app/db#password".parse().unwrap(),
+                format: None,
+                template: None,
+                mode: 0o440,
+                optional: false,
+                dir: false,
+            }],
+            vault: Some(VaultConfig {
+                addr: "https://vault:8200".into(),
+                namespace: None,
+                auth: VaultAuth::Kubernetes {
+                    mount: "kubernetes".into(),
+                    role: "app".into(),
+                    token_path: "/var/run/secrets/sidekey.dev/serviceaccount/token".into(),
+                },
+                ca_cert: None,
+                revoke_on_shutdown: false,
+            }),
+            aws: None,
+        }
+    }
+
+    #[test]
+    fn json_round_trips() {
+        let c = sample();
+        let json = c.to_json();
+        assert!(json.contains("\"mode\":\"0440\""), "{json}");
+        assert!(json.contains("\"method\":\"kubernetes\""), "{json}");
+        assert_eq!(AgentConfig::from_json(&json).unwrap(), c);
+    }
+
+    #[test]
+    fn rejects_unknown_keys_and_bad_names() {
+        let e = AgentConfig::from_json(r#"{"mountPath":"/x","files":[],"bogus":1}"#).unwrap_err().to_string();
+        assert!(e.contains("bogus"), "{e}");
+        let e = AgentConfig::from_json(r#"{"mountPath":"/x","files":[{"name":"../x","ref":"vault:a/b","mode":"0440"}],"vault":{"addr":"http://v","auth":{"method":"token","tokenPath":"/t"}}}"#)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("files[0].name"), "{e}");
+        let e = AgentConfig::from_json(r#"{"mountPath":"/x","files":[{"name":"x","ref":"vault:a/b","mode":"0440"}]}"#)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("vault"), "{e}");
+    }
+
+    #[test]
+    fn default_format_follows_the_key() {
+        let mut f = sample().files.remove(0);
+        assert_eq!(f.effective_format(), Format::Raw);
+        f.reference = f.reference.without_key();
+        assert_eq!(f.effective_format(), Format::Json);
+    }
+}

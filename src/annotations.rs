@@ -1,0 +1,770 @@
+//! The `sidekey.dev/` annotation contract, parsed into typed specs.
+//!
+//! Every annotation with the prefix is either understood or an error: a typo
+//! (`sidekey.dev/secert-db`) must not silently leave a pod without its secret.
+//! Parsing reports every bad annotation at once, each with its key and the
+//! reason. The reference is `docs/annotations.md`.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::str::FromStr;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+use crate::names::dns_label_problem;
+use crate::quantity::Quantity;
+use crate::reference::Reference;
+use crate::{PREFIX, duration};
+
+/// One bad input: which field and why. The field names an annotation key, a
+/// container's env var or a pod field; the reason never contains a value.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    /// `annotation sidekey.dev/secret-x`, `container app: env DB_PASSWORD`, …
+    pub field: String,
+    /// Why it is refused.
+    pub reason: String,
+}
+
+impl Problem {
+    /// A problem with the annotation `sidekey.dev/<key>`.
+    pub fn annotation(key: &str, reason: impl Into<String>) -> Self {
+        Problem { field: format!("annotation {PREFIX}{key}"), reason: reason.into() }
+    }
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.field, self.reason)
+    }
+}
+
+/// How the agent runs in the pod.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum Lifecycle {
+    /// A native sidecar (init container with `restartPolicy: Always`).
+    #[default]
+    Sidecar,
+    /// Render once in an init container; no rotation.
+    InitOnly,
+    /// An init container plus a regular sidecar container (clusters before 1.29).
+    Legacy,
+}
+
+/// What happens to env vars that hold references.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum EnvMode {
+    /// Replace `VAR` by `VAR_FILE=<path>`.
+    #[default]
+    File,
+    /// Wrap the command in `sidekey-agent exec`, which sets `VAR` in the process only.
+    Exec,
+    /// Remove `VAR`; the app reads the file itself.
+    Remove,
+}
+
+/// How a secret is rendered into its file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Format {
+    /// The selected value as is.
+    Raw,
+    /// The secret's fields (or the selected value) as JSON.
+    Json,
+    /// `KEY=value` lines.
+    Dotenv,
+    /// The fields as YAML.
+    Yaml,
+    /// A minijinja template over the fields.
+    Template,
+}
+
+/// How the app learns that files changed.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum OnChange {
+    /// The app watches the files itself (or does not care).
+    #[default]
+    None,
+    /// A signal to the app's processes; needs `shareProcessNamespace`.
+    Signal(String),
+    /// An HTTP POST to a loopback URL.
+    Http(String),
+}
+
+/// The signals `on-change: signal:` accepts.
+pub const SIGNALS: [&str; 6] = ["SIGHUP", "SIGUSR1", "SIGUSR2", "SIGINT", "SIGQUIT", "SIGWINCH"];
+
+impl fmt::Display for OnChange {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            OnChange::None => f.write_str("none"),
+            OnChange::Signal(s) => write!(f, "signal:{s}"),
+            OnChange::Http(u) => f.write_str(u),
+        }
+    }
+}
+
+impl FromStr for OnChange {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        if s == "none" {
+            return Ok(OnChange::None);
+        }
+        if let Some(sig) = s.strip_prefix("signal:") {
+            let sig = sig.to_ascii_uppercase();
+            let sig = if sig.starts_with("SIG") { sig } else { format!("SIG{sig}") };
+            return if SIGNALS.contains(&sig.as_str()) {
+                Ok(OnChange::Signal(sig))
+            } else {
+                Err(format!("unsupported signal (supported: {})", SIGNALS.join(", ")))
+            };
+        }
+        if let Some(rest) = s.strip_prefix("http://") {
+            let (hostport, _path) = rest.split_once('/').unwrap_or((rest, ""));
+            let (host, port) = hostport.rsplit_once(':').unwrap_or((hostport, "80"));
+            if !matches!(host, "127.0.0.1" | "localhost" | "[::1]") {
+                return Err("the URL must point at the pod itself (http://127.0.0.1:PORT/PATH)".into());
+            }
+            if port.parse::<u16>().map_or(true, |p| p == 0) {
+                return Err("the URL has no valid port".into());
+            }
+            if s.contains(char::is_whitespace) {
+                return Err("the URL contains whitespace".into());
+            }
+            return Ok(OnChange::Http(s.to_owned()));
+        }
+        Err("expected none, signal:SIGNAME or http://127.0.0.1:PORT/PATH".into())
+    }
+}
+
+impl Serialize for OnChange {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for OnChange {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        String::deserialize(d)?.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+/// The `secret-<name>` family for one name.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SecretAnnotation {
+    /// `secret-<name>`.
+    pub reference: Reference,
+    /// `format-<name>`, or implied by `template-<name>`.
+    pub format: Option<Format>,
+    /// `template-<name>`.
+    pub template: Option<String>,
+    /// `file-mode-<name>`.
+    pub file_mode: Option<u32>,
+}
+
+/// Agent resource overrides.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct AgentResources {
+    /// `agent-cpu-request`.
+    pub cpu_request: Option<Quantity>,
+    /// `agent-cpu-limit`.
+    pub cpu_limit: Option<Quantity>,
+    /// `agent-memory-request`.
+    pub memory_request: Option<Quantity>,
+    /// `agent-memory-limit`.
+    pub memory_limit: Option<Quantity>,
+}
+
+/// Everything the annotations of one pod (template) say.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct PodAnnotations {
+    /// `inject: "true"`.
+    pub inject: bool,
+    /// `status` is present: injected already.
+    pub injected: bool,
+    /// `secret-<name>` and its companions, by name.
+    pub secrets: BTreeMap<String, SecretAnnotation>,
+    /// `map-<k8s-secret>`, by Kubernetes Secret name.
+    pub maps: BTreeMap<String, Reference>,
+    /// `mount-path`.
+    pub mount_path: Option<String>,
+    /// `containers`.
+    pub containers: Option<Vec<String>>,
+    /// `env`.
+    pub env: Option<EnvMode>,
+    /// `refresh`.
+    pub refresh: Option<Duration>,
+    /// `on-change`.
+    pub on_change: Option<OnChange>,
+    /// `lifecycle`.
+    pub lifecycle: Option<Lifecycle>,
+    /// `vault-addr`.
+    pub vault_addr: Option<String>,
+    /// `vault-role`.
+    pub vault_role: Option<String>,
+    /// `vault-auth-mount`.
+    pub vault_auth_mount: Option<String>,
+    /// `vault-namespace`.
+    pub vault_namespace: Option<String>,
+    /// `aws-region`.
+    pub aws_region: Option<String>,
+    /// `aws-role-arn`.
+    pub aws_role_arn: Option<String>,
+    /// `agent-*`.
+    pub resources: AgentResources,
+    /// `command-<container>`: the command to wrap in `exec` mode when the
+    /// container spec has none.
+    pub commands: BTreeMap<String, Vec<String>>,
+}
+
+/// Checks a mount path: absolute, normalized, not the root.
+pub fn mount_path_problem(path: &str) -> Option<String> {
+    if !path.starts_with('/') {
+        return Some("must be an absolute path".into());
+    }
+    if path == "/" {
+        return Some("must not be the root directory".into());
+    }
+    if path.ends_with('/') || path.split('/').skip(1).any(|s| s.is_empty() || s == "." || s == "..") {
+        return Some("must be a normalized path (no '//', '.', '..' or trailing '/')".into());
+    }
+    if path.contains(|c: char| c.is_whitespace() || c.is_control() || c == ':') {
+        return Some("must not contain whitespace, control characters or ':'".into());
+    }
+    None
+}
+
+/// Bounds of `refresh`: often enough to matter, rarely enough not to hammer
+/// the backend.
+pub fn refresh_problem(d: Duration) -> Option<String> {
+    if d < Duration::from_secs(1) {
+        Some("must be at least 1s".into())
+    } else if d > Duration::from_secs(24 * 3600) {
+        Some("must be at most 24h".into())
+    } else {
+        None
+    }
+}
+
+/// Parses an octal file mode such as `0440`; only read bits are allowed
+/// (the files are secrets in a read-only mount).
+pub fn parse_file_mode(s: &str) -> Result<u32, String> {
+    if s.is_empty() || !s.bytes().all(|b| (b'0'..=b'7').contains(&b)) {
+        return Err("must be an octal mode such as 0440".into());
+    }
+    let mode = u32::from_str_radix(s, 8).map_err(|_| "must be an octal mode such as 0440".to_owned())?;
+    if mode > 0o777 {
+        return Err("must be at most 0777".into());
+    }
+    if mode & !0o444 != 0 {
+        return Err("may only grant read permission (e.g. 0400, 0440, 0444): the files are read-only secrets".into());
+    }
+    if mode == 0 {
+        return Err("grants no read permission to anyone".into());
+    }
+    Ok(mode)
+}
+
+fn parse_command(s: &str) -> Result<Vec<String>, String> {
+    let cmd: Vec<String> = if s.trim_start().starts_with('[') {
+        serde_json::from_str(s)
+            .map_err(|_| "must be a JSON array of strings or words separated by spaces".to_owned())?
+    } else {
+        s.split_whitespace().map(str::to_owned).collect()
+    };
+    if cmd.is_empty() || cmd[0].is_empty() {
+        return Err("must name a command".into());
+    }
+    Ok(cmd)
+}
+
+fn check_path_like(s: &str) -> Result<String, String> {
+    if s.is_empty() || s.starts_with('/') || s.ends_with('/') || s.split('/').any(|p| p.is_empty() || p == "..") {
+        return Err("must be a path such as kubernetes or team-a/kubernetes".into());
+    }
+    if s.contains(|c: char| c.is_whitespace() || c.is_control() || "#?%".contains(c)) {
+        return Err("contains a character that is not allowed".into());
+    }
+    Ok(s.to_owned())
+}
+
+fn check_role(s: &str) -> Result<String, String> {
+    if s.is_empty() || s.len() > 128 || !s.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.@".contains(&b)) {
+        return Err("must be 1 to 128 of A-Z a-z 0-9 - _ . @".into());
+    }
+    Ok(s.to_owned())
+}
+
+fn check_region(s: &str) -> Result<String, String> {
+    let parts: Vec<&str> = s.split('-').collect();
+    if parts.len() < 3
+        || !parts.iter().all(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit()))
+        || !parts.last().is_some_and(|p| p.bytes().all(|b| b.is_ascii_digit()))
+    {
+        return Err("must be an AWS region such as us-east-1".into());
+    }
+    Ok(s.to_owned())
+}
+
+fn check_role_arn(s: &str) -> Result<String, String> {
+    let parts: Vec<&str> = s.splitn(6, ':').collect();
+    match parts.as_slice() {
+        ["arn", partition, "iam", "", account, resource]
+            if partition.starts_with("aws")
+                && account.len() == 12
+                && account.bytes().all(|b| b.is_ascii_digit())
+                && resource.starts_with("role/")
+                && resource.len() > 5 =>
+        {
+            Ok(s.to_owned())
+        }
+        _ => Err("must be an IAM role ARN such as arn:aws:iam::123456789012:role/name".into()),
+    }
+}
+
+/// Known keys without a name suffix, for the "unknown annotation" hint.
+const PLAIN_KEYS: [&str; 21] = [
+    "inject",
+    "status",
+    "mount-path",
+    "containers",
+    "env",
+    "refresh",
+    "on-change",
+    "lifecycle",
+    "vault-addr",
+    "vault-role",
+    "vault-auth-mount",
+    "vault-namespace",
+    "aws-region",
+    "aws-role-arn",
+    "agent-cpu-request",
+    "agent-cpu-limit",
+    "agent-memory-request",
+    "agent-memory-limit",
+    "secret-<name>",
+    "map-<secret>",
+    "format-<name>, template-<name>, file-mode-<name>, command-<container>",
+];
+
+/// The annotation values of a pod template as strings, or problems for
+/// values that are not strings (Kubernetes requires strings; YAML turns an
+/// unquoted `true` into a boolean).
+fn string_values(annotations: &Map<String, Value>, problems: &mut Vec<Problem>) -> BTreeMap<String, String> {
+    let mut out = BTreeMap::new();
+    for (k, v) in annotations {
+        let Some(key) = k.strip_prefix(PREFIX) else { continue };
+        match v {
+            Value::String(s) => {
+                out.insert(key.to_owned(), s.clone());
+            }
+            _ => {
+                problems.push(Problem::annotation(key, "the value must be a string (quote it in YAML, e.g. \"true\")"))
+            }
+        }
+    }
+    out
+}
+
+/// Whether the annotations opt the pod in and it was not injected yet. Cheap:
+/// the webhook calls it for every pod.
+pub fn wants_injection(annotations: Option<&Map<String, Value>>) -> bool {
+    annotations.is_some_and(|a| {
+        a.get(&format!("{PREFIX}inject")).and_then(Value::as_str) == Some("true")
+            && !a.contains_key(&format!("{PREFIX}status"))
+    })
+}
+
+/// Parses the `sidekey.dev/` annotations of a pod template.
+///
+/// Pods that do not opt in (or are injected already) get their `inject` and
+/// `injected` flags and nothing else is checked: only an opted-in pod is
+/// held to the contract.
+///
+/// # Errors
+/// Every problem found, each naming its annotation.
+pub fn parse(annotations: Option<&Map<String, Value>>) -> Result<PodAnnotations, Vec<Problem>> {
+    let mut out = PodAnnotations::default();
+    let Some(annotations) = annotations else { return Ok(out) };
+    let mut problems = Vec::new();
+    out.injected = annotations.contains_key(&format!("{PREFIX}status"));
+    match annotations.get(&format!("{PREFIX}inject")) {
+        None => return Ok(out),
+        Some(Value::String(s)) if s == "true" => out.inject = true,
+        Some(Value::String(s)) if s == "false" || s.is_empty() => return Ok(out),
+        Some(_) => {
+            return Err(vec![Problem::annotation("inject", "must be \"true\" or \"false\"")]);
+        }
+    }
+    if out.injected {
+        return Ok(out);
+    }
+    let values = string_values(annotations, &mut problems);
+
+    // Companions are collected first and joined to their secret afterwards.
+    let mut formats = BTreeMap::new();
+    let mut templates = BTreeMap::new();
+    let mut modes = BTreeMap::new();
+
+    for (key, value) in &values {
+        let mut bad = |reason: String| problems.push(Problem::annotation(key, reason));
+        let named = |prefix: &str| key.strip_prefix(prefix);
+        let name_ok = |name: &str, what: &str| match dns_label_problem(name) {
+            Some(p) => Err(format!("the {what} name {p}")),
+            None => Ok(()),
+        };
+        match key.as_str() {
+            "inject" | "status" => {}
+            "mount-path" => match mount_path_problem(value) {
+                None => out.mount_path = Some(value.clone()),
+                Some(p) => bad(p),
+            },
+            "containers" => {
+                let list: Vec<String> = value.split(',').map(|s| s.trim().to_owned()).collect();
+                if let Some(p) = list.iter().find_map(|c| dns_label_problem(c)) {
+                    bad(format!("must be a comma-separated list of container names; a name {p}"));
+                } else {
+                    out.containers = Some(list);
+                }
+            }
+            "env" => match value.as_str() {
+                "file" => out.env = Some(EnvMode::File),
+                "exec" => out.env = Some(EnvMode::Exec),
+                "remove" => out.env = Some(EnvMode::Remove),
+                _ => bad("must be file, exec or remove".into()),
+            },
+            "refresh" => match duration::parse(value) {
+                Ok(d) => match refresh_problem(d) {
+                    None => out.refresh = Some(d),
+                    Some(p) => bad(p),
+                },
+                Err(e) => bad(e.to_string()),
+            },
+            "on-change" => match value.parse() {
+                Ok(v) => out.on_change = Some(v),
+                Err(e) => bad(e),
+            },
+            "lifecycle" => match value.as_str() {
+                "sidecar" => out.lifecycle = Some(Lifecycle::Sidecar),
+                "init-only" => out.lifecycle = Some(Lifecycle::InitOnly),
+                "legacy" => out.lifecycle = Some(Lifecycle::Legacy),
+                _ => bad("must be sidecar, init-only or legacy".into()),
+            },
+            "vault-addr" => match crate::config::vault_addr_problem(value) {
+                None => out.vault_addr = Some(value.trim_end_matches('/').to_owned()),
+                Some(p) => bad(p),
+            },
+            "vault-role" => match check_role(value) {
+                Ok(v) => out.vault_role = Some(v),
+                Err(e) => bad(e),
+            },
+            "vault-auth-mount" => match check_path_like(value) {
+                Ok(v) => out.vault_auth_mount = Some(v),
+                Err(e) => bad(e),
+            },
+            "vault-namespace" => match check_path_like(value) {
+                Ok(v) => out.vault_namespace = Some(v),
+                Err(e) => bad(e),
+            },
+            "aws-region" => match check_region(value) {
+                Ok(v) => out.aws_region = Some(v),
+                Err(e) => bad(e),
+            },
+            "aws-role-arn" => match check_role_arn(value) {
+                Ok(v) => out.aws_role_arn = Some(v),
+                Err(e) => bad(e),
+            },
+            "agent-cpu-request" | "agent-cpu-limit" | "agent-memory-request" | "agent-memory-limit" => {
+                match value.parse::<Quantity>() {
+                    Ok(q) => {
+                        let r = &mut out.resources;
+                        let slot = match key.as_str() {
+                            "agent-cpu-request" => &mut r.cpu_request,
+                            "agent-cpu-limit" => &mut r.cpu_limit,
+                            "agent-memory-request" => &mut r.memory_request,
+                            _ => &mut r.memory_limit,
+                        };
+                        *slot = Some(q);
+                    }
+                    Err(e) => bad(e.to_string()),
+                }
+            }
+            _ => {
+                if let Some(name) = named("secret-") {
+                    match name_ok(name, "secret").and_then(|()| value.parse::<Reference>().map_err(|e| e.to_string())) {
+                        Ok(reference) => {
+                            out.secrets.insert(
+                                name.to_owned(),
+                                SecretAnnotation { reference, format: None, template: None, file_mode: None },
+                            );
+                        }
+                        Err(e) => bad(e),
+                    }
+                } else if let Some(name) = named("map-") {
+                    let r = name_ok(name, "Kubernetes Secret").and_then(|()| {
+                        let r = value.parse::<Reference>().map_err(|e| e.to_string())?;
+                        if r.key().is_some() {
+                            return Err("must not have a #key: the key of each secretKeyRef is appended".into());
+                        }
+                        Ok(r)
+                    });
+                    match r {
+                        Ok(r) => {
+                            out.maps.insert(name.to_owned(), r);
+                        }
+                        Err(e) => bad(e),
+                    }
+                } else if let Some(name) = named("format-") {
+                    let f = match value.as_str() {
+                        "raw" => Some(Format::Raw),
+                        "json" => Some(Format::Json),
+                        "dotenv" => Some(Format::Dotenv),
+                        "yaml" => Some(Format::Yaml),
+                        "template" => Some(Format::Template),
+                        _ => None,
+                    };
+                    match (name_ok(name, "secret"), f) {
+                        (Err(e), _) => bad(e),
+                        (Ok(()), None) => bad("must be raw, json, dotenv, yaml or template".into()),
+                        (Ok(()), Some(f)) => {
+                            formats.insert(name.to_owned(), f);
+                        }
+                    }
+                } else if let Some(name) = named("template-") {
+                    match name_ok(name, "secret") {
+                        Err(e) => bad(e),
+                        Ok(()) if value.trim().is_empty() => bad("the template is empty".into()),
+                        Ok(()) => {
+                            templates.insert(name.to_owned(), value.clone());
+                        }
+                    }
+                } else if let Some(name) = named("file-mode-") {
+                    match name_ok(name, "secret").and_then(|()| parse_file_mode(value)) {
+                        Ok(m) => {
+                            modes.insert(name.to_owned(), m);
+                        }
+                        Err(e) => bad(e),
+                    }
+                } else if let Some(name) = named("command-") {
+                    match name_ok(name, "container").and_then(|()| parse_command(value)) {
+                        Ok(c) => {
+                            out.commands.insert(name.to_owned(), c);
+                        }
+                        Err(e) => bad(e),
+                    }
+                } else {
+                    bad(format!("unknown annotation (known: {})", PLAIN_KEYS.join(", ")));
+                }
+            }
+        }
+    }
+
+    // A companion without its secret is a typo waiting to bite.
+    let secret_names: Vec<String> = out.secrets.keys().cloned().collect();
+    let orphan = |prefix: &str, name: &str, problems: &mut Vec<Problem>| {
+        if !values.contains_key(&format!("secret-{name}")) {
+            problems.push(Problem::annotation(
+                &format!("{prefix}{name}"),
+                format!("there is no {PREFIX}secret-{name} annotation"),
+            ));
+        }
+    };
+    for name in formats.keys() {
+        orphan("format-", name, &mut problems);
+    }
+    for name in templates.keys() {
+        orphan("template-", name, &mut problems);
+    }
+    for name in modes.keys() {
+        orphan("file-mode-", name, &mut problems);
+    }
+    for name in secret_names {
+        let Some(s) = out.secrets.get_mut(&name) else { continue };
+        s.template = templates.remove(&name);
+        s.file_mode = modes.remove(&name);
+        s.format = match (formats.remove(&name), &s.template) {
+            (None, Some(_)) => Some(Format::Template),
+            (Some(Format::Template), None) => {
+                problems.push(Problem::annotation(
+                    &format!("format-{name}"),
+                    format!("format template needs a {PREFIX}template-{name} annotation"),
+                ));
+                None
+            }
+            (Some(f), Some(_)) if f != Format::Template => {
+                problems.push(Problem::annotation(
+                    &format!("template-{name}"),
+                    format!("a template is only used with format template, but {PREFIX}format-{name} is not template"),
+                ));
+                None
+            }
+            (f, _) => f,
+        };
+    }
+    let r = &out.resources;
+    for (what, req, lim) in [("cpu", &r.cpu_request, &r.cpu_limit), ("memory", &r.memory_request, &r.memory_limit)] {
+        if let (Some(req), Some(lim)) = (req, lim) {
+            if req > lim {
+                problems.push(Problem::annotation(
+                    &format!("agent-{what}-request"),
+                    format!("{req} exceeds {PREFIX}agent-{what}-limit {lim}"),
+                ));
+            }
+        }
+    }
+    if problems.is_empty() { Ok(out) } else { Err(problems) }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn parse_json(v: Value) -> Result<PodAnnotations, Vec<Problem>> {
+        parse(v.as_object())
+    }
+
+    fn keys(problems: &[Problem]) -> Vec<String> {
+        problems.iter().map(|p| p.field.clone()).collect()
+    }
+
+    #[test]
+    fn not_opted_in_is_not_checked() {
+        let a = parse_json(json!({"sidekey.dev/inject": "false", "sidekey.dev/secret-../x": "gcp:x"})).unwrap();
+        assert!(!a.inject);
+        assert!(!parse_json(json!({"other": "x"})).unwrap().inject);
+    }
+
+    #[test]
+    fn injected_pods_are_left_alone() {
+        let a = parse_json(
+            json!({"sidekey.dev/inject": "true", "sidekey.dev/status": "injected", "sidekey.dev/bogus": "1"}),
+        )
+        .unwrap();
+        assert!(a.inject && a.injected);
+    }
+
+    #[test]
+    fn parses_the_whole_contract() {
+        let a = parse_json(json!({
+            "sidekey.dev/inject": "true",
+            "sidekey.dev/secret-db": "vault:database/creds/app",
+            "sidekey.dev/secret-url": "vault:database/creds/app",
+            "sidekey.dev/template-url": "postgres://{{ username }}:{{ password }}@db",
+            "sidekey.dev/file-mode-db": "0400",
+            "sidekey.dev/format-db": "json",
+            "sidekey.dev/map-app-db": "aws-sm:prod/db",
+            "sidekey.dev/mount-path": "/var/run/secrets/app",
+            "sidekey.dev/containers": "a, b",
+            "sidekey.dev/env": "exec",
+            "sidekey.dev/refresh": "2m",
+            "sidekey.dev/on-change": "signal:hup",
+            "sidekey.dev/lifecycle": "legacy",
+            "sidekey.dev/vault-addr": "https://vault:8200/",
+            "sidekey.dev/vault-role": "app",
+            "sidekey.dev/vault-auth-mount": "k8s/eu",
+            "sidekey.dev/vault-namespace": "team-a",
+            "sidekey.dev/aws-region": "eu-west-1",
+            "sidekey.dev/aws-role-arn": "arn:aws:iam::123456789012:role/app",
+            "sidekey.dev/agent-cpu-request": "10m",
+            "sidekey.dev/agent-cpu-limit": "100m",
+            "sidekey.dev/agent-memory-request": "8Mi",
+            "sidekey.dev/agent-memory-limit": "32Mi",
+            "sidekey.dev/command-a": "[\"/app\", \"serve\"]",
+        }))
+        .unwrap();
+        assert_eq!(a.secrets["url"].format, Some(Format::Template));
+        assert_eq!(a.secrets["db"].format, Some(Format::Json));
+        assert_eq!(a.secrets["db"].file_mode, Some(0o400));
+        assert_eq!(a.containers, Some(vec!["a".into(), "b".into()]));
+        assert_eq!(a.on_change, Some(OnChange::Signal("SIGHUP".into())));
+        assert_eq!(a.vault_addr.as_deref(), Some("https://vault:8200"));
+        assert_eq!(a.commands["a"], vec!["/app", "serve"]);
+        assert_eq!(a.refresh, Some(Duration::from_secs(120)));
+        assert_eq!(a.lifecycle, Some(Lifecycle::Legacy));
+        assert_eq!(a.env, Some(EnvMode::Exec));
+    }
+
+    #[test]
+    fn reports_every_bad_annotation_by_key() {
+        let e = parse_json(json!({
+            "sidekey.dev/inject": "true",
+            "sidekey.dev/secret-../../etc/x": "vault:a/b",
+            "sidekey.dev/secret-certs/tls-key": "vault:a/b",
+            "sidekey.dev/secret-stripe": "gcp:projects/x",
+            "sidekey.dev/file-mode-stripe": "999",
+            "sidekey.dev/secert-typo": "vault:a/b",
+            "sidekey.dev/env": "files",
+            "sidekey.dev/refresh": "5",
+            "sidekey.dev/format-nothing": "raw",
+            "sidekey.dev/on-change": "http://10.0.0.1:80/x",
+            "sidekey.dev/map-db": "vault:a/b#k",
+        }))
+        .unwrap_err();
+        let k = keys(&e);
+        for expected in [
+            "annotation sidekey.dev/secret-../../etc/x",
+            "annotation sidekey.dev/secret-certs/tls-key",
+            "annotation sidekey.dev/secret-stripe",
+            "annotation sidekey.dev/file-mode-stripe",
+            "annotation sidekey.dev/secert-typo",
+            "annotation sidekey.dev/env",
+            "annotation sidekey.dev/refresh",
+            "annotation sidekey.dev/format-nothing",
+            "annotation sidekey.dev/on-change",
+            "annotation sidekey.dev/map-db",
+        ] {
+            assert!(k.contains(&expected.to_owned()), "{expected} not in {k:?}");
+        }
+    }
+
+    #[test]
+    fn file_modes_must_be_octal_read_only() {
+        assert_eq!(parse_file_mode("0440"), Ok(0o440));
+        assert_eq!(parse_file_mode("400"), Ok(0o400));
+        for bad in ["999", "0640", "0777", "", "0x1", "0000", "04440"] {
+            assert!(parse_file_mode(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn non_string_values_are_refused() {
+        let e = parse_json(json!({"sidekey.dev/inject": true})).unwrap_err();
+        assert_eq!(keys(&e), vec!["annotation sidekey.dev/inject"]);
+        let e = parse_json(json!({"sidekey.dev/inject": "true", "sidekey.dev/refresh": 5})).unwrap_err();
+        assert_eq!(keys(&e), vec!["annotation sidekey.dev/refresh"]);
+    }
+
+    #[test]
+    fn request_above_limit_is_refused() {
+        let e = parse_json(json!({
+            "sidekey.dev/inject": "true",
+            "sidekey.dev/agent-memory-request": "64Mi",
+            "sidekey.dev/agent-memory-limit": "32Mi",
+        }))
+        .unwrap_err();
+        assert_eq!(keys(&e), vec!["annotation sidekey.dev/agent-memory-request"]);
+    }
+
+    #[test]
+    fn mount_paths_are_absolute_and_normalized() {
+        assert_eq!(mount_path_problem("/run/secrets/x"), None);
+        for bad in ["run/x", "/", "/a/../b", "/a//b", "/a/", "/a b", "/a:b"] {
+            assert!(mount_path_problem(bad).is_some(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn on_change_http_must_stay_in_the_pod() {
+        assert!("http://127.0.0.1:8081/-/reload".parse::<OnChange>().is_ok());
+        assert!("http://localhost:9000/".parse::<OnChange>().is_ok());
+        assert!("http://vault.example:8200/x".parse::<OnChange>().is_err());
+        assert!("https://127.0.0.1:1/x".parse::<OnChange>().is_err());
+        assert!("signal:SIGKILL".parse::<OnChange>().is_err());
+    }
+}

@@ -1,0 +1,158 @@
+//! `sidekey inject`: the webhook's mutation, offline, for GitOps and review.
+
+use std::io::{Read, Write};
+use std::path::PathBuf;
+
+use crate::config::InjectorConfig;
+use crate::mutate::Outcome;
+use crate::workload;
+use crate::yaml;
+
+use super::exit;
+
+/// Options of `sidekey inject`.
+#[derive(Debug, clap::Args)]
+#[command(
+    about = "Inject the sidekey agent into workload manifests",
+    long_about = "Reads Kubernetes manifests (YAML, multi-document streams and v1 Lists) and writes them to \
+stdout with every opted-in pod template injected, exactly as the sidekey webhook would: the agent \
+container, the in-memory secrets volume, read-only mounts, and env-var secrets moved to files.\n\n\
+A pod template opts in with the annotation sidekey.dev/inject: \"true\" on the pod template \
+(not on the Deployment). Objects that do not opt in, pods injected already and objects that \
+are not workloads are written unchanged. Comments are not kept.\n\n\
+If any object is invalid, nothing is written to stdout; every problem is printed to stderr \
+naming the annotation or env var and the reason.",
+    after_help = "Examples:\n  sidekey inject -f deploy.yaml > deploy.injected.yaml\n  \
+kubectl get deploy api -o yaml | sidekey inject -f - | kubectl apply -f -\n  \
+sidekey inject -f base/ -f overlays/prod/patch.yaml --config injector.yaml\n\n\
+Exit status: 0 written; 1 invalid input (nothing written); 64 bad --config; 66 unreadable input.\n\
+Annotations: docs/annotations.md"
+)]
+pub struct InjectArgs {
+    /// Manifest file to read, or - for stdin. Repeatable; directories are read
+    /// recursively (*.yaml, *.yml, *.json).
+    #[arg(short = 'f', long = "filename", value_name = "FILE", required = true)]
+    pub files: Vec<PathBuf>,
+
+    /// Injector config (YAML), as the webhook uses: agent image, Vault address,
+    /// backends, defaults. Without it, built-in defaults are used.
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+
+    /// Do not print warnings to stderr.
+    #[arg(short, long)]
+    pub quiet: bool,
+}
+
+fn collect_files(path: &PathBuf, out: &mut Vec<PathBuf>) -> std::io::Result<()> {
+    if path.as_os_str() == "-" || !path.is_dir() {
+        out.push(path.clone());
+        return Ok(());
+    }
+    let mut entries: Vec<PathBuf> = std::fs::read_dir(path)?.map(|e| e.map(|e| e.path())).collect::<Result<_, _>>()?;
+    entries.sort();
+    for p in entries {
+        if p.is_dir() {
+            collect_files(&p, out)?;
+        } else if p.extension().is_some_and(|e| e == "yaml" || e == "yml" || e == "json") {
+            out.push(p);
+        }
+    }
+    Ok(())
+}
+
+fn read_input(path: &PathBuf) -> std::io::Result<String> {
+    if path.as_os_str() == "-" {
+        let mut s = String::new();
+        std::io::stdin().read_to_string(&mut s)?;
+        Ok(s)
+    } else {
+        std::fs::read_to_string(path)
+    }
+}
+
+/// Runs `sidekey inject`, writing YAML to `stdout` and messages to `stderr`.
+/// Returns the exit code.
+pub fn run(args: &InjectArgs, stdout: &mut dyn Write, stderr: &mut dyn Write) -> u8 {
+    let config = match &args.config {
+        None => InjectorConfig::default(),
+        Some(path) => match std::fs::read_to_string(path) {
+            Err(e) => {
+                let _ = writeln!(stderr, "error: --config {}: {e}", path.display());
+                return exit::CONFIG;
+            }
+            Ok(text) => match InjectorConfig::from_yaml(&text) {
+                Ok(c) => c,
+                Err(e) => {
+                    let _ = writeln!(stderr, "error: --config {}: {e}", path.display());
+                    return exit::CONFIG;
+                }
+            },
+        },
+    };
+
+    let mut files = Vec::new();
+    for f in &args.files {
+        if let Err(e) = collect_files(f, &mut files) {
+            let _ = writeln!(stderr, "error: {}: {e}", f.display());
+            return exit::NO_INPUT;
+        }
+    }
+
+    let mut out_docs = Vec::new();
+    let mut failed = false;
+    for path in &files {
+        let shown = if path.as_os_str() == "-" { "<stdin>".to_owned() } else { path.display().to_string() };
+        let text = match read_input(path) {
+            Ok(t) => t,
+            Err(e) => {
+                let _ = writeln!(stderr, "error: {shown}: {e}");
+                return exit::NO_INPUT;
+            }
+        };
+        let docs = match yaml::parse_documents(&text) {
+            Ok(d) => d,
+            Err(e) => {
+                let _ = writeln!(stderr, "error: {shown}: {e}");
+                failed = true;
+                continue;
+            }
+        };
+        for (i, mut doc) in docs.into_iter().enumerate() {
+            match workload::mutate_object(&mut doc, &config) {
+                Ok(outcomes) => {
+                    if !args.quiet {
+                        for o in outcomes {
+                            let warnings = match &o.outcome {
+                                Some(Outcome::Injected { warnings }) => warnings.clone(),
+                                _ => o.not_opted_in_warnings,
+                            };
+                            for w in warnings {
+                                let _ = writeln!(stderr, "warning: {shown}: {}: {w}", o.object);
+                            }
+                        }
+                    }
+                    out_docs.push(doc);
+                }
+                Err(e) => {
+                    failed = true;
+                    let _ = writeln!(stderr, "error: {shown}: document {}: {} is invalid:", i + 1, e.object);
+                    for p in &e.invalid.problems {
+                        let _ = writeln!(stderr, "  - {p}");
+                    }
+                }
+            }
+        }
+    }
+    if failed {
+        let _ = writeln!(stderr, "error: nothing was written; fix the problems above");
+        return exit::INVALID_INPUT;
+    }
+    match stdout.write_all(yaml::to_yaml_stream(&out_docs).as_bytes()).and_then(|()| stdout.flush()) {
+        Ok(()) => exit::OK,
+        Err(e) => {
+            let _ = writeln!(stderr, "error: writing output: {e}");
+            exit::IO
+        }
+    }
+}

@@ -1,0 +1,364 @@
+//! The injector's configuration: the defaults a pod's annotations may
+//! override, which backends are on, and the limits on what an annotation may
+//! choose (the Vault address allowlist).
+//!
+//! Loaded from YAML with every unknown key rejected by name; see
+//! `docs/configuration.md` for the file format. `InjectorConfig::default()`
+//! is what `sidekey inject` uses without `--config`.
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::annotations::{EnvMode, Lifecycle};
+use crate::duration;
+use crate::quantity::Quantity;
+use crate::reference::Backend;
+
+/// Why a configuration cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The YAML does not parse.
+    #[error("config: {0}")]
+    Yaml(#[from] crate::yaml::YamlError),
+    /// A key is unknown or a value has the wrong type; names the key's path.
+    #[error("config: {path}: {message}")]
+    Schema {
+        /// The path of the offending key, e.g. `vault.allowedAddrs[0]`.
+        path: String,
+        /// What is wrong.
+        message: String,
+    },
+    /// Values that parse but are not usable, every one of them.
+    #[error("config: {}", .0.join("; "))]
+    Invalid(Vec<String>),
+}
+
+/// The whole injector configuration.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, rename_all = "camelCase", default)]
+pub struct InjectorConfig {
+    /// The agent container.
+    pub agent: AgentDefaults,
+    /// Defaults for pod-level settings.
+    pub defaults: PodDefaults,
+    /// Which secret backends pods may use.
+    pub backends: Backends,
+    /// Vault / OpenBao settings.
+    pub vault: VaultDefaults,
+    /// AWS settings.
+    pub aws: AwsDefaults,
+}
+
+/// Settings of the container the injector adds.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, rename_all = "camelCase", default)]
+pub struct AgentDefaults {
+    /// The agent image, ideally pinned by digest.
+    pub image: String,
+    /// `imagePullPolicy` of the agent containers.
+    pub image_pull_policy: String,
+    /// The UID the agent runs as when it does not run as the app's UID.
+    pub uid: u32,
+    /// CPU and memory of the agent; `sidekey.dev/agent-*` annotations win.
+    pub resources: Resources,
+    /// How long the agent may take to render every file at start.
+    #[serde(with = "duration::serde_text")]
+    pub startup_timeout: Duration,
+}
+
+impl Default for AgentDefaults {
+    fn default() -> Self {
+        AgentDefaults {
+            image: format!("ghcr.io/sidekey/sidekey-agent:{}", env!("CARGO_PKG_VERSION")),
+            image_pull_policy: "IfNotPresent".into(),
+            uid: 65532,
+            resources: Resources::default(),
+            startup_timeout: Duration::from_secs(120),
+        }
+    }
+}
+
+/// Requests and limits of the agent container.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Resources {
+    /// `requests.cpu` / `requests.memory`.
+    pub requests: CpuMemory,
+    /// `limits.cpu` / `limits.memory`.
+    pub limits: CpuMemory,
+}
+
+/// A CPU and a memory quantity.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct CpuMemory {
+    /// CPU, e.g. `10m`.
+    pub cpu: Quantity,
+    /// Memory, e.g. `16Mi`.
+    pub memory: Quantity,
+}
+
+impl Default for Resources {
+    /// Small on purpose: the agent is meant to live in a few MiB.
+    #[allow(clippy::unwrap_used)]
+    fn default() -> Self {
+        let q = |s: &str| s.parse::<Quantity>().unwrap();
+        Resources {
+            requests: CpuMemory { cpu: q("5m"), memory: q("8Mi") },
+            limits: CpuMemory { cpu: q("100m"), memory: q("32Mi") },
+        }
+    }
+}
+
+/// Defaults of the pod-level annotations.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, rename_all = "camelCase", default)]
+pub struct PodDefaults {
+    /// `sidekey.dev/mount-path`.
+    pub mount_path: String,
+    /// `sidekey.dev/lifecycle`.
+    pub lifecycle: Lifecycle,
+    /// `sidekey.dev/env`.
+    pub env: EnvMode,
+    /// `sidekey.dev/refresh`.
+    #[serde(with = "duration::serde_text")]
+    pub refresh: Duration,
+    /// `sizeLimit` of the in-memory secrets volume.
+    pub volume_size_limit: Quantity,
+}
+
+impl Default for PodDefaults {
+    #[allow(clippy::unwrap_used)]
+    fn default() -> Self {
+        PodDefaults {
+            mount_path: "/run/secrets/sidekey".into(),
+            lifecycle: Lifecycle::Sidecar,
+            env: EnvMode::File,
+            refresh: Duration::from_secs(300),
+            volume_size_limit: "4Mi".parse().unwrap(),
+        }
+    }
+}
+
+/// Which backends pods may reference.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, rename_all = "camelCase", default)]
+pub struct Backends {
+    /// `vault:` references.
+    pub vault: bool,
+    /// `aws-sm:` references and Secrets Manager ARNs.
+    pub aws: bool,
+    /// `file:` references (development only).
+    pub file: bool,
+}
+
+impl Default for Backends {
+    fn default() -> Self {
+        Backends { vault: true, aws: true, file: false }
+    }
+}
+
+impl Backends {
+    /// Whether `backend` is enabled.
+    pub fn enabled(&self, backend: Backend) -> bool {
+        match backend {
+            Backend::Vault => self.vault,
+            Backend::Aws => self.aws,
+            Backend::File => self.file,
+        }
+    }
+}
+
+/// Vault / OpenBao defaults.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, rename_all = "camelCase", default)]
+pub struct VaultDefaults {
+    /// The address the agent talks to unless `sidekey.dev/vault-addr` says otherwise.
+    pub addr: String,
+    /// Addresses `sidekey.dev/vault-addr` may choose. Absent: any address
+    /// (fine for the CLI on your own manifests); a list: only these (what a
+    /// cluster's webhook should use, so that no annotation can send a
+    /// credential to a server of its choosing). `addr` is always allowed.
+    pub allowed_addrs: Option<Vec<String>>,
+    /// The Vault role; absent: the pod's service account name.
+    pub role: Option<String>,
+    /// The mount path of the Kubernetes auth method.
+    pub auth_mount: String,
+    /// The Vault Enterprise / OpenBao namespace.
+    pub namespace: Option<String>,
+    /// The audience of the projected service-account token the agent logs in with.
+    pub audience: String,
+    /// The lifetime kubelet gives that token (it rotates it at 80%).
+    pub token_expiration_seconds: u32,
+}
+
+impl Default for VaultDefaults {
+    fn default() -> Self {
+        VaultDefaults {
+            addr: "https://vault.vault.svc:8200".into(),
+            allowed_addrs: None,
+            role: None,
+            auth_mount: "kubernetes".into(),
+            namespace: None,
+            audience: "sidekey".into(),
+            token_expiration_seconds: 3600,
+        }
+    }
+}
+
+impl VaultDefaults {
+    /// Whether a pod may send its credential to `addr`.
+    pub fn addr_allowed(&self, addr: &str) -> bool {
+        let norm = |s: &str| s.trim_end_matches('/').to_ascii_lowercase();
+        norm(addr) == norm(&self.addr)
+            || self.allowed_addrs.as_ref().is_none_or(|list| list.iter().any(|a| norm(a) == norm(addr)))
+    }
+}
+
+/// AWS defaults.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, rename_all = "camelCase", default)]
+pub struct AwsDefaults {
+    /// The region when neither the reference (ARN) nor the pod names one;
+    /// absent: the agent's environment (`AWS_REGION`).
+    pub region: Option<String>,
+    /// An endpoint override (VPC endpoints, tests).
+    pub endpoint: Option<String>,
+}
+
+/// Checks that a Vault address is an `http(s)://host[:port]` URL.
+pub fn vault_addr_problem(addr: &str) -> Option<String> {
+    let rest = addr.strip_prefix("https://").or_else(|| addr.strip_prefix("http://"));
+    let Some(rest) = rest else {
+        return Some("must start with https:// or http://".into());
+    };
+    let host = rest.split('/').next().unwrap_or_default();
+    if host.is_empty() || host.contains(['@', '?', '#', ' ']) {
+        return Some("must be scheme://host[:port] with no credentials, query or fragment".into());
+    }
+    None
+}
+
+impl InjectorConfig {
+    /// Parses and validates a YAML configuration.
+    ///
+    /// # Errors
+    /// [`ConfigError`] naming every unknown key or unusable value.
+    pub fn from_yaml(text: &str) -> Result<Self, ConfigError> {
+        let docs = crate::yaml::parse_documents(text)?;
+        let value = match docs.len() {
+            0 => serde_json::Value::Object(serde_json::Map::new()),
+            1 => docs.into_iter().next().unwrap_or_default(),
+            n => {
+                return Err(ConfigError::Invalid(vec![format!("expected one YAML document, found {n}")]));
+            }
+        };
+        let config: InjectorConfig = serde_path_to_error::deserialize(value)
+            .map_err(|e| ConfigError::Schema { path: e.path().to_string(), message: e.inner().to_string() })?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Checks values that parse but cannot work, reporting all of them.
+    ///
+    /// # Errors
+    /// [`ConfigError::Invalid`] listing every problem.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let mut problems = Vec::new();
+        if self.agent.image.trim().is_empty() {
+            problems.push("agent.image: must not be empty".to_owned());
+        }
+        if !["Always", "IfNotPresent", "Never"].contains(&self.agent.image_pull_policy.as_str()) {
+            problems.push("agent.imagePullPolicy: must be Always, IfNotPresent or Never".to_owned());
+        }
+        if self.agent.uid == 0 {
+            problems.push("agent.uid: must not be 0 (Pod Security restricted forbids root)".to_owned());
+        }
+        let r = &self.agent.resources;
+        if r.requests.cpu > r.limits.cpu {
+            problems.push("agent.resources: requests.cpu exceeds limits.cpu".to_owned());
+        }
+        if r.requests.memory > r.limits.memory {
+            problems.push("agent.resources: requests.memory exceeds limits.memory".to_owned());
+        }
+        if self.agent.startup_timeout < Duration::from_secs(1) {
+            problems.push("agent.startupTimeout: must be at least 1s".to_owned());
+        }
+        if let Some(p) = crate::annotations::mount_path_problem(&self.defaults.mount_path) {
+            problems.push(format!("defaults.mountPath: {p}"));
+        }
+        if let Some(p) = crate::annotations::refresh_problem(self.defaults.refresh) {
+            problems.push(format!("defaults.refresh: {p}"));
+        }
+        if let Some(p) = vault_addr_problem(&self.vault.addr) {
+            problems.push(format!("vault.addr: {p}"));
+        }
+        for (i, a) in self.vault.allowed_addrs.iter().flatten().enumerate() {
+            if let Some(p) = vault_addr_problem(a) {
+                problems.push(format!("vault.allowedAddrs[{i}]: {p}"));
+            }
+        }
+        if self.vault.auth_mount.is_empty() || self.vault.auth_mount.contains(['#', '?', ' ']) {
+            problems.push("vault.authMount: must be a non-empty mount path".to_owned());
+        }
+        if self.vault.audience.is_empty() {
+            problems.push("vault.audience: must not be empty".to_owned());
+        }
+        if self.vault.token_expiration_seconds < 600 {
+            problems.push("vault.tokenExpirationSeconds: Kubernetes requires at least 600".to_owned());
+        }
+        if problems.is_empty() { Ok(()) } else { Err(ConfigError::Invalid(problems)) }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn empty_file_gives_defaults() {
+        assert_eq!(InjectorConfig::from_yaml("").unwrap(), InjectorConfig::default());
+        assert_eq!(InjectorConfig::from_yaml("{}\n").unwrap(), InjectorConfig::default());
+    }
+
+    #[test]
+    fn overrides_nested_values() {
+        let c = InjectorConfig::from_yaml(
+            "agent:\n  image: reg.example/agent@sha256:abc\nvault:\n  addr: https://vault.example:8200\n  allowedAddrs: [https://vault2.example:8200]\nbackends:\n  file: true\n",
+        )
+        .unwrap();
+        assert_eq!(c.agent.image, "reg.example/agent@sha256:abc");
+        assert!(c.backends.file && c.backends.vault);
+        assert!(c.vault.addr_allowed("https://vault.example:8200/"));
+        assert!(c.vault.addr_allowed("https://vault2.example:8200"));
+        assert!(!c.vault.addr_allowed("https://attacker.example"));
+    }
+
+    #[test]
+    fn rejects_unknown_keys_by_path() {
+        let e = InjectorConfig::from_yaml("vault:\n  adress: https://x\n").unwrap_err().to_string();
+        assert!(e.contains("vault") && e.contains("adress"), "{e}");
+        let e = InjectorConfig::from_yaml("agnet: {}\n").unwrap_err().to_string();
+        assert!(e.contains("agnet"), "{e}");
+    }
+
+    #[test]
+    fn reports_every_invalid_value() {
+        let e = InjectorConfig::from_yaml(
+            "agent:\n  uid: 0\n  resources:\n    requests: {cpu: 1, memory: 1Gi}\n    limits: {cpu: 100m, memory: 32Mi}\nvault:\n  addr: vault:8200\n",
+        )
+        .unwrap_err()
+        .to_string();
+        for needle in ["agent.uid", "requests.cpu", "requests.memory", "vault.addr"] {
+            assert!(e.contains(needle), "{needle} missing in {e}");
+        }
+    }
+
+    #[test]
+    fn rejects_bad_quantities_and_durations() {
+        assert!(InjectorConfig::from_yaml("defaults:\n  volumeSizeLimit: lots\n").is_err());
+        assert!(InjectorConfig::from_yaml("defaults:\n  refresh: 5\n").is_err());
+        assert!(InjectorConfig::from_yaml("defaults:\n  lifecycle: forever\n").is_err());
+    }
+}

@@ -1,0 +1,36 @@
+//! # sidekey core
+//!
+//! Everything every other sidekey crate builds on, with no I/O:
+//!
+//! - [`annotations`]: the `sidekey.dev/` annotation contract, parsed into typed specs;
+//! - [`reference`]: the secret reference grammar (`vault:`, `aws-sm:`, bare
+//!   Secrets Manager ARNs, `file:`);
+//! - [`config`]: the injector's configuration (YAML, unknown keys rejected);
+//! - [`agent_config`]: the JSON the injector hands the agent (references and
+//!   settings, never a secret value);
+//! - [`mutate`]: the pod mutation as a pure function over the raw JSON of a pod
+//!   template, so that fields unknown to typed Kubernetes structs survive;
+//! - [`workload`]: where pod templates live in Pods, Deployments, Jobs, Lists…;
+//! - [`patch`]: the RFC 6902 JSON Patch an AdmissionResponse carries;
+//! - [`yaml`]: YAML read and written the way `kubectl` does (YAML 1.1 scalars);
+//! - [`pss`]: the Pod Security Standard `restricted` checks;
+//! - [`secret`]: redacting, zeroizing wrappers for secret bytes;
+//! - [`duration`], [`quantity`], [`names`]: small validated value types.
+
+pub mod agent_config;
+pub mod annotations;
+pub mod cli;
+pub mod config;
+pub mod duration;
+pub mod mutate;
+pub mod names;
+pub mod patch;
+pub mod pss;
+pub mod quantity;
+pub mod reference;
+pub mod secret;
+pub mod workload;
+pub mod yaml;
+
+/// The prefix of every annotation sidekey reads or writes.
+pub const PREFIX: &str = "sidekey.dev/";
