@@ -186,11 +186,11 @@ fn check_injected(file: &str, before: &Value, after: &Value) {
                 .into_iter()
                 .flatten()
                 .filter(|e| {
-                    !e["value"].as_str().is_some_and(is_env_reference)
-                        && !e
-                            .pointer("/valueFrom/secretKeyRef/name")
-                            .and_then(Value::as_str)
-                            .is_some_and(|s| ann.get(format!("sidekey.dev/map-{s}")).is_some())
+                    let mapped = e
+                        .pointer("/valueFrom/secretKeyRef/name")
+                        .and_then(Value::as_str)
+                        .is_some_and(|s| ann.get(format!("sidekey.dev/map-{s}")).is_some());
+                    !e["value"].as_str().is_some_and(is_env_reference) && !mapped
                 })
                 .collect();
             let now: Vec<&Value> = c["env"]
