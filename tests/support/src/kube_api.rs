@@ -1,0 +1,245 @@
+//! etcd and a real kube-apiserver (built from the Go module proxy by
+//! `make testenv`) on loopback: serving certs from a throwaway CA, a
+//! service-account issuer and signing key (TokenRequest and TokenReview
+//! work), the PodSecurity and admission-webhook plugins, and a kubeconfig for
+//! kubectl and kube-rs. No kubelet or controllers: pods are stored, not run.
+
+use std::net::{IpAddr, Ipv4Addr};
+use std::path::PathBuf;
+use std::process::{Command, Output};
+use std::time::Duration;
+
+use base64::Engine;
+use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair, KeyUsagePurpose, SanType};
+use tempfile::TempDir;
+
+use crate::{Process, free_port, tool, wait_until};
+
+/// A running etcd + kube-apiserver pair.
+pub struct KubeApi {
+    /// `https://127.0.0.1:PORT`.
+    pub url: String,
+    /// The PEM of the CA that signed the serving certificate.
+    pub ca_pem: String,
+    /// A bearer token in group `system:masters`.
+    pub admin_token: String,
+    /// A kubeconfig with that token, usable by kubectl and kube-rs.
+    pub kubeconfig: PathBuf,
+    /// The CA (PEM, key) for signing more certificates (webhook serving certs).
+    ca_key_pem: String,
+    apiserver: Process,
+    etcd: Process,
+    dir: TempDir,
+}
+
+/// A certificate and key signed by the test CA.
+pub struct SignedCert {
+    /// PEM certificate.
+    pub cert_pem: String,
+    /// PEM private key.
+    pub key_pem: String,
+}
+
+fn ca_params() -> CertificateParams {
+    let mut p = CertificateParams::new(Vec::<String>::new()).unwrap();
+    p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    p.distinguished_name.push(DnType::CommonName, "sidekey-test-ca");
+    p.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign, KeyUsagePurpose::DigitalSignature];
+    p
+}
+
+impl KubeApi {
+    /// Starts etcd and kube-apiserver and waits until the API is ready.
+    pub fn start() -> KubeApi {
+        let etcd_bin = tool("SIDEKEY_ETCD");
+        let apiserver_bin = tool("SIDEKEY_KUBE_APISERVER");
+        let dir = tempfile::Builder::new().prefix("sidekey-kube").tempdir().unwrap();
+        let d = dir.path();
+
+        let (client_port, peer_port) = (free_port(), free_port());
+        let mut etcd_cmd = Command::new(etcd_bin);
+        etcd_cmd
+            .arg(format!("--data-dir={}", d.join("etcd").display()))
+            .arg(format!("--listen-client-urls=http://127.0.0.1:{client_port}"))
+            .arg(format!("--advertise-client-urls=http://127.0.0.1:{client_port}"))
+            .arg(format!("--listen-peer-urls=http://127.0.0.1:{peer_port}"))
+            .arg(format!("--initial-advertise-peer-urls=http://127.0.0.1:{peer_port}"))
+            .arg(format!("--initial-cluster=default=http://127.0.0.1:{peer_port}"))
+            .args(["--name=default", "--unsafe-no-fsync", "--log-level=warn"]);
+        let etcd = Process::spawn("etcd", etcd_cmd, d);
+
+        // CA, serving certificate, service-account signing key.
+        let ca_key = KeyPair::generate().unwrap();
+        let ca_cert = ca_params().self_signed(&ca_key).unwrap();
+        let issuer = Issuer::new(ca_params(), &ca_key);
+        let serving = Self::sign_with(&issuer, &["localhost", "kubernetes.default.svc"]);
+        let sa_key = KeyPair::generate().unwrap();
+        let admin_token = "sidekey-admin-test-token".to_owned();
+        std::fs::write(d.join("ca.pem"), ca_cert.pem()).unwrap();
+        std::fs::write(d.join("serving.pem"), &serving.cert_pem).unwrap();
+        std::fs::write(d.join("serving-key.pem"), &serving.key_pem).unwrap();
+        std::fs::write(d.join("sa.pem"), sa_key.serialize_pem()).unwrap();
+        std::fs::write(d.join("sa.pub"), sa_key.public_key_pem()).unwrap();
+        std::fs::write(d.join("tokens.csv"), format!("{admin_token},admin,admin,system:masters\n")).unwrap();
+
+        wait_until(
+            "etcd to be ready",
+            Duration::from_secs(30),
+            || {
+                etcd.assert_running();
+                crate::http()
+                    .get(format!("http://127.0.0.1:{client_port}/health"))
+                    .call()
+                    .is_ok_and(|r| r.status() == 200)
+            },
+            || etcd.log(),
+        );
+
+        let port = free_port();
+        let mut cmd = Command::new(apiserver_bin);
+        cmd.arg(format!("--etcd-servers=http://127.0.0.1:{client_port}"))
+            .args(["--bind-address=127.0.0.1", "--advertise-address=127.0.0.1"])
+            .arg(format!("--secure-port={port}"))
+            .arg(format!("--cert-dir={}", d.join("certs").display()))
+            .arg(format!("--tls-cert-file={}", d.join("serving.pem").display()))
+            .arg(format!("--tls-private-key-file={}", d.join("serving-key.pem").display()))
+            .arg(format!("--token-auth-file={}", d.join("tokens.csv").display()))
+            .arg("--service-account-issuer=https://kubernetes.default.svc.cluster.local")
+            .arg(format!("--service-account-key-file={}", d.join("sa.pub").display()))
+            .arg(format!("--service-account-signing-key-file={}", d.join("sa.pem").display()))
+            .args([
+                "--authorization-mode=RBAC",
+                "--service-cluster-ip-range=10.96.0.0/16",
+                "--enable-admission-plugins=NamespaceLifecycle,ServiceAccount,PodSecurity,MutatingAdmissionWebhook,ValidatingAdmissionWebhook",
+                "--disable-admission-plugins=DefaultStorageClass,DefaultTolerationSeconds,StorageObjectInUseProtection,PersistentVolumeClaimResize,RuntimeClass,CertificateApproval,CertificateSigning,ClusterTrustBundleAttest,CertificateSubjectRestriction,TaintNodesByCondition,Priority,ResourceQuota,LimitRanger",
+                "--allow-privileged=true",
+                "--v=1",
+            ]);
+        let apiserver = Process::spawn("kube-apiserver", cmd, d);
+        let url = format!("https://127.0.0.1:{port}");
+        let ca_pem = ca_cert.pem();
+
+        let kubeconfig = d.join("kubeconfig");
+        let b64 = base64::engine::general_purpose::STANDARD.encode(&ca_pem);
+        std::fs::write(
+            &kubeconfig,
+            format!(
+                "apiVersion: v1\nkind: Config\nclusters:\n- name: test\n  cluster:\n    server: {url}\n    certificate-authority-data: {b64}\nusers:\n- name: admin\n  user:\n    token: {admin_token}\ncontexts:\n- name: test\n  context:\n    cluster: test\n    user: admin\n    namespace: default\ncurrent-context: test\n"
+            ),
+        )
+        .unwrap();
+
+        let api =
+            KubeApi { url, ca_pem, admin_token, kubeconfig, ca_key_pem: ca_key.serialize_pem(), apiserver, etcd, dir };
+        wait_until(
+            "kube-apiserver to be ready",
+            Duration::from_secs(90),
+            || {
+                // Check both processes so a crash fails fast with its log.
+                let ok = api.kubectl(&["get", "--raw", "/readyz"]);
+                ok.status.success() && String::from_utf8_lossy(&ok.stdout).trim() == "ok"
+            },
+            || format!("{}\n--- etcd ---\n{}", api.apiserver.log(), api.etcd.log()),
+        );
+        // The default namespace exists once the bootstrap controller ran.
+        wait_until(
+            "the default namespace",
+            Duration::from_secs(30),
+            || api.kubectl(&["get", "namespace", "default"]).status.success(),
+            || api.apiserver.log(),
+        );
+        api
+    }
+
+    fn sign_with(issuer: &Issuer<'_, &KeyPair>, names: &[&str]) -> SignedCert {
+        let key = KeyPair::generate().unwrap();
+        let mut p = CertificateParams::new(names.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>()).unwrap();
+        p.subject_alt_names.push(SanType::IpAddress(IpAddr::V4(Ipv4Addr::LOCALHOST)));
+        p.distinguished_name.push(DnType::CommonName, names.first().copied().unwrap_or("localhost"));
+        let cert = p.signed_by(&key, issuer).unwrap();
+        SignedCert { cert_pem: cert.pem(), key_pem: key.serialize_pem() }
+    }
+
+    /// A serving certificate for `names` (and 127.0.0.1) signed by this
+    /// cluster's CA, e.g. for a webhook the apiserver calls.
+    pub fn sign_serving_cert(&self, names: &[&str]) -> SignedCert {
+        let ca_key = KeyPair::from_pem(&self.ca_key_pem).unwrap();
+        let issuer = Issuer::new(ca_params(), &ca_key);
+        Self::sign_with(&issuer, names)
+    }
+
+    /// The apiserver log so far.
+    pub fn log(&self) -> String {
+        self.apiserver.log()
+    }
+
+    /// The scratch directory of this cluster.
+    pub fn dir(&self) -> &std::path::Path {
+        self.dir.path()
+    }
+
+    /// Runs kubectl against this cluster.
+    pub fn kubectl(&self, args: &[&str]) -> Output {
+        Command::new("kubectl")
+            .arg(format!("--kubeconfig={}", self.kubeconfig.display()))
+            .args(args)
+            .output()
+            .unwrap_or_else(|e| panic!("cannot run kubectl: {e} (install kubectl)"))
+    }
+
+    /// Runs kubectl with `stdin` as input.
+    pub fn kubectl_stdin(&self, args: &[&str], stdin: &str) -> Output {
+        use std::io::Write;
+        let mut child = Command::new("kubectl")
+            .arg(format!("--kubeconfig={}", self.kubeconfig.display()))
+            .args(args)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        child.stdin.take().unwrap().write_all(stdin.as_bytes()).unwrap();
+        child.wait_with_output().unwrap()
+    }
+
+    /// Runs kubectl and returns stdout.
+    ///
+    /// # Panics
+    /// When kubectl fails, with its stderr.
+    pub fn kubectl_ok(&self, args: &[&str]) -> String {
+        let out = self.kubectl(args);
+        assert!(out.status.success(), "kubectl {args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8(out.stdout).unwrap()
+    }
+
+    /// Creates a namespace with `labels` (`key=value`).
+    pub fn create_namespace(&self, name: &str, labels: &[&str]) {
+        self.kubectl_ok(&["create", "namespace", name]);
+        if !labels.is_empty() {
+            let mut args = vec!["label", "namespace", name];
+            args.extend_from_slice(labels);
+            self.kubectl_ok(&args);
+        }
+    }
+
+    /// Creates a service account (there is no controller to create `default`).
+    pub fn create_service_account(&self, namespace: &str, name: &str) {
+        self.kubectl_ok(&["-n", namespace, "create", "serviceaccount", name]);
+    }
+
+    /// A service-account token from the TokenRequest API.
+    pub fn token_request(&self, namespace: &str, sa: &str, audience: &str) -> String {
+        self.kubectl_ok(&["-n", namespace, "create", "token", sa, "--audience", audience, "--duration", "1h"])
+            .trim()
+            .to_owned()
+    }
+
+    /// A kube-rs client for this cluster.
+    pub async fn client(&self) -> kube::Client {
+        let kubeconfig = kube::config::Kubeconfig::read_from(&self.kubeconfig).unwrap();
+        let config = kube::Config::from_custom_kubeconfig(kubeconfig, &kube::config::KubeConfigOptions::default())
+            .await
+            .unwrap();
+        kube::Client::try_from(config).unwrap()
+    }
+}
