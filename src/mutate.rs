@@ -169,27 +169,31 @@ fn common<T: PartialEq + Copy>(items: impl IntoIterator<Item = Option<T>>) -> Op
 }
 
 /// How the files are made readable by the app and nobody else.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 struct Access {
     agent_uid: i64,
     agent_gid: i64,
-    app_uid: Option<i64>,
+    /// Every selected container's UID, when the spec names all of them.
+    known_uids: Option<Vec<i64>>,
     fs_group: Option<i64>,
     default_mode: u32,
 }
 
 impl Access {
     /// Decides who the agent runs as and the default mode (see `docs/security.md`):
-    /// with an fsGroup, files are group-readable by it; otherwise, when every
-    /// selected container runs as one known non-root UID (and processes are
-    /// not shared, which would let the app read the agent's memory), the
-    /// agent runs as that UID and files are owner-only; otherwise 0444.
-    fn decide(selected: &[&Value], pod_sc: Option<&Value>, share_pid: bool, agent_uid: u32) -> Access {
+    /// with an fsGroup, files are group-readable by it; when every selected
+    /// container runs as one known non-root UID, the agent runs as that UID
+    /// (so files can be owner-only and signals reach the app); otherwise
+    /// files are 0444. Running as the app's UID is safe even with a shared
+    /// process namespace because the agent makes itself non-dumpable, which
+    /// closes `/proc/<agent>/{root,mem,environ,fd}` to same-UID processes.
+    fn decide(selected: &[&Value], pod_sc: Option<&Value>, agent_uid: u32) -> Access {
         let app_uid = common(selected.iter().map(|c| run_as_user(c, pod_sc))).filter(|u| *u > 0);
+        let known_uids: Option<Vec<i64>> = selected.iter().map(|c| run_as_user(c, pod_sc)).collect();
         let app_gid = common(selected.iter().map(|c| run_as_group(c, pod_sc))).filter(|g| *g > 0);
         let fs_group = pod_sc.and_then(|sc| sc.get("fsGroup")).and_then(Value::as_i64);
         let agent_uid = match app_uid {
-            Some(u) if !share_pid => u,
+            Some(u) => u,
             _ => i64::from(agent_uid),
         };
         let same_uid = app_uid == Some(agent_uid);
@@ -201,7 +205,7 @@ impl Access {
         } else {
             0o444
         };
-        Access { agent_uid, agent_gid, app_uid, fs_group, default_mode }
+        Access { agent_uid, agent_gid, known_uids, fs_group, default_mode }
     }
 
     /// Whether the app can read a file of `mode`: `Some(false)` when it
@@ -210,9 +214,8 @@ impl Access {
         if mode & 0o004 != 0 || (self.fs_group.is_some() && mode & 0o040 != 0) {
             return Some(true);
         }
-        match self.app_uid {
-            Some(u) if u == self.agent_uid => Some(mode & 0o400 != 0),
-            Some(_) => Some(false),
+        match &self.known_uids {
+            Some(uids) => Some(mode & 0o400 != 0 && uids.iter().all(|u| *u == self.agent_uid)),
             None => None,
         }
     }
@@ -499,7 +502,7 @@ fn inject(pod: &mut Value, a: &PodAnnotations, config: &InjectorConfig, ops: &mu
         }
     }
 
-    let access = Access::decide(&selected_containers, pod_sc, share_pid, config.agent.uid);
+    let access = Access::decide(&selected_containers, pod_sc, config.agent.uid);
     check_resources(config, a, &mut problems);
 
     // Backend settings.
@@ -695,9 +698,9 @@ fn inject(pod: &mut Value, a: &PodAnnotations, config: &InjectorConfig, ops: &mu
             Some(false) if files.explicit_mode.contains(&f.name) => problems.push(Problem::annotation(
                 &format!("file-mode-{}", f.name),
                 format!(
-                    "mode {:04o} does not let the app (UID {}) read the file: the agent writes it as UID {} group {}; use 0440 with a pod fsGroup, or 0444",
+                    "mode {:04o} does not let every selected container read the file (they run as UID {}; the agent writes it as UID {} group {}); use 0440 with a pod fsGroup, or 0444",
                     f.mode,
-                    access.app_uid.unwrap_or(0),
+                    access.known_uids.iter().flatten().map(ToString::to_string).collect::<Vec<_>>().join(", "),
                     access.agent_uid,
                     access.agent_gid
                 ),
@@ -1119,19 +1122,19 @@ mod tests {
     }
 
     #[test]
-    fn shared_process_namespace_keeps_the_agent_on_its_own_uid() {
+    fn signal_mode_runs_the_agent_as_the_app_so_signals_reach_it() {
         let (p, _) = run(pod(
             json!({"sidekey.dev/inject": "true", "sidekey.dev/secret-k": "vault:secret/data/a#k", "sidekey.dev/on-change": "signal:SIGHUP"}),
             json!({"shareProcessNamespace": true, "securityContext": {"runAsUser": 1000, "fsGroup": 1000}, "containers": [{"name": "app", "image": "x"}]}),
         ));
-        assert_eq!(p["spec"]["initContainers"][0]["securityContext"]["runAsUser"], 65532);
+        assert_eq!(p["spec"]["initContainers"][0]["securityContext"]["runAsUser"], 1000);
     }
 
     #[test]
     fn explicit_mode_the_app_cannot_read_is_refused() {
         let e = err(pod(
             json!({"sidekey.dev/inject": "true", "sidekey.dev/secret-k": "vault:secret/data/a#k", "sidekey.dev/file-mode-k": "0400"}),
-            json!({"shareProcessNamespace": true, "securityContext": {"runAsUser": 1000}, "containers": [{"name": "app", "image": "x"}]}),
+            json!({"securityContext": {"runAsUser": 1000}, "containers": [{"name": "app", "image": "x", "securityContext": {"runAsUser": 2000}}, {"name": "b", "image": "x"}]}),
         ));
         assert!(e[0].starts_with("annotation sidekey.dev/file-mode-k:"), "{e:?}");
     }
