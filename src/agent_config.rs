@@ -44,6 +44,10 @@ pub struct AgentConfig {
     /// AWS settings; present when a file uses an `aws-sm:` reference.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub aws: Option<AwsConfig>,
+    /// Where the agent serves `/metrics`, `/readyz` and `/healthz`
+    /// (`127.0.0.1:9102`); absent: not served.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metrics_addr: Option<String>,
 }
 
 fn default_refresh() -> Duration {
@@ -271,6 +275,7 @@ mod tests {
                 revoke_on_shutdown: false,
             }),
             aws: None,
+            metrics_addr: None,
         }
     }
 

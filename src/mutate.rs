@@ -214,10 +214,7 @@ impl Access {
         if mode & 0o004 != 0 || (self.fs_group.is_some() && mode & 0o040 != 0) {
             return Some(true);
         }
-        match &self.known_uids {
-            Some(uids) => Some(mode & 0o400 != 0 && uids.iter().all(|u| *u == self.agent_uid)),
-            None => None,
-        }
+        self.known_uids.as_ref().map(|uids| mode & 0o400 != 0 && uids.iter().all(|u| *u == self.agent_uid))
     }
 }
 
@@ -837,6 +834,7 @@ fn inject(pod: &mut Value, a: &PodAnnotations, config: &InjectorConfig, ops: &mu
         files: files.specs,
         vault,
         aws,
+        metrics_addr: None,
     };
     let uses_vault = agent_config.vault.is_some();
     let exec_used = env_mode == EnvMode::Exec && !migrated.is_empty();

@@ -1,6 +1,212 @@
-//! `sidekey-agent`: logs in to Vault/OpenBao or AWS Secrets Manager with the
-//! pod's identity, writes each secret as a file into the in-memory volume and
-//! keeps the files current.
+//! `sidekey-agent`: logs in to Vault/OpenBao (and, with its feature, AWS
+//! Secrets Manager) with the pod's identity, writes each secret as a file
+//! into the in-memory volume with kubelet's atomic-writer layout, renews
+//! leases, replaces credentials before they expire, picks up new versions of
+//! static secrets, and tells the app.
 //!
-//! Not built yet: the agent lands with its own issue. Its configuration
-//! schema is [`sidekey::agent_config`].
+//! `main.rs` is thin: it parses the command line and calls [`run`], so tests
+//! drive the agent in-process as well as through the binary.
+//! Configuration: [`sidekey::agent_config`].
+
+pub mod admin;
+pub mod backend;
+pub mod engine;
+pub mod exec;
+pub mod metrics;
+pub mod notify;
+pub mod render;
+pub mod schedule;
+pub mod secret;
+pub mod writer;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use sidekey::agent_config::AgentConfig;
+use sidekey::reference::Backend as BackendKind;
+use tokio::sync::{mpsc, watch};
+
+use crate::backend::Backend;
+use crate::engine::{HeldLeases, Plan, Renderer, SourceTask, StartupError};
+use crate::metrics::Metrics;
+use crate::writer::AtomicWriter;
+
+/// How the agent runs.
+#[derive(Debug, Clone, Default)]
+pub struct Options {
+    /// Render once and exit (init containers).
+    pub once: bool,
+}
+
+/// Why the agent stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum AgentError {
+    /// The configuration cannot work (exit code 64).
+    #[error("config: {0}")]
+    Config(String),
+    /// The files could not be written at start.
+    #[error(transparent)]
+    Startup(#[from] StartupError),
+}
+
+/// What a running agent exposes to its caller (tests, `main`).
+pub struct Handle {
+    /// Metrics and readiness.
+    pub metrics: Arc<Metrics>,
+    /// Becomes true after the first complete write.
+    pub ready: watch::Receiver<bool>,
+}
+
+/// Makes the process non-dumpable, so that a same-UID process in a shared
+/// process namespace cannot read its memory, environment, files or token
+/// through `/proc/<pid>/`.
+pub fn harden_process() {
+    if let Err(e) = rustix::process::set_dumpable_behavior(rustix::process::DumpableBehavior::NotDumpable) {
+        tracing::warn!(error = %e, "could not make the agent non-dumpable");
+    }
+}
+
+fn backend_for(
+    kind: BackendKind,
+    config: &AgentConfig,
+    metrics: &Arc<Metrics>,
+    vault: &mut Option<Backend>,
+) -> Result<Backend, AgentError> {
+    match kind {
+        BackendKind::File => Ok(Backend::File(backend::file::FileBackend)),
+        BackendKind::Vault => {
+            #[cfg(feature = "vault")]
+            {
+                if let Some(b) = vault {
+                    return Ok(b.clone());
+                }
+                let Some(vc) = &config.vault else {
+                    return Err(AgentError::Config(
+                        "files use vault: references but there are no vault settings".into(),
+                    ));
+                };
+                let v = backend::vault::Vault::new(vc, metrics.clone()).map_err(AgentError::Config)?;
+                let b = Backend::Vault(Arc::new(v));
+                *vault = Some(b.clone());
+                Ok(b)
+            }
+            #[cfg(not(feature = "vault"))]
+            {
+                let _ = (config, metrics, vault);
+                Err(AgentError::Config("this agent was built without the vault feature".into()))
+            }
+        }
+        BackendKind::Aws => Err(AgentError::Config("this agent was built without the aws feature".into())),
+    }
+}
+
+/// Runs the agent until `shutdown` resolves (or, with `once`, until the
+/// first complete write). `started` receives the handle as soon as the
+/// agent is set up.
+///
+/// # Errors
+/// [`AgentError`]: bad configuration, or (with `once`, or when the backend
+/// refuses permanently) files that could not be written.
+pub async fn run(
+    config: AgentConfig,
+    options: Options,
+    shutdown: impl Future<Output = ()>,
+    started: impl FnOnce(Handle),
+) -> Result<(), AgentError> {
+    config.validate().map_err(|e| AgentError::Config(e.to_string()))?;
+    #[cfg(feature = "vault")]
+    {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+    }
+    let metrics = Arc::new(Metrics::default());
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let (ready_tx, ready_rx) = watch::channel(false);
+
+    if let Some(addr) = &config.metrics_addr {
+        let addr: SocketAddr =
+            addr.parse().map_err(|_| AgentError::Config(format!("metricsAddr {addr:?} is not host:port")))?;
+        let listener = admin::bind(addr).await.map_err(|e| AgentError::Config(format!("metricsAddr {addr}: {e}")))?;
+        tokio::spawn(admin::serve(listener, metrics.clone(), stop_rx.clone()));
+    }
+
+    let plan = Plan::new(&config);
+    let (tx, rx) = mpsc::channel(64);
+    let leases: HeldLeases = HeldLeases::default();
+    let mut vault = None;
+    let mut tasks = Vec::new();
+    for (index, source) in plan.sources.iter().enumerate() {
+        let backend = backend_for(source.reference.backend(), &config, &metrics, &mut vault)?;
+        #[cfg(feature = "vault")]
+        let logins = match &backend {
+            Backend::Vault(v) => Some(v.subscribe()),
+            Backend::File(_) => None,
+        };
+        #[cfg(not(feature = "vault"))]
+        let logins = None;
+        let task = SourceTask {
+            index,
+            source: source.clone(),
+            backend,
+            refresh: config.refresh,
+            tx: tx.clone(),
+            logins,
+            metrics: metrics.clone(),
+            once: options.once,
+            shutdown: stop_rx.clone(),
+            leases: leases.clone(),
+        };
+        let span = tracing::info_span!("source", source = %source.name);
+        tasks.push((task, span));
+    }
+    drop(tx);
+    #[cfg(feature = "vault")]
+    if let (Some(Backend::Vault(v)), false) = (&vault, options.once) {
+        let v = v.clone();
+        let stop = stop_rx.clone();
+        tokio::spawn(tracing::Instrument::instrument(v.maintain(stop), tracing::info_span!("vault-token")));
+    }
+    for (task, span) in tasks {
+        tokio::spawn(tracing::Instrument::instrument(task.run(), span));
+    }
+    started(Handle { metrics: metrics.clone(), ready: ready_rx });
+
+    let renderer = Renderer {
+        writer: AtomicWriter::new(&config.mount_path),
+        plan,
+        metrics,
+        once: options.once,
+        config: config.clone(),
+    };
+    let result = tokio::select! {
+        r = renderer.run(rx, ready_tx, stop_rx.clone()) => r,
+        () = shutdown => {
+            tracing::info!("shutting down");
+            Ok(())
+        }
+    };
+    let _ = stop_tx.send(true);
+    if config.vault.as_ref().is_some_and(|v| v.revoke_on_shutdown) && !options.once {
+        revoke_all(&leases, vault.as_ref()).await;
+    }
+    result.map_err(AgentError::from)
+}
+
+async fn revoke_all(leases: &HeldLeases, vault: Option<&Backend>) {
+    let held: Vec<(Backend, backend::Lease)> = leases.lock().map(|m| m.values().cloned().collect()).unwrap_or_default();
+    let revoke = async {
+        for (backend, lease) in held {
+            backend.revoke(&lease).await;
+        }
+        #[cfg(feature = "vault")]
+        if let Some(Backend::Vault(v)) = vault {
+            v.revoke_token().await;
+        }
+        #[cfg(not(feature = "vault"))]
+        let _ = vault;
+    };
+    // Shutdown must stay prompt even when Vault is unreachable.
+    if tokio::time::timeout(std::time::Duration::from_secs(5), revoke).await.is_err() {
+        tracing::warn!("revocation at shutdown timed out");
+    }
+}

@@ -1,8 +1,151 @@
-//! `sidekey-agent` entry point (the agent is not built yet).
+//! `sidekey-agent` entry point: parses the command line, sets up logging
+//! and the runtime, and calls [`sidekey_agent::run`].
 
+use std::path::PathBuf;
 use std::process::ExitCode;
 
+use clap::{Parser, Subcommand};
+use sidekey::agent_config::{AgentConfig, ENV_VAR};
+use sidekey_agent::exec::{self, ExecSpec};
+use sidekey_agent::{AgentError, Options};
+
+/// sidekey's agent: writes secrets from Vault/OpenBao or AWS Secrets Manager
+/// as files into an in-memory volume and keeps them current.
+#[derive(Parser)]
+#[command(name = "sidekey-agent", version)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Render the files and keep them current (the sidecar), or render once.
+    Run {
+        /// Render once and exit: 0 when every file was written, 1 otherwise.
+        #[arg(long)]
+        once: bool,
+        /// Read the config from FILE instead of the SIDEKEY_CONFIG env var.
+        #[arg(long, value_name = "FILE")]
+        config: Option<PathBuf>,
+    },
+    /// Exit 0 when every required file exists (the startup probe).
+    Ready {
+        /// Read the config from FILE instead of the SIDEKEY_CONFIG env var.
+        #[arg(long, value_name = "FILE")]
+        config: Option<PathBuf>,
+    },
+    /// Copy this binary to DEST (for `env: exec` pods).
+    Install {
+        /// Where to copy the binary.
+        dest: PathBuf,
+    },
+    /// Wait for the secret files, then start COMMAND with them as env vars.
+    Exec {
+        /// VAR=FILE: set VAR to the content of FILE. Repeatable.
+        #[arg(long = "env", value_name = "VAR=FILE", value_parser = exec::parse_env)]
+        vars: Vec<(String, PathBuf)>,
+        /// DIR[:PREFIX]: set PREFIX+NAME for every file NAME in DIR. Repeatable.
+        #[arg(long = "env-dir", value_name = "DIR[:PREFIX]")]
+        dirs: Vec<String>,
+        /// How long to wait for the files.
+        #[arg(long, default_value = "2m", value_parser = sidekey::duration::parse)]
+        timeout: std::time::Duration,
+        /// The command and its arguments.
+        #[arg(last = true, required = true)]
+        command: Vec<std::ffi::OsString>,
+    },
+}
+
+fn load_config(path: Option<&PathBuf>) -> Result<AgentConfig, String> {
+    let text = match path {
+        Some(p) => std::fs::read_to_string(p).map_err(|e| format!("--config {}: {e}", p.display()))?,
+        None => std::env::var(ENV_VAR).map_err(|_| format!("no configuration: set {ENV_VAR} or pass --config FILE"))?,
+    };
+    AgentConfig::from_json(&text).map_err(|e| e.to_string())
+}
+
+fn init_logging() {
+    let json = std::env::var("SIDEKEY_LOG_FORMAT").is_ok_and(|f| f == "json");
+    let level = match std::env::var("SIDEKEY_LOG").unwrap_or_default().to_ascii_lowercase().as_str() {
+        "trace" => tracing::Level::TRACE,
+        "debug" => tracing::Level::DEBUG,
+        "warn" => tracing::Level::WARN,
+        "error" => tracing::Level::ERROR,
+        _ => tracing::Level::INFO,
+    };
+    let builder = tracing_subscriber::fmt().with_max_level(level).with_writer(std::io::stderr).with_target(false);
+    if json {
+        builder.json().init();
+    } else {
+        builder.with_ansi(false).init();
+    }
+}
+
+async fn shutdown_signal() {
+    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(_) => return std::future::pending().await,
+    };
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
+}
+
 fn main() -> ExitCode {
-    eprintln!("sidekey-agent: the agent is not built yet");
-    ExitCode::from(69)
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Ready { config } => match load_config(config.as_ref()) {
+            Ok(c) if exec::ready(&c) => ExitCode::SUCCESS,
+            Ok(_) => ExitCode::from(1),
+            Err(e) => {
+                eprintln!("sidekey-agent: {e}");
+                ExitCode::from(64)
+            }
+        },
+        Command::Install { dest } => match exec::install(&dest) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("sidekey-agent install {}: {e}", dest.display());
+                ExitCode::from(1)
+            }
+        },
+        Command::Exec { vars, dirs, timeout, command } => {
+            let spec = ExecSpec { vars, dirs: dirs.iter().map(|d| exec::parse_env_dir(d)).collect(), timeout, command };
+            let err = exec::exec(&spec);
+            eprintln!("sidekey-agent exec: {err}");
+            ExitCode::from(if matches!(err, exec::ExecError::Usage(_)) { 64 } else { 1 })
+        }
+        Command::Run { once, config } => {
+            init_logging();
+            let config = match load_config(config.as_ref()) {
+                Ok(c) => c,
+                Err(e) => {
+                    tracing::error!(error = %e, "invalid configuration");
+                    return ExitCode::from(64);
+                }
+            };
+            sidekey_agent::harden_process();
+            let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+                Ok(r) => r,
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot start the runtime");
+                    return ExitCode::from(1);
+                }
+            };
+            let result = runtime.block_on(sidekey_agent::run(config, Options { once }, shutdown_signal(), |_| {}));
+            match result {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e @ AgentError::Config(_)) => {
+                    tracing::error!(error = %e, "invalid configuration");
+                    ExitCode::from(64)
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "the secret files could not be written");
+                    ExitCode::from(1)
+                }
+            }
+        }
+    }
 }

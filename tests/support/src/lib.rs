@@ -20,7 +20,13 @@
 
 // Real servers take real time: the wall clock is right here, unlike in the
 // agent, whose schedules use tokio's pausable clock.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stdout, clippy::print_stderr, clippy::disallowed_methods)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::print_stdout,
+    clippy::print_stderr,
+    clippy::disallowed_methods
+)]
 
 mod bao;
 mod kube_api;

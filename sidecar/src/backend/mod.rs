@@ -1,0 +1,142 @@
+//! Secret backends behind one interface: read a secret, check cheaply
+//! whether it changed, renew and revoke leases.
+//!
+//! Errors say whether they are transient (back off, keep the last good
+//! files) or permanent (a clear error and a metric; retried only slowly).
+
+#[cfg(feature = "vault")]
+pub mod vault;
+
+pub mod file;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use sidekey::reference::Reference;
+
+use crate::secret::Secret;
+
+/// Why a backend call failed. Messages name paths, ARNs and leases, never values.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BackendError {
+    /// Network trouble, throttling, 5xx, a sealed Vault: try again later.
+    #[error("{0}")]
+    Transient(String),
+    /// Access denied: the token or policy is wrong (retried after a new login).
+    #[error("{0}")]
+    Denied(String),
+    /// Not found, malformed, unsupported: will not fix itself.
+    #[error("{0}")]
+    Permanent(String),
+}
+
+impl BackendError {
+    /// Whether retrying soon can help.
+    pub fn is_transient(&self) -> bool {
+        matches!(self, BackendError::Transient(_))
+    }
+
+    /// A short label for metrics.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            BackendError::Transient(_) => "transient",
+            BackendError::Denied(_) => "denied",
+            BackendError::Permanent(_) => "permanent",
+        }
+    }
+}
+
+/// A lease on a dynamic secret.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Lease {
+    /// The lease id (an identifier, not a secret).
+    pub id: String,
+    /// Its lifetime when issued or last renewed.
+    pub ttl: Duration,
+    /// Whether it can be renewed.
+    pub renewable: bool,
+}
+
+/// The result of one read.
+#[derive(Debug)]
+pub struct Fetched {
+    /// The secret.
+    pub secret: Arc<Secret>,
+    /// Its version, when the backend has versions (KV v2, AWS).
+    pub version: Option<String>,
+    /// The lease, for dynamic secrets.
+    pub lease: Option<Lease>,
+    /// How to check for a new version cheaply (backend-specific: the KV v2
+    /// metadata path, the AWS secret id); `None`: read again to check.
+    pub check: Option<String>,
+    /// Which login (token generation) the lease belongs to; a lease dies
+    /// with the token that created it.
+    pub owner: u64,
+}
+
+/// A configured backend.
+#[derive(Clone)]
+pub enum Backend {
+    /// Vault / OpenBao.
+    #[cfg(feature = "vault")]
+    Vault(Arc<vault::Vault>),
+    /// Local files.
+    File(file::FileBackend),
+}
+
+impl Backend {
+    /// Reads `reference` (its key is ignored: one read serves every key).
+    ///
+    /// # Errors
+    /// [`BackendError`], transient or not.
+    pub async fn read(&self, reference: &Reference) -> Result<Fetched, BackendError> {
+        match self {
+            #[cfg(feature = "vault")]
+            Backend::Vault(v) => v.read(reference).await,
+            Backend::File(f) => f.read(reference).await,
+        }
+    }
+
+    /// The current version behind `check` (from [`Fetched::check`]).
+    ///
+    /// # Errors
+    /// [`BackendError`], transient or not.
+    pub async fn version(&self, check: &str) -> Result<String, BackendError> {
+        match self {
+            #[cfg(feature = "vault")]
+            Backend::Vault(v) => v.version(check).await,
+            Backend::File(f) => f.version(check).await,
+        }
+    }
+
+    /// Renews `lease` by `increment`; returns the lifetime granted.
+    ///
+    /// # Errors
+    /// [`BackendError::Permanent`] when the lease is gone.
+    pub async fn renew(&self, lease: &Lease, increment: Duration) -> Result<Duration, BackendError> {
+        match self {
+            #[cfg(feature = "vault")]
+            Backend::Vault(v) => v.renew(lease, increment).await,
+            Backend::File(_) => Err(BackendError::Permanent("file secrets have no leases".into())),
+        }
+    }
+
+    /// Revokes `lease` (at shutdown, when configured).
+    pub async fn revoke(&self, lease: &Lease) {
+        match self {
+            #[cfg(feature = "vault")]
+            Backend::Vault(v) => v.revoke(lease).await,
+            Backend::File(_) => {}
+        }
+    }
+
+    /// A generation counter that changes when the login changes, and the
+    /// deadline of an older login's token, if known.
+    pub fn owner_deadline(&self, owner: u64) -> Option<tokio::time::Instant> {
+        match self {
+            #[cfg(feature = "vault")]
+            Backend::Vault(v) => v.token_deadline(owner),
+            Backend::File(_) => None,
+        }
+    }
+}

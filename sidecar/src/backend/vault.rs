@@ -1,0 +1,472 @@
+//! The Vault / OpenBao backend over its HTTP API
+//! (<https://developer.hashicorp.com/vault/api-docs>; OpenBao is the same).
+//!
+//! One login at a time; the token is renewed ahead of expiry and replaced by
+//! a new login when renewal stops working. A new token does not re-read
+//! anything: static secrets keep their version checks and leases keep being
+//! renewed with whichever token is current. Because Vault revokes the leases
+//! of a token when that token ends, the end of an old token (known once its
+//! renewal is capped) becomes a deadline for the leases it created.
+//!
+//! Why not vaultrs: its typed reads strip `lease_id`/`lease_duration` from
+//! responses and it has no `sys/leases/renew`, both essential here; this
+//! module uses the same transport (reqwest on rustls) directly.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use reqwest::{Method, StatusCode};
+use secrecy::{ExposeSecret, SecretString};
+use serde_json::{Value, json};
+use sidekey::agent_config::{VaultAuth, VaultConfig};
+use sidekey::reference::Reference;
+use tokio::sync::{Mutex, watch};
+use tokio::time::Instant;
+use zeroize::Zeroizing;
+
+use super::{BackendError, Fetched, Lease};
+use crate::metrics::Metrics;
+use crate::schedule::{Backoff, capped, jitter, renew_after};
+use crate::secret::Secret;
+
+struct TokenState {
+    token: Option<SecretString>,
+    generation: u64,
+    ttl: Duration,
+    renewable: bool,
+    obtained: Instant,
+}
+
+/// A Vault connection with its login.
+pub struct Vault {
+    http: reqwest::Client,
+    addr: String,
+    namespace: Option<String>,
+    auth: VaultAuth,
+    state: Mutex<TokenState>,
+    deadlines: std::sync::Mutex<HashMap<u64, Instant>>,
+    changes: watch::Sender<u64>,
+    kv2: std::sync::Mutex<HashMap<String, Option<(String, String)>>>,
+    metrics: Arc<Metrics>,
+}
+
+fn short(s: &str) -> String {
+    s.chars().take(300).collect()
+}
+
+fn errors_of(body: &str) -> String {
+    serde_json::from_str::<Value>(body)
+        .ok()
+        .and_then(|v| v["errors"].as_array().map(|e| e.iter().filter_map(Value::as_str).collect::<Vec<_>>().join("; ")))
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| "no error detail".into())
+}
+
+impl Vault {
+    /// A client for `config`; logs in lazily.
+    ///
+    /// # Errors
+    /// When the CA bundle cannot be read or the HTTP client not built.
+    pub fn new(config: &VaultConfig, metrics: Arc<Metrics>) -> Result<Self, String> {
+        let mut builder = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(5))
+            .timeout(Duration::from_secs(30))
+            .pool_idle_timeout(Duration::from_secs(90))
+            .user_agent(concat!("sidekey-agent/", env!("CARGO_PKG_VERSION")));
+        if let Some(ca) = &config.ca_cert {
+            let pem = std::fs::read(ca).map_err(|e| format!("vault.caCert {ca}: {e}"))?;
+            let cert = reqwest::Certificate::from_pem(&pem).map_err(|e| format!("vault.caCert {ca}: {e}"))?;
+            builder = builder.add_root_certificate(cert);
+        }
+        let http = builder.build().map_err(|e| format!("vault HTTP client: {e}"))?;
+        let (changes, _) = watch::channel(0);
+        Ok(Vault {
+            http,
+            addr: config.addr.trim_end_matches('/').to_owned(),
+            namespace: config.namespace.clone(),
+            auth: config.auth.clone(),
+            state: Mutex::new(TokenState {
+                token: None,
+                generation: 0,
+                ttl: Duration::ZERO,
+                renewable: false,
+                obtained: Instant::now(),
+            }),
+            deadlines: std::sync::Mutex::default(),
+            changes,
+            kv2: std::sync::Mutex::default(),
+            metrics,
+        })
+    }
+
+    /// Changes whenever the login changes or an old token's end is known.
+    pub fn subscribe(&self) -> watch::Receiver<u64> {
+        self.changes.subscribe()
+    }
+
+    /// When the token of login `generation` ends, if that is known.
+    pub fn token_deadline(&self, generation: u64) -> Option<Instant> {
+        self.deadlines.lock().ok()?.get(&generation).copied()
+    }
+
+    async fn send(
+        &self,
+        method: Method,
+        path: &str,
+        token: Option<&SecretString>,
+        body: Option<&Value>,
+    ) -> Result<(StatusCode, String), BackendError> {
+        let mut req = self.http.request(method.clone(), format!("{}/v1/{path}", self.addr));
+        if let Some(t) = token {
+            req = req.header("X-Vault-Token", t.expose_secret());
+        }
+        if let Some(ns) = &self.namespace {
+            req = req.header("X-Vault-Namespace", ns);
+        }
+        if let Some(b) = body {
+            req = req.json(b);
+        }
+        let resp = req.send().await.map_err(|e| {
+            BackendError::Transient(format!(
+                "{method} {path}: {}",
+                if e.is_timeout() { "timed out".into() } else { short(&e.without_url().to_string()) }
+            ))
+        })?;
+        let status = resp.status();
+        let text = resp.text().await.map_err(|e| {
+            BackendError::Transient(format!("{method} {path}: reading the response: {}", e.without_url()))
+        })?;
+        Ok((status, text))
+    }
+
+    async fn login(&self, state: &mut TokenState) -> Result<(), BackendError> {
+        let (body, path) = match &self.auth {
+            VaultAuth::Kubernetes { mount, role, token_path } => {
+                // Projected tokens rotate: read the file at every login.
+                let jwt = Zeroizing::new(tokio::fs::read_to_string(token_path).await.map_err(|e| {
+                    BackendError::Transient(format!("reading the service-account token {token_path}: {e}"))
+                })?);
+                (Some(json!({"role": role, "jwt": jwt.trim()})), format!("auth/{mount}/login"))
+            }
+            VaultAuth::Token { token_path } => {
+                let token = Zeroizing::new(
+                    tokio::fs::read_to_string(token_path)
+                        .await
+                        .map_err(|e| BackendError::Permanent(format!("reading the Vault token {token_path}: {e}")))?,
+                );
+                let token = SecretString::from(token.trim().to_owned());
+                let (status, text) = self.send(Method::GET, "auth/token/lookup-self", Some(&token), None).await?;
+                let text = Zeroizing::new(text);
+                if !status.is_success() {
+                    self.metrics.login(false);
+                    return Err(self.classify("token lookup-self", status, &text));
+                }
+                let v: Value = serde_json::from_str(&text).unwrap_or_default();
+                state.generation += 1;
+                state.token = Some(token);
+                state.ttl = Duration::from_secs(v["data"]["ttl"].as_u64().unwrap_or(0));
+                state.renewable = v["data"]["renewable"].as_bool().unwrap_or(false);
+                state.obtained = Instant::now();
+                self.metrics.login(true);
+                let _ = self.changes.send(state.generation);
+                tracing::info!(
+                    generation = state.generation,
+                    ttl_s = state.ttl.as_secs(),
+                    "using the Vault token from the token file"
+                );
+                return Ok(());
+            }
+        };
+        let (status, text) = self.send(Method::POST, &path, None, body.as_ref()).await?;
+        drop(body);
+        let text = Zeroizing::new(text);
+        if !status.is_success() {
+            self.metrics.login(false);
+            return Err(self.classify(&format!("login at {path}"), status, &text));
+        }
+        let mut v: Value = serde_json::from_str(&text).unwrap_or_default();
+        let token = v["auth"]["client_token"].as_str().map(|t| SecretString::from(t.to_owned()));
+        let Some(token) = token else {
+            return Err(BackendError::Permanent(format!("login at {path}: the response has no token")));
+        };
+        state.generation += 1;
+        state.token = Some(token);
+        state.ttl = Duration::from_secs(v["auth"]["lease_duration"].as_u64().unwrap_or(0));
+        state.renewable = v["auth"]["renewable"].as_bool().unwrap_or(false);
+        state.obtained = Instant::now();
+        crate::secret::SecretValue::new(std::mem::take(&mut v));
+        self.metrics.login(true);
+        let _ = self.changes.send(state.generation);
+        tracing::info!(
+            generation = state.generation,
+            ttl_s = state.ttl.as_secs(),
+            renewable = state.renewable,
+            "logged in to Vault"
+        );
+        Ok(())
+    }
+
+    /// The current token, logging in when there is none.
+    async fn token(&self) -> Result<(SecretString, u64), BackendError> {
+        let mut state = self.state.lock().await;
+        if state.token.is_none() {
+            self.login(&mut state).await?;
+        }
+        Ok((state.token.clone().unwrap_or_else(|| SecretString::from(String::new())), state.generation))
+    }
+
+    /// Drops the token of `generation` (refused or revoked), so the next call logs in.
+    async fn invalidate(&self, generation: u64) {
+        let mut state = self.state.lock().await;
+        if state.generation == generation && state.token.is_some() {
+            tracing::warn!(generation, "Vault refused the token; logging in again");
+            state.token = None;
+        }
+    }
+
+    fn classify(&self, what: &str, status: StatusCode, body: &str) -> BackendError {
+        let detail = short(&errors_of(body));
+        match status.as_u16() {
+            403 => BackendError::Denied(format!("{what}: permission denied ({detail})")),
+            404 => BackendError::Permanent(format!("{what}: not found")),
+            400 | 405 => BackendError::Permanent(format!("{what}: {detail}")),
+            429 => BackendError::Transient(format!("{what}: rate limited")),
+            s => BackendError::Transient(format!("{what}: HTTP {s} ({detail})")),
+        }
+    }
+
+    /// A call with the current token; a refused token is replaced once.
+    async fn call(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&Value>,
+    ) -> Result<(Zeroizing<String>, u64), BackendError> {
+        let mut last = None;
+        for _ in 0..2 {
+            let (token, generation) = self.token().await?;
+            let (status, text) = self.send(method.clone(), path, Some(&token), body).await?;
+            let text = Zeroizing::new(text);
+            if status.is_success() {
+                return Ok((text, generation));
+            }
+            let err = self.classify(&format!("{method} {path}"), status, &text);
+            if matches!(err, BackendError::Denied(_)) {
+                self.invalidate(generation).await;
+                last = Some(err);
+                continue;
+            }
+            return Err(err);
+        }
+        Err(last.unwrap_or_else(|| BackendError::Transient(format!("{method} {path}: failed"))))
+    }
+
+    /// The KV v2 mount and path below `data/` of `path`, found once per path
+    /// through `sys/internal/ui/mounts` (what `vault kv` uses).
+    async fn kv2_split(&self, path: &str) -> Result<Option<(String, String)>, BackendError> {
+        if let Some(known) = self.kv2.lock().ok().and_then(|m| m.get(path).cloned()) {
+            return Ok(known);
+        }
+        let split = match self.call(Method::GET, &format!("sys/internal/ui/mounts/{path}"), None).await {
+            Ok((text, _)) => {
+                let v: Value = serde_json::from_str(&text).unwrap_or_default();
+                let mount = v["data"]["path"].as_str().unwrap_or("").to_owned();
+                let is_kv2 = v["data"]["type"] == "kv" && v["data"]["options"]["version"] == "2";
+                if is_kv2 && !mount.is_empty() {
+                    match path.strip_prefix(&mount).and_then(|rest| rest.strip_prefix("data/")) {
+                        Some(rest) => Some((mount, rest.to_owned())),
+                        None => {
+                            let rest = path.strip_prefix(&mount).unwrap_or(path);
+                            return Err(BackendError::Permanent(format!(
+                                "{path} is on the KV v2 mount {mount}: KV v2 paths include data/ (vault:{mount}data/{rest})"
+                            )));
+                        }
+                    }
+                } else {
+                    None
+                }
+            }
+            // Without access to the mounts endpoint, fall back on the shape of the read.
+            Err(BackendError::Denied(_) | BackendError::Permanent(_)) => None,
+            Err(e) => return Err(e),
+        };
+        if let Ok(mut m) = self.kv2.lock() {
+            m.insert(path.to_owned(), split.clone());
+        }
+        Ok(split)
+    }
+
+    /// Reads `reference`'s path.
+    ///
+    /// # Errors
+    /// [`BackendError`].
+    pub async fn read(&self, reference: &Reference) -> Result<Fetched, BackendError> {
+        let Reference::Vault { path, .. } = reference else {
+            return Err(BackendError::Permanent(format!("{reference}: not a Vault reference")));
+        };
+        let kv2 = self.kv2_split(path).await?;
+        let (text, owner) = self.call(Method::GET, path, None).await?;
+        let mut v: Value =
+            serde_json::from_str(&text).map_err(|_| BackendError::Transient(format!("GET {path}: not JSON")))?;
+        drop(text);
+        let lease_id = v["lease_id"].as_str().unwrap_or("").to_owned();
+        let lease_ttl = Duration::from_secs(v["lease_duration"].as_u64().unwrap_or(0));
+        let renewable = v["renewable"].as_bool().unwrap_or(false);
+        let kv2_shape = v["data"]["metadata"]["version"].is_u64() && v["data"].get("data").is_some();
+        let (fields, version, check) = if kv2.is_some() || kv2_shape {
+            let version = v["data"]["metadata"]["version"].as_u64().map(|n| n.to_string());
+            let fields = std::mem::take(&mut v["data"]["data"]);
+            if fields.is_null() {
+                return Err(BackendError::Permanent(format!("{path}: the current version is deleted or destroyed")));
+            }
+            let check = kv2.map(|(mount, rest)| format!("{mount}metadata/{rest}")).or_else(|| {
+                let (mount, rest) = path.split_once("/data/")?;
+                Some(format!("{mount}/metadata/{rest}"))
+            });
+            (fields, version, check)
+        } else {
+            (std::mem::take(&mut v["data"]), None, None)
+        };
+        crate::secret::SecretValue::new(v);
+        let lease = (!lease_id.is_empty()).then_some(Lease { id: lease_id, ttl: lease_ttl, renewable });
+        Ok(Fetched { secret: Arc::new(Secret::from_fields(fields)), version, lease, check, owner })
+    }
+
+    /// The current KV v2 version at the metadata path `check`.
+    ///
+    /// # Errors
+    /// [`BackendError`].
+    pub async fn version(&self, check: &str) -> Result<String, BackendError> {
+        let (text, _) = self.call(Method::GET, check, None).await?;
+        let v: Value = serde_json::from_str(&text).unwrap_or_default();
+        v["data"]["current_version"]
+            .as_u64()
+            .map(|n| n.to_string())
+            .ok_or_else(|| BackendError::Transient(format!("GET {check}: no current_version")))
+    }
+
+    /// Renews `lease` by `increment`.
+    ///
+    /// # Errors
+    /// [`BackendError::Permanent`] when the lease is gone or not renewable.
+    pub async fn renew(&self, lease: &Lease, increment: Duration) -> Result<Duration, BackendError> {
+        let body = json!({"lease_id": lease.id, "increment": increment.as_secs()});
+        match self.call(Method::PUT, "sys/leases/renew", Some(&body)).await {
+            Ok((text, _)) => {
+                let v: Value = serde_json::from_str(&text).unwrap_or_default();
+                Ok(Duration::from_secs(v["lease_duration"].as_u64().unwrap_or(0)))
+            }
+            // Vault answers 400 for unknown, expired and non-renewable leases.
+            Err(BackendError::Permanent(m)) => Err(BackendError::Permanent(format!("lease {}: {m}", lease.id))),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Revokes `lease`, ignoring failures.
+    pub async fn revoke(&self, lease: &Lease) {
+        let body = json!({"lease_id": lease.id});
+        match self.call(Method::PUT, "sys/leases/revoke", Some(&body)).await {
+            Ok(_) => tracing::info!(lease = %lease.id, "revoked lease"),
+            Err(e) => tracing::warn!(lease = %lease.id, error = %e, "could not revoke lease"),
+        }
+    }
+
+    /// Revokes the current token, ignoring failures.
+    pub async fn revoke_token(&self) {
+        let mut state = self.state.lock().await;
+        if let Some(token) = state.token.take() {
+            match self.send(Method::POST, "auth/token/revoke-self", Some(&token), None).await {
+                Ok((s, _)) if s.is_success() => tracing::info!("revoked the Vault token"),
+                Ok((s, _)) => tracing::warn!(status = s.as_u16(), "could not revoke the Vault token"),
+                Err(e) => tracing::warn!(error = %e, "could not revoke the Vault token"),
+            }
+        }
+    }
+
+    /// Keeps the token alive until `shutdown`: renews it at about two thirds
+    /// of its lifetime and logs in again when renewal is refused or capped
+    /// (recording when the old token ends, so its leases are replaced in time).
+    pub async fn maintain(self: Arc<Self>, mut shutdown: watch::Receiver<bool>) {
+        let mut backoff = Backoff::default();
+        loop {
+            let wait = {
+                let state = self.state.lock().await;
+                if state.token.is_none() {
+                    Duration::ZERO
+                } else if state.ttl.is_zero() {
+                    // A token that never expires (a dev root token): nothing to renew.
+                    Duration::from_secs(3600)
+                } else {
+                    let due = state.obtained + jitter(renew_after(state.ttl), 0.1);
+                    due.saturating_duration_since(Instant::now())
+                }
+            };
+            tokio::select! {
+                () = tokio::time::sleep(wait) => {}
+                _ = shutdown.changed() => return,
+            }
+            let mut state = self.state.lock().await;
+            if state.token.is_some() && state.ttl.is_zero() {
+                continue;
+            }
+            let result = match (&state.token, state.renewable) {
+                (Some(token), true) => {
+                    let body = json!({"increment": state.ttl.as_secs()});
+                    match self.send(Method::POST, "auth/token/renew-self", Some(token), Some(&body)).await {
+                        Ok((status, text)) if status.is_success() => {
+                            let v: Value = serde_json::from_str(&Zeroizing::new(text)).unwrap_or_default();
+                            let granted = Duration::from_secs(v["auth"]["lease_duration"].as_u64().unwrap_or(0));
+                            self.metrics.token_renewal(true);
+                            if capped(state.ttl, granted) {
+                                // The token reached its max TTL: its leases end with it.
+                                let end = Instant::now() + granted;
+                                if let Ok(mut d) = self.deadlines.lock() {
+                                    d.insert(state.generation, end);
+                                }
+                                tracing::info!(
+                                    generation = state.generation,
+                                    ends_in_s = granted.as_secs(),
+                                    "token renewal capped; logging in again"
+                                );
+                                self.login(&mut state).await
+                            } else {
+                                tracing::debug!(
+                                    generation = state.generation,
+                                    ttl_s = granted.as_secs(),
+                                    "renewed the Vault token"
+                                );
+                                state.obtained = Instant::now();
+                                Ok(())
+                            }
+                        }
+                        Ok((status, text)) => {
+                            self.metrics.token_renewal(false);
+                            let e = self.classify("token renew-self", status, &Zeroizing::new(text));
+                            tracing::warn!(error = %e, "token renewal refused; logging in again");
+                            if let Ok(mut d) = self.deadlines.lock() {
+                                d.insert(state.generation, Instant::now());
+                            }
+                            self.login(&mut state).await
+                        }
+                        Err(e) => Err(e),
+                    }
+                }
+                // No token yet, or one that cannot be renewed: log in.
+                _ => self.login(&mut state).await,
+            };
+            drop(state);
+            match result {
+                Ok(()) => backoff.reset(),
+                Err(e) => {
+                    let delay = backoff.next_delay();
+                    tracing::warn!(error = %e, retry_in_ms = delay.as_millis() as u64, "Vault login or token renewal failed");
+                    tokio::select! {
+                        () = tokio::time::sleep(delay) => {}
+                        _ = shutdown.changed() => return,
+                    }
+                }
+            }
+        }
+    }
+}

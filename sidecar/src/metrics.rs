@@ -1,0 +1,188 @@
+//! The agent's Prometheus metrics. Labels carry references (paths, ARNs)
+//! and outcomes, never values.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use prometheus_client::encoding::text::encode;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+
+type Labels = Vec<(&'static str, String)>;
+
+/// Every metric of the agent.
+pub struct Metrics {
+    registry: Registry,
+    fetches: Family<Labels, Counter>,
+    version_checks: Family<Labels, Counter>,
+    renewals: Family<Labels, Counter>,
+    failures: Family<Labels, Counter>,
+    logins: Family<Labels, Counter>,
+    token_renewals: Family<Labels, Counter>,
+    notifications: Family<Labels, Counter>,
+    renders: Counter,
+    last_render: Gauge<f64, AtomicU64>,
+    lease_seconds: Family<Labels, Gauge<f64, AtomicU64>>,
+    lease_expiry: Mutex<HashMap<String, SystemTime>>,
+    ready: Gauge,
+    is_ready: AtomicBool,
+}
+
+fn outcome(ok: bool) -> &'static str {
+    if ok { "ok" } else { "error" }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        let mut registry = Registry::with_prefix("sidekey_agent");
+        let m = Metrics {
+            fetches: Family::default(),
+            version_checks: Family::default(),
+            renewals: Family::default(),
+            failures: Family::default(),
+            logins: Family::default(),
+            token_renewals: Family::default(),
+            notifications: Family::default(),
+            renders: Counter::default(),
+            last_render: Gauge::default(),
+            lease_seconds: Family::default(),
+            lease_expiry: Mutex::default(),
+            ready: Gauge::default(),
+            is_ready: AtomicBool::new(false),
+            registry: Registry::default(),
+        };
+        registry.register("fetches", "Secret reads, by source and outcome", m.fetches.clone());
+        registry.register(
+            "version_checks",
+            "Cheap checks for a new version, by source and outcome",
+            m.version_checks.clone(),
+        );
+        registry.register("lease_renewals", "Lease renewals, by source and outcome", m.renewals.clone());
+        registry.register(
+            "failures",
+            "Backend failures, by source and kind (transient, denied, permanent)",
+            m.failures.clone(),
+        );
+        registry.register("logins", "Vault logins, by outcome", m.logins.clone());
+        registry.register("token_renewals", "Vault token renewals, by outcome", m.token_renewals.clone());
+        registry.register("notifications", "on-change notifications of the app, by outcome", m.notifications.clone());
+        registry.register("renders", "Times a new set of files was written", m.renders.clone());
+        registry.register(
+            "last_render_timestamp_seconds",
+            "When files were last written (Unix time)",
+            m.last_render.clone(),
+        );
+        registry.register(
+            "lease_expiry_seconds",
+            "Seconds until each lease expires, by source",
+            m.lease_seconds.clone(),
+        );
+        registry.register("ready", "1 once every file has been written", m.ready.clone());
+        Metrics { registry, ..m }
+    }
+}
+
+impl Metrics {
+    /// A read of `source`.
+    pub fn fetch(&self, source: &str, ok: bool) {
+        self.fetches.get_or_create(&vec![("source", source.to_owned()), ("outcome", outcome(ok).into())]).inc();
+    }
+
+    /// A version check of `source`.
+    pub fn version_check(&self, source: &str, ok: bool) {
+        self.version_checks.get_or_create(&vec![("source", source.to_owned()), ("outcome", outcome(ok).into())]).inc();
+    }
+
+    /// A lease renewal of `source`.
+    pub fn renewal(&self, source: &str, ok: bool) {
+        self.renewals.get_or_create(&vec![("source", source.to_owned()), ("outcome", outcome(ok).into())]).inc();
+    }
+
+    /// A failure of `source` of `kind`.
+    pub fn failure(&self, source: &str, kind: &str) {
+        self.failures.get_or_create(&vec![("source", source.to_owned()), ("kind", kind.to_owned())]).inc();
+    }
+
+    /// A login.
+    pub fn login(&self, ok: bool) {
+        self.logins.get_or_create(&vec![("outcome", outcome(ok).into())]).inc();
+    }
+
+    /// A token renewal.
+    pub fn token_renewal(&self, ok: bool) {
+        self.token_renewals.get_or_create(&vec![("outcome", outcome(ok).into())]).inc();
+    }
+
+    /// An on-change notification.
+    pub fn notification(&self, ok: bool) {
+        self.notifications.get_or_create(&vec![("outcome", outcome(ok).into())]).inc();
+    }
+
+    /// A new set of files was written.
+    pub fn rendered(&self) {
+        self.renders.inc();
+        let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
+        self.last_render.set(now.as_secs_f64());
+    }
+
+    /// The lease of `source` now ends at `at` (`None`: no lease).
+    pub fn lease_expiry(&self, source: &str, at: Option<SystemTime>) {
+        if let Ok(mut m) = self.lease_expiry.lock() {
+            match at {
+                Some(t) => {
+                    m.insert(source.to_owned(), t);
+                }
+                None => {
+                    m.remove(source);
+                }
+            }
+        }
+    }
+
+    /// Every file has been written once.
+    pub fn set_ready(&self) {
+        self.ready.set(1);
+        self.is_ready.store(true, Ordering::SeqCst);
+    }
+
+    /// Whether [`Metrics::set_ready`] was called.
+    pub fn is_ready(&self) -> bool {
+        self.is_ready.load(Ordering::SeqCst)
+    }
+
+    /// The text exposition format.
+    pub fn encode(&self) -> String {
+        if let Ok(m) = self.lease_expiry.lock() {
+            let now = SystemTime::now();
+            for (source, at) in m.iter() {
+                let left = at.duration_since(now).map(|d| d.as_secs_f64()).unwrap_or(0.0);
+                self.lease_seconds.get_or_create(&vec![("source", source.clone())]).set(left);
+            }
+        }
+        let mut out = String::new();
+        let _ = encode(&mut out, &self.registry);
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn encodes_counters_with_labels() {
+        let m = Metrics::default();
+        m.fetch("vault:secret/data/a", true);
+        m.lease_expiry("vault:database/creds/app", Some(SystemTime::now() + std::time::Duration::from_secs(30)));
+        let text = m.encode();
+        assert!(
+            text.contains("sidekey_agent_fetches_total{source=\"vault:secret/data/a\",outcome=\"ok\"} 1"),
+            "{text}"
+        );
+        assert!(text.contains("sidekey_agent_lease_expiry_seconds{source=\"vault:database/creds/app\"} 2"), "{text}");
+    }
+}

@@ -1,0 +1,284 @@
+//! Renders one file from a secret: `raw`, `json`, `dotenv`, `yaml` or a
+//! minijinja `template`. Errors name the key or template line, never a value.
+
+use serde_json::Value;
+use sidekey::agent_config::FileSpec;
+use sidekey::annotations::Format;
+use zeroize::Zeroizing;
+
+use crate::secret::{Secret, SecretBytes};
+
+/// Why a file cannot be rendered (a permanent problem of the reference or
+/// the template, not of the backend).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RenderError {
+    /// `#key` does not exist in the secret.
+    #[error("key {key:?} not found (the secret has: {available})")]
+    MissingKey {
+        /// The key asked for.
+        key: String,
+        /// The keys there are.
+        available: String,
+    },
+    /// `raw` without `#key` on a secret with several fields.
+    #[error("format raw needs a #key: the secret has several fields ({0})")]
+    RawNeedsKey(String),
+    /// `dotenv` needs fields whose names are env var names.
+    #[error("format dotenv: {0}")]
+    Dotenv(String),
+    /// A template error (syntax, undefined variable).
+    #[error("template: {0}")]
+    Template(String),
+    /// A key of a directory secret cannot be a file name.
+    #[error("key {0:?} cannot be a file name (use letters, digits, '.', '_' and '-')")]
+    BadFileName(String),
+}
+
+/// Follows `key` in `v`: a direct field first, then `.`-separated nesting.
+pub fn select<'a>(v: &'a Value, key: &str) -> Option<&'a Value> {
+    if let Some(x) = v.get(key) {
+        return Some(x);
+    }
+    key.split('.').try_fold(v, |cur, part| cur.get(part))
+}
+
+fn names(secret: &Secret) -> String {
+    let n = secret.fields.field_names();
+    if n.is_empty() { "no fields".into() } else { n.join(", ") }
+}
+
+fn scalar_bytes(v: &Value) -> Zeroizing<Vec<u8>> {
+    match v {
+        Value::String(s) => Zeroizing::new(s.as_bytes().to_vec()),
+        other => Zeroizing::new(serde_json::to_vec(other).unwrap_or_default()),
+    }
+}
+
+fn dotenv_quote(out: &mut String, s: &str) {
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '$' => out.push_str("\\$"),
+            '`' => out.push_str("\\`"),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+}
+
+fn is_env_name(k: &str) -> bool {
+    sidekey::names::is_c_identifier(k)
+}
+
+/// Renders `spec` from `secret`.
+///
+/// # Errors
+/// [`RenderError`] naming the key or template problem.
+pub fn render(spec: &FileSpec, secret: &Secret) -> Result<SecretBytes, RenderError> {
+    let fields = secret.fields.expose_secret();
+    let selected: Option<&Value> = match spec.reference.key() {
+        Some(k) => {
+            Some(select(fields, k).ok_or_else(|| RenderError::MissingKey { key: k.into(), available: names(secret) })?)
+        }
+        None if fields.is_null() => None,
+        None => Some(fields),
+    };
+    // A secret with no fields (an AWS binary or plain-string secret) is
+    // written as is unless a format is asked for.
+    let format = match spec.format {
+        Some(f) => f,
+        None if fields.is_null() => Format::Raw,
+        None => spec.effective_format(),
+    };
+    let bytes: Zeroizing<Vec<u8>> = match (format, selected) {
+        (Format::Raw, Some(v)) if spec.reference.key().is_some() => scalar_bytes(v),
+        (Format::Raw, None) => {
+            Zeroizing::new(secret.raw.as_ref().map(|r| r.expose_secret().to_vec()).unwrap_or_default())
+        }
+        (Format::Raw, Some(Value::Object(m))) if m.len() == 1 => {
+            scalar_bytes(m.values().next().unwrap_or(&Value::Null))
+        }
+        (Format::Raw, Some(Value::Object(_))) => return Err(RenderError::RawNeedsKey(names(secret))),
+        (Format::Raw, Some(v)) => scalar_bytes(v),
+        (Format::Json, v) => {
+            let raw_string;
+            let v = match v {
+                Some(v) => v,
+                None => {
+                    raw_string = Value::String(
+                        String::from_utf8_lossy(secret.raw.as_ref().map_or(&[][..], |r| r.expose_secret()))
+                            .into_owned(),
+                    );
+                    &raw_string
+                }
+            };
+            let mut out = Zeroizing::new(serde_json::to_vec(v).unwrap_or_default());
+            out.push(b'\n');
+            out
+        }
+        (Format::Dotenv, Some(Value::Object(m))) => {
+            let mut out = Zeroizing::new(String::new());
+            for (k, v) in m {
+                if !is_env_name(k) {
+                    return Err(RenderError::Dotenv(format!("field {k:?} is not a valid variable name")));
+                }
+                out.push_str(k);
+                out.push('=');
+                match v {
+                    Value::String(s) => dotenv_quote(&mut out, s),
+                    other => dotenv_quote(&mut out, &Zeroizing::new(other.to_string())),
+                }
+                out.push('\n');
+            }
+            Zeroizing::new(out.as_bytes().to_vec())
+        }
+        (Format::Dotenv, _) => return Err(RenderError::Dotenv("the selected value has no fields".into())),
+        (Format::Yaml, v) => {
+            let v = v.cloned().unwrap_or(Value::Null);
+            let text = Zeroizing::new(sidekey::yaml::to_yaml(&v));
+            let mut v = v;
+            wipe(&mut v);
+            Zeroizing::new(text.as_bytes().to_vec())
+        }
+        (Format::Template, v) => {
+            let template = spec.template.as_deref().unwrap_or_default();
+            let ctx = match v {
+                Some(Value::Object(_)) => v.cloned().unwrap_or(Value::Null),
+                Some(other) => serde_json::json!({ "value": other }),
+                None => serde_json::json!({
+                    "value": String::from_utf8_lossy(secret.raw.as_ref().map_or(&[][..], |r| r.expose_secret())).into_owned()
+                }),
+            };
+            let mut env = minijinja::Environment::new();
+            env.set_undefined_behavior(minijinja::UndefinedBehavior::Strict);
+            let result = env.render_str(template, &ctx);
+            let mut ctx = ctx;
+            wipe(&mut ctx);
+            match result {
+                Ok(s) => {
+                    let s = Zeroizing::new(s);
+                    Zeroizing::new(s.as_bytes().to_vec())
+                }
+                Err(e) => {
+                    let line = e.line().map(|l| format!(" (line {l})")).unwrap_or_default();
+                    return Err(RenderError::Template(format!("{}{line}", e.kind())));
+                }
+            }
+        }
+    };
+    Ok(SecretBytes::new(bytes.to_vec()))
+}
+
+/// Renders every field of a directory secret as its own file (raw values).
+///
+/// # Errors
+/// A field whose name cannot be a file name.
+pub fn render_dir(secret: &Secret) -> Result<Vec<(String, SecretBytes)>, RenderError> {
+    let mut out = Vec::new();
+    if let Value::Object(m) = secret.fields.expose_secret() {
+        for (k, v) in m {
+            let ok = !k.is_empty()
+                && !k.starts_with('.')
+                && k.len() <= 253
+                && k.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b));
+            if !ok {
+                return Err(RenderError::BadFileName(k.clone()));
+            }
+            out.push((k.clone(), SecretBytes::new(scalar_bytes(v).to_vec())));
+        }
+    }
+    Ok(out)
+}
+
+fn wipe(v: &mut Value) {
+    // Copies made for rendering are wiped too.
+    drop(crate::secret::SecretValue::new(std::mem::take(v)));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn spec(reference: &str, format: Option<Format>, template: Option<&str>) -> FileSpec {
+        FileSpec {
+            name: "f".into(),
+            reference: reference.parse().unwrap(),
+            format,
+            template: template.map(str::to_owned),
+            mode: 0o440,
+            optional: false,
+            dir: false,
+        }
+    }
+
+    fn db() -> Secret {
+        Secret::from_fields(json!({"username": "v-app-x1", "password": "p\"w$1", "port": 5432, "nested": {"a": "b"}}))
+    }
+
+    fn text(b: SecretBytes) -> String {
+        String::from_utf8(b.expose_secret().to_vec()).unwrap()
+    }
+
+    #[test]
+    fn raw_selects_a_key_nested_keys_too() {
+        assert_eq!(text(render(&spec("vault:d/c#password", None, None), &db()).unwrap()), "p\"w$1");
+        assert_eq!(text(render(&spec("vault:d/c#port", None, None), &db()).unwrap()), "5432");
+        assert_eq!(text(render(&spec("aws-sm:x#nested.a", None, None), &db()).unwrap()), "b");
+    }
+
+    #[test]
+    fn raw_without_key_needs_a_single_field_or_raw_bytes() {
+        let e = render(&spec("vault:d/c", Some(Format::Raw), None), &db()).unwrap_err();
+        assert_eq!(e, RenderError::RawNeedsKey("username, password, port, nested".into()));
+        let one = Secret::from_fields(json!({"certificate": "PEM"}));
+        assert_eq!(text(render(&spec("vault:pki/cert/ca", Some(Format::Raw), None), &one).unwrap()), "PEM");
+        let raw =
+            Secret { fields: crate::secret::SecretValue::new(Value::Null), raw: Some(SecretBytes::new(vec![0, 1, 2])) };
+        assert_eq!(render(&spec("aws-sm:bin", None, None), &raw).unwrap().expose_secret(), &[0, 1, 2]);
+    }
+
+    #[test]
+    fn missing_key_names_the_keys_not_the_values() {
+        let e = render(&spec("vault:d/c#pasword", None, None), &db()).unwrap_err().to_string();
+        assert!(e.contains("pasword") && e.contains("username") && !e.contains("v-app-x1"), "{e}");
+    }
+
+    #[test]
+    fn json_dotenv_and_yaml() {
+        let j = text(render(&spec("vault:d/c", None, None), &db()).unwrap());
+        assert_eq!(serde_json::from_str::<Value>(&j).unwrap(), *db().fields.expose_secret());
+        let flat = Secret::from_fields(json!({"USER": "a", "PASS": "x\"y$z\nw"}));
+        let d = text(render(&spec("vault:d/c", Some(Format::Dotenv), None), &flat).unwrap());
+        assert_eq!(d, "USER=\"a\"\nPASS=\"x\\\"y\\$z\\nw\"\n");
+        assert!(render(&spec("vault:d/c", Some(Format::Dotenv), None), &db()).is_ok());
+        let bad = Secret::from_fields(json!({"not-a-var": "x"}));
+        assert!(render(&spec("vault:d/c", Some(Format::Dotenv), None), &bad).is_err());
+        let y = text(render(&spec("vault:d/c", Some(Format::Yaml), None), &db()).unwrap());
+        assert_eq!(sidekey::yaml::parse_documents(&y).unwrap()[0], *db().fields.expose_secret());
+    }
+
+    #[test]
+    fn templates_render_fields_and_fail_on_undefined() {
+        let s = spec(
+            "vault:database/creds/app",
+            Some(Format::Template),
+            Some("postgres://{{ username }}:{{ password }}@db/x"),
+        );
+        assert_eq!(text(render(&s, &db()).unwrap()), "postgres://v-app-x1:p\"w$1@db/x");
+        let s = spec("vault:d/c", Some(Format::Template), Some("{{ nope }}"));
+        let e = render(&s, &db()).unwrap_err().to_string();
+        assert!(e.starts_with("template:") && !e.contains("v-app-x1"), "{e}");
+    }
+
+    #[test]
+    fn directory_keys_become_files_and_bad_names_are_refused() {
+        let files = render_dir(&Secret::from_fields(json!({"API_KEY": "k", "tls.crt": "c"}))).unwrap();
+        assert_eq!(files.iter().map(|(k, _)| k.as_str()).collect::<Vec<_>>(), ["API_KEY", "tls.crt"]);
+        assert!(render_dir(&Secret::from_fields(json!({"../x": "k"}))).is_err());
+        assert!(render_dir(&Secret::from_fields(json!({"..data": "k"}))).is_err());
+    }
+}
