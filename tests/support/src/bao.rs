@@ -134,6 +134,14 @@ impl OpenBao {
             .count()
     }
 
+    /// How many read requests (GETs) the audit log holds for exactly `path`.
+    pub fn count_reads(&self, path: &str) -> usize {
+        self.audit_entries()
+            .iter()
+            .filter(|e| e["type"] == "request" && e["request"]["operation"] == "read" && e["request"]["path"] == path)
+            .count()
+    }
+
     /// Enables the database engine at `database/` against `pg` with a
     /// connection `pg` and a role `role` whose users are created with the
     /// given TTLs (seconds), e.g. 10 and 30.

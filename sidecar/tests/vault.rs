@@ -1,0 +1,345 @@
+//! The agent against a real OpenBao (and PostgreSQL, and kube-apiserver for
+//! Kubernetes auth). Every test also scans the agent's whole log for every
+//! secret value it used.
+
+#![allow(clippy::unwrap_used, clippy::disallowed_methods, missing_docs)]
+
+mod support;
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+use sidekey_testenv::{KubeApi, OpenBao, Postgres, TcpProxy, wait_until};
+use support::{AgentProc, POLICY, config, read_consistent, token_file};
+
+fn unique(prefix: &str) -> String {
+    format!("{prefix}-{:016x}", fastrand::u64(..))
+}
+
+#[test]
+fn kv_v2_updates_arrive_within_refresh_and_unchanged_secrets_are_not_read_again() {
+    let bao = OpenBao::start();
+    let (pw1, pw2, api) = (unique("pw1"), unique("pw2"), unique("api"));
+    bao.kv_put("app/db", json!({"password": pw1, "user": "app"}));
+    bao.kv_put("app/static", json!({"api_key": api}));
+    let tmp = tempfile::tempdir().unwrap();
+    let token = token_file(&bao, tmp.path(), "1h");
+    let files = json!([
+        {"name": "db-password", "ref": "vault:secret/data/app/db#password", "mode": "0440"},
+        {"name": "static", "ref": "vault:secret/data/app/static", "mode": "0400"},
+    ]);
+    let mut agent = AgentProc::spawn(config(&bao.addr, &token, files, "2s"), &[]);
+    agent.wait_for("static", Duration::from_secs(20));
+    assert_eq!(agent.read("db-password"), pw1);
+    assert_eq!(serde_json::from_str::<serde_json::Value>(&agent.read("static")).unwrap(), json!({"api_key": api}));
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(agent.mount.join("static")).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o400);
+
+    // Several refreshes with nothing changed: version checks only.
+    std::thread::sleep(Duration::from_secs(5));
+    assert_eq!(bao.count_reads("secret/data/app/static"), 1, "unchanged secret read again");
+    assert!(bao.count_reads("secret/metadata/app/static") >= 2, "no version checks");
+
+    let took = {
+        bao.kv_put("app/db", json!({"password": pw2, "user": "app"}));
+        agent.wait_for_content("db-password", &pw2, Duration::from_secs(3))
+    };
+    assert!(took <= Duration::from_secs(3), "new version took {took:?} (refresh 2s + 1s)");
+    assert_eq!(bao.count_reads("secret/data/app/db"), 2);
+    assert_eq!(bao.count_reads("secret/data/app/static"), 1);
+    assert!(agent.metric("sidekey_agent_renders_total") >= 2.0);
+    agent.assert_log_has_no(&[&pw1, &pw2, &api]);
+}
+
+#[test]
+fn rotates_dynamic_postgres_credentials_with_no_failed_connection() {
+    let pg = Postgres::start();
+    let bao = OpenBao::start();
+    bao.enable_postgres(&pg, "app", 10, 30);
+    let tmp = tempfile::tempdir().unwrap();
+    let token = token_file(&bao, tmp.path(), "1h");
+    let files = json!([
+        {"name": "username", "ref": "vault:database/creds/app#username", "mode": "0440"},
+        {"name": "password", "ref": "vault:database/creds/app#password", "mode": "0440"},
+    ]);
+    let mut agent = AgentProc::spawn(config(&bao.addr, &token, files, "5m"), &[]);
+    agent.wait_for("password", Duration::from_secs(20));
+
+    // The app: re-reads the files when they change, connects every 200 ms.
+    let deadline = Instant::now() + Duration::from_secs(90);
+    let mut users = BTreeSet::new();
+    let mut passwords = Vec::new();
+    let (mut attempts, mut failures) = (0, Vec::new());
+    let mut current: Option<(String, String)> = None;
+    let mut version = std::path::PathBuf::new();
+    while Instant::now() < deadline {
+        let v = std::fs::read_link(agent.mount.join("..data")).unwrap_or_default();
+        if v != version || current.is_none() {
+            if let Some(c) = read_consistent(&agent.mount, &["username", "password"]) {
+                current = Some((c[0].clone(), c[1].clone()));
+                version = v;
+            }
+        }
+        let (user, password) = current.clone().unwrap();
+        users.insert(user.clone());
+        if !passwords.contains(&password) {
+            passwords.push(password.clone());
+        }
+        attempts += 1;
+        if let Err(e) = pg.psql(&user, &password, "select 1") {
+            failures.push(format!(
+                "{:?} into the run as {user}: {e}",
+                Instant::now() - (deadline - Duration::from_secs(90))
+            ));
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert!(failures.is_empty(), "{} of {attempts} connections failed: {failures:?}\n{}", failures.len(), agent.log());
+    assert!(users.len() >= 3, "credentials changed {} times in 90 s (max TTL 30 s)", users.len() - 1);
+    assert!(agent.metric("sidekey_agent_lease_renewals_total{") >= 3.0);
+    let pw: Vec<&str> = passwords.iter().map(String::as_str).collect();
+    agent.assert_log_has_no(&pw);
+}
+
+#[test]
+fn token_renewals_do_not_reissue_credentials_and_a_relogin_does_not_reread_static_secrets() {
+    let kube = KubeApi::start();
+    kube.create_namespace("shop", &[]);
+    kube.create_service_account("shop", "orders");
+    let pg = Postgres::start();
+    let bao = OpenBao::start();
+    bao.enable_postgres(&pg, "orders", 20, 600);
+    bao.put_policy("orders", POLICY);
+    bao.enable_kubernetes_auth(&kube, "orders", "shop", "orders", "sidekey", &["orders"]);
+    // Tokens live 2 s and are renewed, far shorter than the 20 s leases.
+    bao.api(
+        "POST",
+        "auth/kubernetes/role/orders",
+        Some(json!({
+            "bound_service_account_names": ["orders"], "bound_service_account_namespaces": ["shop"],
+            "audience": "sidekey", "token_policies": ["orders"], "token_ttl": "3s", "token_max_ttl": "1h"
+        })),
+    )
+    .unwrap();
+    let secret_value = unique("kv");
+    bao.kv_put("shop/static", json!({"token": secret_value}));
+    let tmp = tempfile::tempdir().unwrap();
+    let jwt = tmp.path().join("token");
+    std::fs::write(&jwt, kube.token_request("shop", "orders", "sidekey")).unwrap();
+    let cfg = json!({
+        "mountPath": "/x", "refresh": "1s", "startupTimeout": "30s",
+        "files": [
+            {"name": "db", "ref": "vault:database/creds/orders", "mode": "0440"},
+            {"name": "static", "ref": "vault:secret/data/shop/static#token", "mode": "0440"},
+        ],
+        "vault": {"addr": bao.addr, "auth": {"method": "kubernetes", "mount": "kubernetes", "role": "orders", "tokenPath": jwt}},
+    });
+    let mut agent = AgentProc::spawn(cfg, &[]);
+    agent.wait_for("db", Duration::from_secs(20));
+    let first = agent.read("db");
+    std::thread::sleep(Duration::from_secs(15));
+    let renewals = agent.metric("sidekey_agent_token_renewals_total{outcome=\"ok\"}");
+    assert!(renewals >= 5.0, "only {renewals} token renewals in 15 s with a 3 s token TTL");
+    assert_eq!(bao.count_reads("database/creds/orders"), 1, "a token renewal re-issued credentials");
+    assert_eq!(agent.read("db"), first);
+
+    // Revoke every token the agent got: it logs in again; the static secret
+    // is not read again (its version did not change).
+    bao.api("POST", "sys/leases/revoke-prefix/auth/kubernetes/login", Some(json!({}))).unwrap();
+    wait_until(
+        "a second login",
+        Duration::from_secs(20),
+        || agent.metric("sidekey_agent_logins_total{outcome=\"ok\"}") >= 2.0,
+        || agent.log(),
+    );
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(bao.count_reads("secret/data/shop/static"), 1, "a re-login re-read a static secret");
+    assert_eq!(agent.read("static"), secret_value);
+    // Vault revoked the old token's leases with it, so the credential is
+    // replaced (once) because its renewal fails, not because of the login.
+    wait_until("a new credential", Duration::from_secs(30), || agent.read("db") != first, || agent.log());
+    assert_eq!(bao.count_reads("database/creds/orders"), 2);
+    let creds: serde_json::Value = serde_json::from_str(&agent.read("db")).unwrap();
+    pg.psql(creds["username"].as_str().unwrap(), creds["password"].as_str().unwrap(), "select 1").unwrap();
+    agent.assert_log_has_no(&[&secret_value, creds["password"].as_str().unwrap()]);
+}
+
+#[test]
+fn keeps_the_last_good_files_through_a_20s_outage_and_recovers() {
+    let bao = OpenBao::start();
+    let proxy = TcpProxy::start(bao.addr.trim_start_matches("http://"));
+    let (v1, v2) = (unique("v1"), unique("v2"));
+    bao.kv_put("app/cfg", json!({"key": v1}));
+    let tmp = tempfile::tempdir().unwrap();
+    let token = token_file(&bao, tmp.path(), "1h");
+    let files = json!([{"name": "key", "ref": "vault:secret/data/app/cfg#key", "mode": "0440"}]);
+    let mut agent = AgentProc::spawn(config(&proxy.url(), &token, files, "1s"), &[]);
+    agent.wait_for("key", Duration::from_secs(20));
+    proxy.down();
+    let until = Instant::now() + Duration::from_secs(20);
+    while Instant::now() < until {
+        assert_eq!(agent.read("key"), v1, "the file changed or vanished during the outage");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(agent.metric("sidekey_agent_failures_total{") >= 3.0, "failures not counted");
+    proxy.up();
+    bao.kv_put("app/cfg", json!({"key": v2}));
+    agent.wait_for_content("key", &v2, Duration::from_secs(40));
+    agent.assert_log_has_no(&[&v1, &v2]);
+}
+
+#[test]
+fn a_reader_never_sees_partial_or_mixed_content_during_100_rotations() {
+    let bao = OpenBao::start();
+    bao.kv_put("app/pair", json!({"user": "u0", "pass": "p0"}));
+    let tmp = tempfile::tempdir().unwrap();
+    let token = token_file(&bao, tmp.path(), "1h");
+    let files = json!([
+        {"name": "user", "ref": "vault:secret/data/app/pair#user", "mode": "0440"},
+        {"name": "pass", "ref": "vault:secret/data/app/pair#pass", "mode": "0440"},
+        {"name": "both", "ref": "vault:secret/data/app/pair", "mode": "0440"},
+    ]);
+    let mut agent = AgentProc::spawn(config(&bao.addr, &token, files, "50ms"), &[]);
+    agent.wait_for("both", Duration::from_secs(20));
+    let stop = Arc::new(AtomicBool::new(false));
+    let reader = {
+        let (mount, stop) = (agent.mount.clone(), stop.clone());
+        std::thread::spawn(move || {
+            let mut reads = 0u64;
+            while !stop.load(Ordering::SeqCst) {
+                let Some(v) = read_consistent(&mount, &["user", "pass", "both"]) else { continue };
+                let both: serde_json::Value = serde_json::from_str(&v[2]).expect("partial JSON file");
+                assert_eq!(v[0][1..], v[1][1..], "mixed user/pass: {} {}", v[0], v[1]);
+                assert_eq!(both["user"], v[0].as_str(), "mixed files");
+                assert_eq!(both["pass"], v[1].as_str(), "mixed files");
+                // The stable names also always resolve to a whole file.
+                let user = std::fs::read_to_string(mount.join("user")).unwrap_or_default();
+                assert!(user.is_empty() || user.starts_with('u'));
+                reads += 1;
+            }
+            reads
+        })
+    };
+    for i in 1..=100 {
+        bao.kv_put("app/pair", json!({"user": format!("u{i}"), "pass": format!("p{i}")}));
+        agent.wait_for_content("user", &format!("u{i}"), Duration::from_secs(5));
+    }
+    stop.store(true, Ordering::SeqCst);
+    let reads = reader.join().unwrap();
+    assert!(reads > 100, "the reader only managed {reads} reads");
+    assert!(agent.metric("sidekey_agent_renders_total") >= 100.0);
+}
+
+#[test]
+fn init_only_exits_zero_after_one_render_and_nonzero_naming_a_missing_reference() {
+    let bao = OpenBao::start();
+    bao.kv_put("app/db", json!({"password": "once-value-123"}));
+    let tmp = tempfile::tempdir().unwrap();
+    let token = token_file(&bao, tmp.path(), "1h");
+    let files = json!([{"name": "pw", "ref": "vault:secret/data/app/db#password", "mode": "0440"}]);
+    let mut ok = AgentProc::spawn(config(&bao.addr, &token, files, "5m"), &["--once"]);
+    assert!(ok.wait_exit(Duration::from_secs(20)).success(), "{}", ok.log());
+    assert_eq!(ok.read("pw"), "once-value-123");
+    ok.assert_log_has_no(&["once-value-123"]);
+
+    let files = json!([{"name": "pw", "ref": "vault:secret/data/app/missing#password", "mode": "0440"}]);
+    let mut bad = AgentProc::spawn(config(&bao.addr, &token, files, "5m"), &["--once"]);
+    let status = bad.wait_exit(Duration::from_secs(20));
+    assert_eq!(status.code(), Some(1));
+    let log = bad.log();
+    assert!(log.contains("secret/data/app/missing") && log.contains("not found"), "{log}");
+    assert!(!bad.mount.join("pw").exists());
+
+    let files = json!([{"name": "pw", "ref": "vault:secret/data/app/db#pasword", "mode": "0440"}]);
+    let mut typo = AgentProc::spawn(config(&bao.addr, &token, files, "5m"), &["--once"]);
+    assert_eq!(typo.wait_exit(Duration::from_secs(20)).code(), Some(1));
+    assert!(typo.log().contains("\"pasword\" not found"), "{}", typo.log());
+    typo.assert_log_has_no(&["once-value-123"]);
+}
+
+#[test]
+fn sigterm_exits_promptly_and_revokes_leases_when_configured() {
+    let pg = Postgres::start();
+    let bao = OpenBao::start();
+    bao.enable_postgres(&pg, "app", 60, 600);
+    let tmp = tempfile::tempdir().unwrap();
+    let token = token_file(&bao, tmp.path(), "1h");
+    let files = json!([{"name": "db", "ref": "vault:database/creds/app", "mode": "0440"}]);
+    let mut cfg = config(&bao.addr, &token, files, "5m");
+    cfg["vault"]["revokeOnShutdown"] = json!(true);
+    let mut agent = AgentProc::spawn(cfg, &[]);
+    agent.wait_for("db", Duration::from_secs(20));
+    let creds: serde_json::Value = serde_json::from_str(&agent.read("db")).unwrap();
+    let (user, password) =
+        (creds["username"].as_str().unwrap().to_owned(), creds["password"].as_str().unwrap().to_owned());
+    pg.psql(&user, &password, "select 1").unwrap();
+    let (took, status) = agent.terminate();
+    assert!(status.success(), "{}", agent.log());
+    assert!(took < Duration::from_secs(3), "exit took {took:?}");
+    assert!(pg.psql(&user, &password, "select 1").is_err(), "the lease was not revoked");
+    agent.assert_log_has_no(&[&password]);
+}
+
+#[test]
+fn notifies_the_app_over_http_after_each_change() {
+    let bao = OpenBao::start();
+    bao.kv_put("app/n", json!({"v": "one"}));
+    let tmp = tempfile::tempdir().unwrap();
+    let token = token_file(&bao, tmp.path(), "1h");
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let hits = Arc::new(std::sync::Mutex::new(Vec::new()));
+    {
+        let hits = hits.clone();
+        std::thread::spawn(move || {
+            for s in listener.incoming() {
+                use std::io::{Read, Write};
+                let mut s = s.unwrap();
+                let mut buf = [0u8; 1024];
+                let n = s.read(&mut buf).unwrap_or(0);
+                hits.lock().unwrap().push(String::from_utf8_lossy(&buf[..n]).lines().next().unwrap_or("").to_owned());
+                let _ = s.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\nconnection: close\r\n\r\n");
+            }
+        });
+    }
+    let files = json!([{"name": "v", "ref": "vault:secret/data/app/n#v", "mode": "0440"}]);
+    let mut cfg = config(&bao.addr, &token, files, "1s");
+    cfg["onChange"] = json!(format!("http://127.0.0.1:{port}/-/reload"));
+    let mut agent = AgentProc::spawn(cfg, &[]);
+    agent.wait_for("v", Duration::from_secs(20));
+    std::thread::sleep(Duration::from_secs(2));
+    assert!(hits.lock().unwrap().is_empty(), "notified without a change");
+    bao.kv_put("app/n", json!({"v": "two"}));
+    agent.wait_for_content("v", "two", Duration::from_secs(5));
+    wait_until("the notification", Duration::from_secs(5), || !hits.lock().unwrap().is_empty(), || agent.log());
+    assert_eq!(hits.lock().unwrap()[0], "POST /-/reload HTTP/1.1");
+}
+
+#[test]
+fn kubernetes_auth_with_a_token_request_token_end_to_end() {
+    let kube = KubeApi::start();
+    kube.create_namespace("payments", &[]);
+    kube.create_service_account("payments", "billing");
+    let bao = OpenBao::start();
+    bao.put_policy("billing", POLICY);
+    bao.enable_kubernetes_auth(&kube, "billing", "payments", "billing", "sidekey", &["billing"]);
+    let key = unique("sk");
+    bao.kv_put("payments/stripe", json!({"api_key": key}));
+    let tmp = tempfile::tempdir().unwrap();
+    let jwt = tmp.path().join("token");
+    let jwt_value = kube.token_request("payments", "billing", "sidekey");
+    std::fs::write(&jwt, &jwt_value).unwrap();
+    let cfg = json!({
+        "mountPath": "/x", "refresh": "5m", "startupTimeout": "30s",
+        "files": [{"name": "stripe-key", "ref": "vault:secret/data/payments/stripe#api_key", "mode": "0440"}],
+        "vault": {"addr": bao.addr, "auth": {"method": "kubernetes", "mount": "kubernetes", "role": "billing", "tokenPath": jwt}},
+    });
+    let mut agent = AgentProc::spawn(cfg, &[]);
+    agent.wait_for("stripe-key", Duration::from_secs(20));
+    assert_eq!(agent.read("stripe-key"), key);
+    agent.assert_log_has_no(&[&key, &jwt_value]);
+}
