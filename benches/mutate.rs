@@ -49,7 +49,7 @@ fn wide(containers: usize) -> String {
 /// patch, serialize the patch.
 fn parse_mutate_patch(raw: &str, config: &InjectorConfig) -> String {
     let mut pod: Value = serde_json::from_str(raw).unwrap();
-    let (_, patch) = mutate_template_at(&mut pod, "", config).unwrap();
+    let (_, patch) = mutate_template_at(&mut pod, "", None, config).unwrap();
     serde_json::to_string(&patch).unwrap()
 }
 

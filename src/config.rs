@@ -48,6 +48,100 @@ pub struct InjectorConfig {
     pub vault: VaultDefaults,
     /// AWS settings.
     pub aws: AwsDefaults,
+    /// Which namespaces may use which backends and references.
+    pub policy: Policy,
+}
+
+/// What a namespace that matches no rule may do.
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum PolicyDefault {
+    /// Every enabled backend and reference.
+    #[default]
+    Allow,
+    /// Nothing: pods there cannot be injected.
+    Deny,
+}
+
+/// Namespace policy: defense in depth on top of Vault and AWS policies,
+/// which remain the real authority. The first rule whose `namespaces`
+/// matches the pod's namespace decides.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, rename_all = "camelCase", default)]
+pub struct Policy {
+    /// For namespaces that match no rule.
+    pub default: PolicyDefault,
+    /// The rules, in order.
+    pub rules: Vec<PolicyRule>,
+}
+
+/// One policy rule.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct PolicyRule {
+    /// Namespace names; `*` matches any characters (`team-*`).
+    pub namespaces: Vec<String>,
+    /// Allowed backends (`vault`, `aws`, `file`); absent: every enabled one.
+    #[serde(default)]
+    pub backends: Option<Vec<String>>,
+    /// Allowed references; `*` matches any characters
+    /// (`vault:secret/data/team-a/*`); absent: any.
+    #[serde(default)]
+    pub references: Option<Vec<String>>,
+}
+
+/// `*`-glob matching (any run of characters, `/` included).
+pub fn glob_match(pattern: &str, text: &str) -> bool {
+    let parts: Vec<&str> = pattern.split('*').collect();
+    if parts.len() == 1 {
+        return pattern == text;
+    }
+    let (first, last) = (parts[0], parts[parts.len() - 1]);
+    if !text.starts_with(first) || !text[first.len()..].ends_with(last) || text.len() < first.len() + last.len() {
+        return false;
+    }
+    let mut rest = &text[first.len()..text.len() - last.len()];
+    for mid in &parts[1..parts.len() - 1] {
+        match rest.find(mid) {
+            Some(i) => rest = &rest[i + mid.len()..],
+            None => return false,
+        }
+    }
+    true
+}
+
+impl Policy {
+    /// Why `reference` may not be used in `namespace`, if it may not.
+    pub fn refusal(&self, namespace: &str, reference: &crate::reference::Reference) -> Option<String> {
+        let rule = self.rules.iter().find(|r| r.namespaces.iter().any(|p| glob_match(p, namespace)));
+        let Some(rule) = rule else {
+            return match self.default {
+                PolicyDefault::Allow => None,
+                PolicyDefault::Deny => {
+                    Some(format!("the injector's policy allows no secrets in namespace {namespace:?}"))
+                }
+            };
+        };
+        let backend = reference.backend().as_str();
+        if let Some(backends) = &rule.backends {
+            if !backends.iter().any(|b| b == backend) {
+                return Some(format!(
+                    "the {backend} backend is not allowed in namespace {namespace:?} (allowed: {})",
+                    backends.join(", ")
+                ));
+            }
+        }
+        if let Some(patterns) = &rule.references {
+            let text = reference.to_string();
+            if !patterns.iter().any(|p| glob_match(p, &text)) {
+                return Some(format!(
+                    "reference {text} is not allowed in namespace {namespace:?} (allowed: {})",
+                    patterns.join(", ")
+                ));
+            }
+        }
+        None
+    }
 }
 
 /// Settings of the container the injector adds.
@@ -305,6 +399,16 @@ impl InjectorConfig {
         if self.vault.audience.is_empty() {
             problems.push("vault.audience: must not be empty".to_owned());
         }
+        for (i, rule) in self.policy.rules.iter().enumerate() {
+            if rule.namespaces.is_empty() {
+                problems.push(format!("policy.rules[{i}].namespaces: must name at least one namespace"));
+            }
+            for b in rule.backends.iter().flatten() {
+                if !["vault", "aws", "file"].contains(&b.as_str()) {
+                    problems.push(format!("policy.rules[{i}].backends: unknown backend {b:?} (vault, aws, file)"));
+                }
+            }
+        }
         if self.vault.token_expiration_seconds < 600 {
             problems.push("vault.tokenExpirationSeconds: Kubernetes requires at least 600".to_owned());
         }
@@ -353,6 +457,34 @@ mod tests {
         for needle in ["agent.uid", "requests.cpu", "requests.memory", "vault.addr"] {
             assert!(e.contains(needle), "{needle} missing in {e}");
         }
+    }
+
+    #[test]
+    fn globs_match_prefixes_and_middles() {
+        assert!(glob_match("team-*", "team-a"));
+        assert!(glob_match("vault:secret/data/team-a/*", "vault:secret/data/team-a/db#password"));
+        assert!(!glob_match("vault:secret/data/team-a/*", "vault:secret/data/team-b/db"));
+        assert!(glob_match("*", ""));
+        assert!(glob_match("a*b*c", "a-x-b-y-c"));
+        assert!(!glob_match("a*b*c", "a-x-c"));
+        assert!(glob_match("exact", "exact") && !glob_match("exact", "exact2"));
+    }
+
+    #[test]
+    fn policy_rules_decide_by_namespace() {
+        let c = InjectorConfig::from_yaml(
+            "policy:\n  default: deny\n  rules:\n    - namespaces: [team-a]\n      backends: [vault]\n      references: [\"vault:secret/data/team-a/*\"]\n    - namespaces: [\"ops-*\"]\n",
+        )
+        .unwrap();
+        let r = |s: &str| s.parse::<crate::reference::Reference>().unwrap();
+        assert_eq!(c.policy.refusal("team-a", &r("vault:secret/data/team-a/db#pw")), None);
+        assert!(
+            c.policy.refusal("team-a", &r("vault:secret/data/team-b/db")).unwrap().contains("not allowed in namespace")
+        );
+        assert!(c.policy.refusal("team-a", &r("aws-sm:x")).unwrap().contains("aws backend"));
+        assert_eq!(c.policy.refusal("ops-1", &r("aws-sm:x")), None);
+        assert!(c.policy.refusal("other", &r("vault:a/b")).unwrap().contains("no secrets"));
+        assert!(InjectorConfig::from_yaml("policy:\n  rules:\n    - namespaces: []\n      backends: [gcp]\n").is_err());
     }
 
     #[test]

@@ -322,20 +322,23 @@ pub fn env_secret_warnings(template: &Value) -> Vec<String> {
 /// [`Invalid`] with every problem found, each naming the annotation,
 /// container, env var or field and the reason.
 pub fn mutate_template(template: &mut Value, config: &InjectorConfig) -> Result<Outcome, Invalid> {
-    mutate_template_at(template, "", config).map(|(outcome, _)| outcome)
+    mutate_template_at(template, "", None, config).map(|(outcome, _)| outcome)
 }
 
 /// Like [`mutate_template`], and also returns the JSON Patch that turns the
 /// input into the output, with paths under `pointer` (the template's JSON
 /// pointer inside the object the patch is applied to: `""` for a Pod). The
 /// operations are recorded as the mutation is applied, so no copy of the
-/// input and no diff are needed on the webhook's hot path.
+/// input and no diff are needed on the webhook's hot path. `namespace` is
+/// the namespace the policy is checked for (the webhook's request
+/// namespace); `None`: the template's own `metadata.namespace`.
 ///
 /// # Errors
 /// As [`mutate_template`].
 pub fn mutate_template_at(
     template: &mut Value,
     pointer: &str,
+    namespace: Option<&str>,
     config: &InjectorConfig,
 ) -> Result<(Outcome, Patch), Invalid> {
     let a = annotations::parse(template.pointer("/metadata/annotations").and_then(Value::as_object))?;
@@ -346,7 +349,11 @@ pub fn mutate_template_at(
         return Ok((Outcome::AlreadyInjected, Patch(Vec::new())));
     }
     let mut ops = Ops { base: pointer.to_owned(), ops: Vec::new() };
-    let warnings = inject(template, &a, config, &mut ops)?;
+    let namespace = namespace
+        .map(str::to_owned)
+        .or_else(|| template.pointer("/metadata/namespace").and_then(Value::as_str).map(str::to_owned))
+        .unwrap_or_default();
+    let warnings = inject(template, &a, config, &namespace, &mut ops)?;
     Ok((Outcome::Injected { warnings }, Patch(ops.ops)))
 }
 
@@ -403,7 +410,13 @@ impl Ops {
 }
 
 #[allow(clippy::too_many_lines)]
-fn inject(pod: &mut Value, a: &PodAnnotations, config: &InjectorConfig, ops: &mut Ops) -> Result<Vec<String>, Invalid> {
+fn inject(
+    pod: &mut Value,
+    a: &PodAnnotations,
+    config: &InjectorConfig,
+    namespace: &str,
+    ops: &mut Ops,
+) -> Result<Vec<String>, Invalid> {
     let mut problems: Vec<Problem> = Vec::new();
     let mut warnings: Vec<String> = Vec::new();
     let spec_problem = |field: &str, reason: &str| Problem { field: field.into(), reason: reason.into() };
@@ -513,6 +526,8 @@ fn inject(pod: &mut Value, a: &PodAnnotations, config: &InjectorConfig, ops: &mu
                     r.backend()
                 ),
             });
+        } else if let Some(reason) = config.policy.refusal(namespace, r) {
+            problems.push(Problem { field, reason });
         }
     };
     if let Some(addr) = &a.vault_addr {
@@ -1232,6 +1247,27 @@ mod tests {
         );
         let e = mutate_template(&mut p, &config).unwrap_err();
         assert!(e.to_string().contains("sidekey.dev/vault-addr"), "{e}");
+    }
+
+    #[test]
+    fn namespace_policy_refuses_references_outside_the_allowed_prefixes() {
+        let config = InjectorConfig::from_yaml(
+            "policy:\n  rules:\n    - namespaces: [team-a]\n      references: [\"vault:secret/data/team-a/*\"]\n",
+        )
+        .unwrap();
+        let p = pod(
+            json!({"sidekey.dev/inject": "true", "sidekey.dev/secret-ok": "vault:secret/data/team-a/db#pw", "sidekey.dev/secret-bad": "vault:secret/data/team-b/db#pw"}),
+            json!({"containers": [{"name": "app", "image": "x", "env": [{"name": "X", "value": "vault:secret/data/payments/x#k"}]}]}),
+        );
+        let e = mutate_template_at(&mut p.clone(), "", Some("team-a"), &config).unwrap_err().to_string();
+        assert!(
+            e.contains("annotation sidekey.dev/secret-bad: reference vault:secret/data/team-b/db#pw is not allowed"),
+            "{e}"
+        );
+        assert!(e.contains("container app: env X"), "{e}");
+        assert!(!e.contains("secret-ok"), "{e}");
+        // Other namespaces follow the default (allow).
+        assert!(mutate_template_at(&mut p.clone(), "", Some("team-b"), &config).is_ok());
     }
 
     #[test]

@@ -133,7 +133,7 @@ proptest! {
     fn mutation_invariants_hold(input in pod()) {
         let config = InjectorConfig::default();
         let mut out = input.clone();
-        let result = mutate_template_at(&mut out, "", &config);
+        let result = mutate_template_at(&mut out, "", None, &config);
         let Ok((outcome, recorded)) = result else {
             // Refusals are fine (e.g. a reference in a container that is not
             // selected), but nothing may be half-applied.
@@ -160,7 +160,7 @@ proptest! {
         // Under a workload's template pointer too.
         let mut wrapped = json!({"spec": {"template": input.clone()}});
         let mut t = input.clone();
-        let (_, nested) = mutate_template_at(&mut t, "/spec/template", &config).unwrap();
+        let (_, nested) = mutate_template_at(&mut t, "/spec/template", None, &config).unwrap();
         patch::apply(&mut wrapped, &nested).unwrap();
         prop_assert_eq!(&wrapped["spec"]["template"], &out);
 

@@ -1,0 +1,317 @@
+#!/usr/bin/env python3
+"""Side by side: sidekey-agent and OpenBao Agent on the same workload.
+
+Against one local OpenBao dev server (with an audit log to count requests):
+
+1. N KV v2 secrets (N = 10 and 100) rendered to files, one template per
+   secret for OpenBao Agent (token-file auto-auth), with the default refresh
+   (5 min) and with 10 s: start-to-ready time, RSS, CPU-seconds per minute
+   and OpenBao requests per minute over a measurement window.
+2. Dynamic PostgreSQL credentials with TTL 20 s / max TTL 60 s for 150 s:
+   credentials issued, lease renewals, and the delay between issuing a lease
+   and its first renewal.
+
+Usage: benches/agent-vs-openbao-agent.py [--window SECONDS] [--dynamic SECONDS]
+Needs `make testenv` (bao, PostgreSQL binaries) and a release build of
+sidekey-agent (`cargo build --release -p sidekey-agent`). Prints a Markdown
+table. Only loopback addresses are used.
+"""
+
+import argparse
+import json
+import os
+import pwd
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+CACHE = os.environ.get("SIDEKEY_CACHE", os.path.expanduser("~/.cache/sidekey"))
+
+
+def env_tool(name):
+    if os.environ.get(name):
+        return os.environ[name]
+    with open(os.path.join(CACHE, "env.sh")) as f:
+        for line in f:
+            if line.startswith(f"export {name}="):
+                return line.split("=", 1)[1].strip().strip('"')
+    sys.exit(f"{name} not found: run `make testenv`")
+
+
+def free_port():
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+class Bao:
+    def __init__(self, workdir):
+        self.bin = env_tool("SIDEKEY_BAO")
+        self.port = free_port()
+        self.addr = f"http://127.0.0.1:{self.port}"
+        self.token = "root-bench"
+        self.audit = os.path.join(workdir, "audit.log")
+        cfg = os.path.join(workdir, "server.hcl")
+        with open(cfg, "w") as f:
+            f.write(f'audit "file" "file" {{\n  options {{\n    file_path = "{self.audit}"\n  }}\n}}\n')
+        self.proc = subprocess.Popen(
+            [self.bin, "server", "-dev", "-dev-no-store-token", "-log-level=error",
+             f"-dev-root-token-id={self.token}", f"-dev-listen-address=127.0.0.1:{self.port}", f"-config={cfg}"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env={**os.environ, "HOME": workdir})
+        for _ in range(300):
+            try:
+                urllib.request.urlopen(f"{self.addr}/v1/sys/health", timeout=1)
+                return
+            except Exception:
+                time.sleep(0.05)
+        sys.exit("OpenBao did not start")
+
+    def api(self, method, path, body=None):
+        req = urllib.request.Request(f"{self.addr}/v1/{path}", method=method,
+                                     data=json.dumps(body).encode() if body is not None else None,
+                                     headers={"X-Vault-Token": self.token})
+        with urllib.request.urlopen(req, timeout=30) as r:
+            text = r.read()
+            return json.loads(text) if text else None
+
+    def audit_lines(self):
+        try:
+            with open(self.audit) as f:
+                return sum(1 for _ in f)
+        except FileNotFoundError:
+            return 0
+
+    def requests_since(self, start_line):
+        out = []
+        with open(self.audit) as f:
+            for i, line in enumerate(f):
+                if i < start_line:
+                    continue
+                e = json.loads(line)
+                if e.get("type") == "request":
+                    out.append((e["request"].get("operation"), e["request"].get("path"), e.get("time")))
+        return out
+
+    def stop(self):
+        self.proc.terminate()
+        self.proc.wait()
+
+
+class Postgres:
+    def __init__(self, workdir):
+        pgbin = env_tool("SIDEKEY_PG_BIN")
+        self.port = free_port()
+        self.password = "bench-pg-password"
+        d = os.path.join(workdir, "pg")
+        os.makedirs(d)
+        pw = os.path.join(d, "pw")
+        with open(pw, "w") as f:
+            f.write(self.password)
+        user = None
+        if os.getuid() == 0:
+            user = pwd.getpwnam("postgres")
+            for p in (d, pw):
+                os.chown(p, user.pw_uid, user.pw_gid)
+
+        def drop():
+            if user:
+                os.setgid(user.pw_gid)
+                os.setuid(user.pw_uid)
+
+        subprocess.run([f"{pgbin}/initdb", "-D", f"{d}/data", "-U", "postgres", "--auth-local=trust",
+                        "--auth-host=scram-sha-256", f"--pwfile={pw}", "--no-sync"],
+                       check=True, preexec_fn=drop, stdout=subprocess.DEVNULL)
+        self.proc = subprocess.Popen([f"{pgbin}/postgres", "-D", f"{d}/data", "-p", str(self.port), "-h", "127.0.0.1",
+                                      "-k", d, "-c", "fsync=off"], preexec_fn=drop,
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        for _ in range(200):
+            r = subprocess.run([f"{pgbin}/psql", "-h", "127.0.0.1", "-p", str(self.port), "-U", "postgres", "-c", "select 1"],
+                               env={**os.environ, "PGPASSWORD": self.password}, capture_output=True)
+            if r.returncode == 0:
+                return
+            time.sleep(0.1)
+        sys.exit("PostgreSQL did not start")
+
+    def stop(self):
+        self.proc.terminate()
+        self.proc.wait()
+
+
+def proc_stats(pid):
+    """(RSS KiB, peak RSS KiB, CPU seconds) of a process."""
+    rss = hwm = 0
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                rss = int(line.split()[1])
+            elif line.startswith("VmHWM:"):
+                hwm = int(line.split()[1])
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    ticks = os.sysconf("SC_CLK_TCK")
+    cpu = (int(fields[11]) + int(fields[12])) / ticks
+    return rss, hwm, cpu
+
+
+def start_sidekey(binary, bao, token_file, out, names, refresh, dynamic=False):
+    files = [{"name": n, "ref": (f"vault:database/creds/bench#password" if dynamic else f"vault:secret/data/bench/{n}#value"),
+              "mode": "0440"} for n in names]
+    config = {"mountPath": out, "refresh": refresh, "startupTimeout": "60s", "files": files,
+              "vault": {"addr": bao.addr, "auth": {"method": "token", "tokenPath": token_file}}}
+    return subprocess.Popen([binary, "run"], env={**os.environ, "SIDEKEY_CONFIG": json.dumps(config), "SIDEKEY_LOG": "warn"},
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def start_bao_agent(bao, token_file, out, names, refresh, workdir, dynamic=False):
+    cfg = os.path.join(workdir, "agent.hcl")
+    with open(cfg, "w") as f:
+        f.write(f'vault {{\n  address = "{bao.addr}"\n}}\n')
+        f.write(f'auto_auth {{\n  method "token_file" {{\n    config = {{\n      token_file_path = "{token_file}"\n    }}\n  }}\n}}\n')
+        if refresh != "5m":
+            f.write(f'template_config {{\n  static_secret_render_interval = "{refresh}"\n}}\n')
+        for n in names:
+            if dynamic:
+                contents = '{{ with secret "database/creds/bench" }}{{ .Data.password }}{{ end }}'
+            else:
+                contents = '{{ with secret "secret/data/bench/%s" }}{{ .Data.data.value }}{{ end }}' % n
+            f.write(f'template {{\n  contents = {json.dumps(contents)}\n  destination = "{out}/{n}"\n}}\n')
+    return subprocess.Popen([bao.bin, "agent", f"-config={cfg}", "-log-level=error"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env={**os.environ, "HOME": workdir})
+
+
+def wait_ready(proc, out, names, timeout=60):
+    start = time.monotonic()
+    paths = [os.path.join(out, n) for n in names]
+    while time.monotonic() - start < timeout:
+        if all(os.path.exists(p) and os.path.getsize(p) > 0 for p in paths):
+            return time.monotonic() - start
+        if proc.poll() is not None:
+            sys.exit(f"agent exited with {proc.returncode}")
+        time.sleep(0.0005)
+    sys.exit("agent not ready in time")
+
+
+def run_static(kind, binary, bao, token_file, n, refresh, window, workdir):
+    out = tempfile.mkdtemp(dir=workdir)
+    names = [f"s{i}" for i in range(n)]
+    t0 = time.monotonic()
+    if kind == "sidekey":
+        proc = start_sidekey(binary, bao, token_file, out, names, refresh)
+    else:
+        proc = start_bao_agent(bao, token_file, out, names, refresh, tempfile.mkdtemp(dir=workdir))
+    ready = wait_ready(proc, out, names)
+    del t0
+    time.sleep(2)
+    line0 = bao.audit_lines()
+    _, _, cpu0 = proc_stats(proc.pid)
+    time.sleep(window)
+    rss, hwm, cpu1 = proc_stats(proc.pid)
+    reqs = bao.requests_since(line0)
+    proc.send_signal(signal.SIGTERM)
+    proc.wait()
+    shutil.rmtree(out, ignore_errors=True)
+    per_min = 60.0 / window
+    reads = sum(1 for op, p, _ in reqs if op == "read" and p.startswith("secret/data/"))
+    return {"ready_ms": ready * 1000, "rss_mib": rss / 1024, "peak_mib": hwm / 1024,
+            "cpu_s_per_min": (cpu1 - cpu0) * per_min, "req_per_min": len(reqs) * per_min, "reads_per_min": reads * per_min}
+
+
+def run_dynamic(kind, binary, bao, token_file, duration, workdir):
+    out = tempfile.mkdtemp(dir=workdir)
+    names = ["db"]
+    line0 = bao.audit_lines()
+    if kind == "sidekey":
+        proc = start_sidekey(binary, bao, token_file, out, names, "5m", dynamic=True)
+    else:
+        proc = start_bao_agent(bao, token_file, out, names, "5m", tempfile.mkdtemp(dir=workdir), dynamic=True)
+    wait_ready(proc, out, names)
+    time.sleep(duration)
+    rss, _, cpu = proc_stats(proc.pid)
+    reqs = bao.requests_since(line0)
+    proc.send_signal(signal.SIGTERM)
+    proc.wait()
+    issued = [t for op, p, t in reqs if p == "database/creds/bench"]
+    renewals = [t for op, p, t in reqs if p in ("sys/leases/renew", "sys/renew")]
+    return {"issued": len(issued), "renewals": len(renewals), "rss_mib": rss / 1024, "cpu_s": cpu}
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--window", type=int, default=60, help="seconds measured per static run")
+    ap.add_argument("--dynamic", type=int, default=150, help="seconds of the dynamic-credentials run")
+    ap.add_argument("--sizes", default="10,100")
+    args = ap.parse_args()
+    binary = os.path.join(ROOT, "target/release/sidekey-agent")
+    if not os.path.exists(binary):
+        sys.exit("build it first: cargo build --release -p sidekey-agent")
+    workdir = tempfile.mkdtemp(prefix="sidekey-bench-")
+    bao = Bao(workdir)
+    pg = Postgres(workdir)
+    try:
+        bao.api("POST", "sys/policies/acl/bench", {"policy": """
+path "secret/data/*" { capabilities = ["read"] }
+path "secret/metadata/*" { capabilities = ["read"] }
+path "database/creds/*" { capabilities = ["read"] }
+path "sys/leases/renew" { capabilities = ["update"] }
+path "sys/internal/ui/mounts/*" { capabilities = ["read"] }
+"""})
+        token = bao.api("POST", "auth/token/create", {"policies": ["bench"], "ttl": "24h"})["auth"]["client_token"]
+        token_file = os.path.join(workdir, "token")
+        with open(token_file, "w") as f:
+            f.write(token)
+        sizes = [int(s) for s in args.sizes.split(",")]
+        for i in range(max(sizes)):
+            bao.api("POST", f"secret/data/bench/s{i}", {"data": {"value": f"value-{i}-" + "x" * 32}})
+        bao.api("POST", "sys/mounts/database", {"type": "database"})
+        bao.api("POST", "database/config/pg", {
+            "plugin_name": "postgresql-database-plugin",
+            "connection_url": "postgresql://{{username}}:{{password}}@127.0.0.1:%d/postgres?sslmode=disable" % pg.port,
+            "username": "postgres", "password": pg.password, "allowed_roles": "*"})
+        bao.api("POST", "database/roles/bench", {
+            "db_name": "pg", "default_ttl": 20, "max_ttl": 60,
+            "creation_statements": ["CREATE ROLE \"{{name}}\" WITH LOGIN PASSWORD '{{password}}' VALID UNTIL '{{expiration}}';"]})
+
+        rows = []
+        for n in sizes:
+            for refresh in ("5m", "10s"):
+                for kind in ("sidekey", "openbao"):
+                    r = run_static(kind, binary, bao, token_file, n, refresh, args.window, workdir)
+                    rows.append((kind, n, refresh, r))
+                    print(f"# {kind} n={n} refresh={refresh}: {r}", file=sys.stderr, flush=True)
+        dyn = {}
+        for kind in ("sidekey", "openbao"):
+            dyn[kind] = run_dynamic(kind, binary, bao, token_file, args.dynamic, workdir)
+            print(f"# dynamic {kind}: {dyn[kind]}", file=sys.stderr, flush=True)
+    finally:
+        bao.stop()
+        pg.stop()
+        shutil.rmtree(workdir, ignore_errors=True)
+
+    size = lambda p: os.path.getsize(p) / 1e6
+    print(f"| | sidekey-agent | OpenBao Agent |\n|---|---|---|")
+    print(f"| binary (stripped) | {size(binary):.1f} MB | {size(bao.bin):.1f} MB |")
+    for n in sizes:
+        for refresh in ("5m", "10s"):
+            s = next(r for k, nn, rf, r in rows if k == "sidekey" and nn == n and rf == refresh)
+            o = next(r for k, nn, rf, r in rows if k == "openbao" and nn == n and rf == refresh)
+            label = f"{n} secrets, refresh {refresh}"
+            print(f"| {label}: ready | {s['ready_ms']:.0f} ms | {o['ready_ms']:.0f} ms |")
+            print(f"| {label}: RSS (peak) | {s['rss_mib']:.1f} MiB ({s['peak_mib']:.1f}) | {o['rss_mib']:.1f} MiB ({o['peak_mib']:.1f}) |")
+            print(f"| {label}: OpenBao requests/min (secret reads) | {s['req_per_min']:.0f} ({s['reads_per_min']:.0f}) | {o['req_per_min']:.0f} ({o['reads_per_min']:.0f}) |")
+            print(f"| {label}: CPU-seconds/min | {s['cpu_s_per_min']:.3f} | {o['cpu_s_per_min']:.3f} |")
+    s, o = dyn["sidekey"], dyn["openbao"]
+    print(f"| dynamic PG creds, TTL 20 s / max 60 s, {args.dynamic} s: credentials issued | {s['issued']} | {o['issued']} |")
+    print(f"| … lease renewals | {s['renewals']} | {o['renewals']} |")
+    print(f"| … RSS, CPU-seconds | {s['rss_mib']:.1f} MiB, {s['cpu_s']:.2f} | {o['rss_mib']:.1f} MiB, {o['cpu_s']:.2f} |")
+
+
+if __name__ == "__main__":
+    main()
