@@ -13,7 +13,7 @@ Against one local OpenBao dev server (with an audit log to count requests):
 
 Usage: benches/agent-vs-openbao-agent.py [--window SECONDS] [--dynamic SECONDS]
 Needs `make testenv` (bao, PostgreSQL binaries) and a release build of
-sidekey-agent (`cargo build --release -p sidekey-agent`). Prints a Markdown
+sidekey-agent (`cargo build --profile agent -p sidekey-agent`). Prints a Markdown
 table. Only loopback addresses are used.
 """
 
@@ -189,9 +189,11 @@ def start_bao_agent(bao, token_file, out, names, refresh, workdir, dynamic=False
 
 def wait_ready(proc, out, names, timeout=60):
     start = time.monotonic()
-    paths = [os.path.join(out, n) for n in names]
+    remaining = [os.path.join(out, n) for n in names]
     while time.monotonic() - start < timeout:
-        if all(os.path.exists(p) and os.path.getsize(p) > 0 for p in paths):
+        # Check only what is still missing, so the poll itself stays cheap.
+        remaining = [p for p in remaining if not (os.path.exists(p) and os.path.getsize(p) > 0)]
+        if not remaining:
             return time.monotonic() - start
         if proc.poll() is not None:
             sys.exit(f"agent exited with {proc.returncode}")
@@ -249,10 +251,11 @@ def main():
     ap.add_argument("--dynamic", type=int, default=150, help="seconds of the dynamic-credentials run")
     ap.add_argument("--sizes", default="10,100")
     args = ap.parse_args()
-    binary = os.path.join(ROOT, "target/release/sidekey-agent")
+    binary = os.path.join(ROOT, "target/agent/sidekey-agent")
     if not os.path.exists(binary):
-        sys.exit("build it first: cargo build --release -p sidekey-agent")
+        sys.exit("build it first: cargo build --profile agent -p sidekey-agent")
     workdir = tempfile.mkdtemp(prefix="sidekey-bench-")
+    os.chmod(workdir, 0o755)  # the postgres user must reach its directory
     bao = Bao(workdir)
     pg = Postgres(workdir)
     try:
@@ -296,8 +299,14 @@ path "sys/internal/ui/mounts/*" { capabilities = ["read"] }
         shutil.rmtree(workdir, ignore_errors=True)
 
     size = lambda p: os.path.getsize(p) / 1e6
+    bao_size = size(bao.bin)
+    if shutil.which("strip"):
+        stripped = os.path.join(tempfile.gettempdir(), "bao.stripped")
+        if subprocess.run(["strip", "-o", stripped, bao.bin]).returncode == 0:
+            bao_size = size(stripped)
+            os.remove(stripped)
     print(f"| | sidekey-agent | OpenBao Agent |\n|---|---|---|")
-    print(f"| binary (stripped) | {size(binary):.1f} MB | {size(bao.bin):.1f} MB |")
+    print(f"| binary (stripped) | {size(binary):.1f} MB | {bao_size:.1f} MB |")
     for n in sizes:
         for refresh in ("5m", "10s"):
             s = next(r for k, nn, rf, r in rows if k == "sidekey" and nn == n and rf == refresh)

@@ -47,7 +47,9 @@ pub struct Vault {
     state: Mutex<TokenState>,
     deadlines: std::sync::Mutex<HashMap<u64, Instant>>,
     changes: watch::Sender<u64>,
-    kv2: std::sync::Mutex<HashMap<String, Option<(String, String)>>>,
+    /// Mounts seen so far: (path, is KV v2). Vault refuses overlapping
+    /// mounts, so a known mount path that prefixes a path is its mount.
+    mounts: Mutex<Vec<(String, bool)>>,
     metrics: Arc<Metrics>,
 }
 
@@ -74,10 +76,19 @@ impl Vault {
             .timeout(Duration::from_secs(30))
             .pool_idle_timeout(Duration::from_secs(90))
             .user_agent(concat!("sidekey-agent/", env!("CARGO_PKG_VERSION")));
+        // Trust exactly what is needed: nothing for plain HTTP (no system
+        // store to load at start), the configured CA bundle when there is
+        // one (a private Vault CA should not be joined by every public CA),
+        // the system roots otherwise.
         if let Some(ca) = &config.ca_cert {
             let pem = std::fs::read(ca).map_err(|e| format!("vault.caCert {ca}: {e}"))?;
-            let cert = reqwest::Certificate::from_pem(&pem).map_err(|e| format!("vault.caCert {ca}: {e}"))?;
-            builder = builder.add_root_certificate(cert);
+            let certs = reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| format!("vault.caCert {ca}: {e}"))?;
+            if certs.is_empty() {
+                return Err(format!("vault.caCert {ca}: no PEM certificate in it"));
+            }
+            builder = builder.tls_certs_only(certs);
+        } else if config.addr.starts_with("http://") {
+            builder = builder.tls_certs_only([]);
         }
         let http = builder.build().map_err(|e| format!("vault HTTP client: {e}"))?;
         let (changes, _) = watch::channel(0);
@@ -95,7 +106,7 @@ impl Vault {
             }),
             deadlines: std::sync::Mutex::default(),
             changes,
-            kv2: std::sync::Mutex::default(),
+            mounts: Mutex::default(),
             metrics,
         })
     }
@@ -262,39 +273,40 @@ impl Vault {
         Err(last.unwrap_or_else(|| BackendError::Transient(format!("{method} {path}: failed"))))
     }
 
-    /// The KV v2 mount and path below `data/` of `path`, found once per path
-    /// through `sys/internal/ui/mounts` (what `vault kv` uses).
+    /// The KV v2 mount and path below `data/` of `path` (`None`: not KV v2),
+    /// found through `sys/internal/ui/mounts` (what `vault kv` uses) once
+    /// per mount; concurrent first reads wait for one lookup.
     async fn kv2_split(&self, path: &str) -> Result<Option<(String, String)>, BackendError> {
-        if let Some(known) = self.kv2.lock().ok().and_then(|m| m.get(path).cloned()) {
-            return Ok(known);
-        }
-        let split = match self.call(Method::GET, &format!("sys/internal/ui/mounts/{path}"), None).await {
-            Ok((text, _)) => {
-                let v: Value = serde_json::from_str(&text).unwrap_or_default();
-                let mount = v["data"]["path"].as_str().unwrap_or("").to_owned();
-                let is_kv2 = v["data"]["type"] == "kv" && v["data"]["options"]["version"] == "2";
-                if is_kv2 && !mount.is_empty() {
-                    match path.strip_prefix(&mount).and_then(|rest| rest.strip_prefix("data/")) {
-                        Some(rest) => Some((mount, rest.to_owned())),
-                        None => {
-                            let rest = path.strip_prefix(&mount).unwrap_or(path);
-                            return Err(BackendError::Permanent(format!(
-                                "{path} is on the KV v2 mount {mount}: KV v2 paths include data/ (vault:{mount}data/{rest})"
-                            )));
-                        }
+        let mut mounts = self.mounts.lock().await;
+        let known = mounts.iter().find(|(m, _)| path.starts_with(m.as_str())).cloned();
+        let (mount, is_kv2) = match known {
+            Some(k) => k,
+            None => match self.call(Method::GET, &format!("sys/internal/ui/mounts/{path}"), None).await {
+                Ok((text, _)) => {
+                    let v: Value = serde_json::from_str(&text).unwrap_or_default();
+                    let mount = v["data"]["path"].as_str().unwrap_or("").to_owned();
+                    let is_kv2 = v["data"]["type"] == "kv" && v["data"]["options"]["version"] == "2";
+                    if !mount.is_empty() && path.starts_with(&mount) {
+                        mounts.push((mount.clone(), is_kv2));
                     }
-                } else {
-                    None
+                    (mount, is_kv2)
                 }
-            }
-            // Without access to the mounts endpoint, fall back on the shape of the read.
-            Err(BackendError::Denied(_) | BackendError::Permanent(_)) => None,
-            Err(e) => return Err(e),
+                // Without access to the mounts endpoint, fall back on the shape of the read.
+                Err(BackendError::Denied(_) | BackendError::Permanent(_)) => return Ok(None),
+                Err(e) => return Err(e),
+            },
         };
-        if let Ok(mut m) = self.kv2.lock() {
-            m.insert(path.to_owned(), split.clone());
+        drop(mounts);
+        if !is_kv2 || mount.is_empty() {
+            return Ok(None);
         }
-        Ok(split)
+        let rest = path.strip_prefix(&mount).unwrap_or(path);
+        match rest.strip_prefix("data/") {
+            Some(below) => Ok(Some((mount, below.to_owned()))),
+            None => Err(BackendError::Permanent(format!(
+                "{path} is on the KV v2 mount {mount}: KV v2 paths include data/ (vault:{mount}data/{rest})"
+            ))),
+        }
     }
 
     /// Reads `reference`'s path.
