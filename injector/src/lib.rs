@@ -1,5 +1,126 @@
-//! `sidekey-injector`: the HTTPS mutating admission webhook that runs
-//! [`sidekey::mutate`] for every pod creation.
+//! `sidekey-injector`: the HTTPS mutating admission webhook that runs the
+//! core mutation ([`sidekey::mutate`]) for every pod creation.
 //!
-//! Not built yet: the webhook server lands with its own issue. Until then,
-//! `sidekey inject` applies the same mutation to manifests offline.
+//! No outbound call happens on the admission path; the Kubernetes API is
+//! used only by the self-managed TLS mode, in the background. `main.rs` is
+//! thin: it parses [`Settings`] and calls [`run`].
+
+pub mod metrics;
+pub mod review;
+pub mod server;
+pub mod tls;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use sidekey::config::InjectorConfig;
+use tokio::sync::watch;
+
+use crate::metrics::Metrics;
+
+/// Where the serving certificate comes from.
+#[derive(Debug, Clone)]
+pub enum TlsSource {
+    /// PEM files, reloaded when they change (cert-manager, a mounted Secret).
+    Files {
+        /// Certificate chain.
+        cert: PathBuf,
+        /// Private key.
+        key: PathBuf,
+    },
+    /// A CA and certificate the injector creates and rotates itself.
+    SelfManaged(tls::managed::Managed),
+}
+
+/// Everything the injector needs to run.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// The webhook's HTTPS address.
+    pub listen: SocketAddr,
+    /// The plain-HTTP admin address (`/healthz`, `/readyz`, `/metrics`).
+    pub admin_listen: SocketAddr,
+    /// The injector config.
+    pub config: InjectorConfig,
+    /// The serving certificate.
+    pub tls: TlsSource,
+    /// How long in-flight requests may take to finish at shutdown.
+    pub shutdown_grace: Duration,
+}
+
+/// Why the injector could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// A listen address is taken or invalid.
+    #[error("listening on {addr}: {source}")]
+    Listen {
+        /// The address.
+        addr: SocketAddr,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The certificate could not be loaded or created.
+    #[error("TLS: {0}")]
+    Tls(#[from] tls::TlsError),
+}
+
+struct AdminState {
+    metrics: Arc<Metrics>,
+    ready: AtomicBool,
+}
+
+impl sidekey_runtime::Admin for AdminState {
+    fn metrics(&self) -> String {
+        self.metrics.encode()
+    }
+
+    fn ready(&self) -> bool {
+        self.ready.load(Ordering::SeqCst)
+    }
+}
+
+/// Runs the webhook until `shutdown` resolves, then drains.
+///
+/// # Errors
+/// [`StartError`] when it cannot listen or get a certificate.
+pub async fn run(settings: Settings, shutdown: impl Future<Output = ()>) -> Result<(), StartError> {
+    let metrics = Arc::new(Metrics::default());
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let admin = Arc::new(AdminState { metrics: metrics.clone(), ready: AtomicBool::new(false) });
+    let admin_listener = tokio::net::TcpListener::bind(settings.admin_listen)
+        .await
+        .map_err(|source| StartError::Listen { addr: settings.admin_listen, source })?;
+    tokio::spawn(sidekey_runtime::serve_admin(admin_listener, admin.clone(), stop_rx.clone()));
+
+    let store = match &settings.tls {
+        TlsSource::Files { cert, key } => {
+            let store = tls::CertStore::new(tls::load_files(cert, key)?);
+            tokio::spawn(tls::watch_files(store.clone(), cert.clone(), key.clone(), stop_rx.clone(), metrics.clone()));
+            store
+        }
+        TlsSource::SelfManaged(m) => {
+            let client = kube::Client::try_default().await.map_err(|e| tls::TlsError::Kube(e.to_string()))?;
+            let store = tls::managed::start(&client, m).await?;
+            tokio::spawn(tls::managed::maintain(client, m.clone(), store.clone(), stop_rx.clone()));
+            store
+        }
+    };
+    let listener = tokio::net::TcpListener::bind(settings.listen)
+        .await
+        .map_err(|source| StartError::Listen { addr: settings.listen, source })?;
+    let state = Arc::new(server::State { config: settings.config, metrics });
+    let server =
+        tokio::spawn(server::serve(listener, store.server_config(), state, stop_rx.clone(), settings.shutdown_grace));
+    admin.ready.store(true, Ordering::SeqCst);
+    tracing::info!(listen = %settings.listen, admin = %settings.admin_listen, "sidekey-injector serving");
+    shutdown.await;
+    tracing::info!("shutting down: finishing the requests in flight");
+    admin.ready.store(false, Ordering::SeqCst);
+    let _ = stop_tx.send(true);
+    let _ = server.await;
+    Ok(())
+}

@@ -8,7 +8,6 @@
 //! drive the agent in-process as well as through the binary.
 //! Configuration: [`sidekey::agent_config`].
 
-pub mod admin;
 pub mod backend;
 pub mod engine;
 pub mod exec;
@@ -126,8 +125,10 @@ pub async fn run(
     if let Some(addr) = &config.metrics_addr {
         let addr: SocketAddr =
             addr.parse().map_err(|_| AgentError::Config(format!("metricsAddr {addr:?} is not host:port")))?;
-        let listener = admin::bind(addr).await.map_err(|e| AgentError::Config(format!("metricsAddr {addr}: {e}")))?;
-        tokio::spawn(admin::serve(listener, metrics.clone(), stop_rx.clone()));
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .map_err(|e| AgentError::Config(format!("metricsAddr {addr}: {e}")))?;
+        tokio::spawn(sidekey_runtime::serve_admin(listener, metrics.clone(), stop_rx.clone()));
     }
 
     let plan = Plan::new(&config);

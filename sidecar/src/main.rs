@@ -65,34 +65,6 @@ fn load_config(path: Option<&PathBuf>) -> Result<AgentConfig, String> {
     AgentConfig::from_json(&text).map_err(|e| e.to_string())
 }
 
-fn init_logging() {
-    let json = std::env::var("SIDEKEY_LOG_FORMAT").is_ok_and(|f| f == "json");
-    let level = match std::env::var("SIDEKEY_LOG").unwrap_or_default().to_ascii_lowercase().as_str() {
-        "trace" => tracing::Level::TRACE,
-        "debug" => tracing::Level::DEBUG,
-        "warn" => tracing::Level::WARN,
-        "error" => tracing::Level::ERROR,
-        _ => tracing::Level::INFO,
-    };
-    let builder = tracing_subscriber::fmt().with_max_level(level).with_writer(std::io::stderr).with_target(false);
-    if json {
-        builder.json().init();
-    } else {
-        builder.with_ansi(false).init();
-    }
-}
-
-async fn shutdown_signal() {
-    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-        Ok(s) => s,
-        Err(_) => return std::future::pending().await,
-    };
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = tokio::signal::ctrl_c() => {}
-    }
-}
-
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
@@ -118,7 +90,7 @@ fn main() -> ExitCode {
             ExitCode::from(if matches!(err, exec::ExecError::Usage(_)) { 64 } else { 1 })
         }
         Command::Run { once, config } => {
-            init_logging();
+            sidekey_runtime::init_logging();
             let config = match load_config(config.as_ref()) {
                 Ok(c) => c,
                 Err(e) => {
@@ -134,7 +106,12 @@ fn main() -> ExitCode {
                     return ExitCode::from(1);
                 }
             };
-            let result = runtime.block_on(sidekey_agent::run(config, Options { once }, shutdown_signal(), |_| {}));
+            let result = runtime.block_on(sidekey_agent::run(
+                config,
+                Options { once },
+                sidekey_runtime::shutdown_signal(),
+                |_| {},
+            ));
             match result {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e @ AgentError::Config(_)) => {

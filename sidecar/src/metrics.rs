@@ -169,6 +169,16 @@ impl Metrics {
     }
 }
 
+impl sidekey_runtime::Admin for Metrics {
+    fn metrics(&self) -> String {
+        self.encode()
+    }
+
+    fn ready(&self) -> bool {
+        self.is_ready()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -41,7 +41,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 pub use bao::OpenBao;
-pub use kube_api::KubeApi;
+pub use kube_api::{KubeApi, SignedCert};
 pub use moto::Moto;
 pub use postgres::Postgres;
 pub use proxy::TcpProxy;

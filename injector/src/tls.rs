@@ -1,0 +1,495 @@
+//! Serving certificates: loaded from files and reloaded when they change
+//! (cert-manager rotates them), or managed by the injector itself (a CA and
+//! a serving certificate in a Secret, the caBundle of the
+//! MutatingWebhookConfiguration kept current). New connections get the new
+//! certificate at once; connections in flight keep theirs.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use rustls::server::{ClientHello, ResolvesServerCert};
+use rustls::sign::CertifiedKey;
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+use tokio::sync::watch;
+
+/// Why a certificate could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum TlsError {
+    /// A file could not be read.
+    #[error("reading {path}: {source}")]
+    Read {
+        /// The path.
+        path: String,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The PEM is not a usable certificate chain and key.
+    #[error("{0}")]
+    Pem(String),
+    /// The Kubernetes API refused (self-managed mode).
+    #[error("kubernetes: {0}")]
+    Kube(String),
+}
+
+/// Parses a PEM certificate chain and private key.
+///
+/// # Errors
+/// [`TlsError::Pem`] naming what is wrong (never the key).
+pub fn certified_key(cert_pem: &[u8], key_pem: &[u8]) -> Result<CertifiedKey, TlsError> {
+    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(cert_pem)
+        .collect::<Result<_, _>>()
+        .map_err(|e| TlsError::Pem(format!("certificate: {e}")))?;
+    if certs.is_empty() {
+        return Err(TlsError::Pem("certificate: no PEM CERTIFICATE block".into()));
+    }
+    let key = PrivateKeyDer::from_pem_slice(key_pem).map_err(|e| TlsError::Pem(format!("private key: {e}")))?;
+    let signing = rustls::crypto::ring::sign::any_supported_type(&key)
+        .map_err(|e| TlsError::Pem(format!("private key: unsupported ({e})")))?;
+    let ck = CertifiedKey::new(certs, signing);
+    ck.keys_match().map_err(|e| TlsError::Pem(format!("the key does not match the certificate: {e}")))?;
+    Ok(ck)
+}
+
+/// The certificate served now; swapped atomically.
+pub struct CertStore {
+    current: ArcSwap<CertifiedKey>,
+}
+
+impl std::fmt::Debug for CertStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("CertStore")
+    }
+}
+
+impl CertStore {
+    /// A store serving `key`.
+    pub fn new(key: CertifiedKey) -> Arc<Self> {
+        Arc::new(CertStore { current: ArcSwap::from_pointee(key) })
+    }
+
+    /// Serves `key` from now on.
+    pub fn replace(&self, key: CertifiedKey) {
+        self.current.store(Arc::new(key));
+    }
+
+    /// The server config for rustls.
+    pub fn server_config(self: &Arc<Self>) -> Arc<rustls::ServerConfig> {
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let mut config = rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .map(|b| b.with_no_client_auth().with_cert_resolver(self.clone()))
+            .unwrap_or_else(|_| rustls::ServerConfig::builder().with_no_client_auth().with_cert_resolver(self.clone()));
+        config.alpn_protocols = vec![b"http/1.1".to_vec()];
+        Arc::new(config)
+    }
+}
+
+impl ResolvesServerCert for CertStore {
+    fn resolve(&self, _hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        Some(self.current.load_full())
+    }
+}
+
+/// Loads the certificate and key files.
+///
+/// # Errors
+/// [`TlsError`].
+pub fn load_files(cert: &Path, key: &Path) -> Result<CertifiedKey, TlsError> {
+    let read = |p: &Path| std::fs::read(p).map_err(|source| TlsError::Read { path: p.display().to_string(), source });
+    certified_key(&read(cert)?, &read(key)?)
+}
+
+/// Reloads `cert`/`key` into `store` whenever their directories change
+/// (inotify, which also sees the `..data` swap of a Secret volume), checking
+/// again every 30 s in case an event was missed. A bad pair is logged and the
+/// current certificate kept.
+pub async fn watch_files(
+    store: Arc<CertStore>,
+    cert: PathBuf,
+    key: PathBuf,
+    mut shutdown: watch::Receiver<bool>,
+    metrics: Arc<crate::metrics::Metrics>,
+) {
+    use notify::Watcher;
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<()>(16);
+    let watcher = notify::recommended_watcher(move |_event: notify::Result<notify::Event>| {
+        let _ = tx.try_send(());
+    });
+    let mut watcher = match watcher {
+        Ok(w) => Some(w),
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot watch the certificate files; checking every 30 s");
+            None
+        }
+    };
+    if let Some(w) = watcher.as_mut() {
+        for dir in [cert.parent(), key.parent()].into_iter().flatten() {
+            if let Err(e) = w.watch(dir, notify::RecursiveMode::NonRecursive) {
+                tracing::warn!(dir = %dir.display(), error = %e, "cannot watch the certificate directory");
+            }
+        }
+    }
+    let fingerprint = |p: &Path| std::fs::read(p).ok();
+    let mut last = (fingerprint(&cert), fingerprint(&key));
+    loop {
+        tokio::select! {
+            _ = rx.recv() => {
+                // Let a writer finish (both files change).
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                while rx.try_recv().is_ok() {}
+            }
+            () = tokio::time::sleep(Duration::from_secs(30)) => {}
+            _ = shutdown.changed() => return,
+        }
+        let now = (fingerprint(&cert), fingerprint(&key));
+        if now == last {
+            continue;
+        }
+        match load_files(&cert, &key) {
+            Ok(k) => {
+                store.replace(k);
+                last = now;
+                metrics.tls_reload();
+                tracing::info!(cert = %cert.display(), "reloaded the serving certificate");
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "the new certificate files are not usable; keeping the current certificate")
+            }
+        }
+    }
+}
+
+/// The self-managed mode: a CA and serving certificate kept in a Secret
+/// shared by every replica, and the webhook's caBundle kept current.
+pub mod managed {
+    use std::collections::BTreeMap;
+    use std::time::Duration;
+
+    use super::{CertStore, TlsError, certified_key};
+    use k8s_openapi::ByteString;
+    use k8s_openapi::api::admissionregistration::v1::MutatingWebhookConfiguration;
+    use k8s_openapi::api::core::v1::Secret;
+    use kube::api::{Api, PostParams};
+    use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair, KeyUsagePurpose, SanType};
+
+    /// Where the material lives and what it must cover.
+    #[derive(Debug, Clone)]
+    pub struct Managed {
+        /// The namespace of the Secret.
+        pub namespace: String,
+        /// The Secret's name.
+        pub secret: String,
+        /// The MutatingWebhookConfiguration whose caBundle is kept current.
+        pub webhook_config: String,
+        /// DNS names and IP addresses of the serving certificate.
+        pub sans: Vec<String>,
+        /// Lifetime of a serving certificate.
+        pub cert_lifetime: Duration,
+        /// Lifetime of the CA.
+        pub ca_lifetime: Duration,
+    }
+
+    /// The Secret's contents.
+    pub struct Material {
+        /// PEM of every CA to trust (current first, then older ones still valid).
+        pub ca_bundle: String,
+        ca_cert: String,
+        ca_key: String,
+        /// Serving certificate PEM.
+        pub cert: String,
+        /// Serving key PEM.
+        pub key: String,
+        /// When the CA and the serving certificate expire (Unix seconds),
+        /// kept in annotations so no certificate has to be parsed.
+        ca_not_after: i64,
+        cert_not_after: i64,
+    }
+
+    const CA_NOT_AFTER: &str = "sidekey.dev/ca-not-after";
+    const CERT_NOT_AFTER: &str = "sidekey.dev/cert-not-after";
+
+    fn kube_err(e: kube::Error) -> TlsError {
+        TlsError::Kube(e.to_string())
+    }
+
+    fn ca_params(now: time_like::Now, lifetime: Duration) -> CertificateParams {
+        let mut p = CertificateParams::new(Vec::<String>::new()).unwrap_or_default();
+        p.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
+        p.distinguished_name.push(DnType::CommonName, "sidekey-injector-ca");
+        p.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::DigitalSignature];
+        p.not_before = now.offset(-3600);
+        p.not_after = now.offset(lifetime.as_secs() as i64);
+        p
+    }
+
+    fn serving(
+        ca_params: CertificateParams,
+        ca_key: &KeyPair,
+        sans: &[String],
+        lifetime: Duration,
+    ) -> Result<(String, String, i64), TlsError> {
+        let key = KeyPair::generate().map_err(|e| TlsError::Pem(e.to_string()))?;
+        let mut p = CertificateParams::new(Vec::<String>::new()).map_err(|e| TlsError::Pem(e.to_string()))?;
+        for san in sans {
+            match san.parse::<std::net::IpAddr>() {
+                Ok(ip) => p.subject_alt_names.push(SanType::IpAddress(ip)),
+                Err(_) => p.subject_alt_names.push(SanType::DnsName(
+                    san.clone().try_into().map_err(|_| TlsError::Pem(format!("bad DNS name {san}")))?,
+                )),
+            }
+        }
+        p.distinguished_name.push(DnType::CommonName, sans.first().map_or("sidekey-injector", String::as_str));
+        let now = time_like::Now::get();
+        p.not_before = now.offset(-3600);
+        p.not_after = now.offset(lifetime.as_secs() as i64);
+        let issuer = Issuer::new(ca_params, ca_key);
+        let cert = p.signed_by(&key, &issuer).map_err(|e| TlsError::Pem(e.to_string()))?;
+        Ok((cert.pem(), key.serialize_pem(), now.secs() + lifetime.as_secs() as i64))
+    }
+
+    fn generate(m: &Managed) -> Result<Material, TlsError> {
+        let now = time_like::Now::get();
+        let ca_key = KeyPair::generate().map_err(|e| TlsError::Pem(e.to_string()))?;
+        let ca = ca_params(now, m.ca_lifetime).self_signed(&ca_key).map_err(|e| TlsError::Pem(e.to_string()))?;
+        let (cert, key, cert_not_after) = serving(ca_params(now, m.ca_lifetime), &ca_key, &m.sans, m.cert_lifetime)?;
+        Ok(Material {
+            ca_bundle: ca.pem(),
+            ca_cert: ca.pem(),
+            ca_key: ca_key.serialize_pem(),
+            cert,
+            key,
+            ca_not_after: now.secs() + m.ca_lifetime.as_secs() as i64,
+            cert_not_after,
+        })
+    }
+
+    fn to_secret(m: &Managed, mat: &Material) -> Secret {
+        let data: BTreeMap<String, ByteString> = [
+            ("ca.crt", &mat.ca_bundle),
+            ("ca-current.crt", &mat.ca_cert),
+            ("ca.key", &mat.ca_key),
+            ("tls.crt", &mat.cert),
+            ("tls.key", &mat.key),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), ByteString(v.as_bytes().to_vec())))
+        .collect();
+        Secret {
+            metadata: kube::api::ObjectMeta {
+                name: Some(m.secret.clone()),
+                namespace: Some(m.namespace.clone()),
+                labels: Some(BTreeMap::from([(
+                    "app.kubernetes.io/managed-by".to_owned(),
+                    "sidekey-injector".to_owned(),
+                )])),
+                annotations: Some(BTreeMap::from([
+                    (CA_NOT_AFTER.to_owned(), mat.ca_not_after.to_string()),
+                    (CERT_NOT_AFTER.to_owned(), mat.cert_not_after.to_string()),
+                ])),
+                ..Default::default()
+            },
+            type_: Some("kubernetes.io/tls".into()),
+            data: Some(data),
+            ..Default::default()
+        }
+    }
+
+    fn from_secret(s: &Secret) -> Option<Material> {
+        let d = s.data.as_ref()?;
+        let get = |k: &str| d.get(k).map(|v| String::from_utf8_lossy(&v.0).into_owned());
+        let ann =
+            |k: &str| s.metadata.annotations.as_ref().and_then(|a| a.get(k)).and_then(|v| v.parse().ok()).unwrap_or(0);
+        Some(Material {
+            ca_not_after: ann(CA_NOT_AFTER),
+            cert_not_after: ann(CERT_NOT_AFTER),
+            ca_bundle: get("ca.crt")?,
+            ca_cert: get("ca-current.crt").or_else(|| get("ca.crt"))?,
+            ca_key: get("ca.key")?,
+            cert: get("tls.crt")?,
+            key: get("tls.key")?,
+        })
+    }
+
+    /// Gets the Secret, creating it when absent; with several replicas the
+    /// first create wins and the others read what it wrote.
+    ///
+    /// # Errors
+    /// [`TlsError::Kube`] when the API refuses.
+    pub async fn load_or_create(client: &kube::Client, m: &Managed) -> Result<Material, TlsError> {
+        let api: Api<Secret> = Api::namespaced(client.clone(), &m.namespace);
+        for _ in 0..5 {
+            if let Some(s) = api.get_opt(&m.secret).await.map_err(kube_err)? {
+                if let Some(mat) = from_secret(&s) {
+                    return Ok(mat);
+                }
+                return Err(TlsError::Kube(format!(
+                    "secret {}/{} lacks ca.crt, ca.key, tls.crt or tls.key",
+                    m.namespace, m.secret
+                )));
+            }
+            let mat = generate(m)?;
+            match api.create(&PostParams::default(), &to_secret(m, &mat)).await {
+                Ok(_) => {
+                    tracing::info!(secret = %m.secret, namespace = %m.namespace, "created the webhook CA and serving certificate");
+                    return Ok(mat);
+                }
+                Err(kube::Error::Api(e)) if e.code == 409 => continue,
+                Err(e) => return Err(kube_err(e)),
+            }
+        }
+        Err(TlsError::Kube("could not create or read the TLS secret".into()))
+    }
+
+    /// Sets the caBundle of every webhook of the configuration.
+    ///
+    /// # Errors
+    /// [`TlsError::Kube`] when the configuration cannot be read or patched.
+    pub async fn publish_ca(client: &kube::Client, m: &Managed, ca_bundle: &str) -> Result<bool, TlsError> {
+        let api: Api<MutatingWebhookConfiguration> = Api::all(client.clone());
+        let encoded = ByteString(ca_bundle.as_bytes().to_vec());
+        // Read-modify-replace with the resourceVersion: a concurrent writer
+        // (another replica) makes this fail with 409 and we try again.
+        for _ in 0..5 {
+            let mut current = api.get(&m.webhook_config).await.map_err(kube_err)?;
+            let webhooks = current.webhooks.get_or_insert_with(Vec::new);
+            if webhooks.iter().all(|w| w.client_config.ca_bundle.as_ref() == Some(&encoded)) {
+                return Ok(false);
+            }
+            for w in webhooks.iter_mut() {
+                w.client_config.ca_bundle = Some(encoded.clone());
+            }
+            match api.replace(&m.webhook_config, &PostParams::default(), &current).await {
+                Ok(_) => {
+                    tracing::info!(webhook_config = %m.webhook_config, "published the CA bundle");
+                    return Ok(true);
+                }
+                Err(kube::Error::Api(e)) if e.code == 409 => continue,
+                Err(e) => return Err(kube_err(e)),
+            }
+        }
+        Err(TlsError::Kube(format!("could not update {}: too many conflicts", m.webhook_config)))
+    }
+
+    /// Sets up the self-managed certificate: Secret, caBundle, store.
+    ///
+    /// # Errors
+    /// [`TlsError`].
+    pub async fn start(client: &kube::Client, m: &Managed) -> Result<std::sync::Arc<CertStore>, TlsError> {
+        let mat = load_or_create(client, m).await?;
+        publish_ca(client, m, &mat.ca_bundle).await?;
+        Ok(CertStore::new(certified_key(mat.cert.as_bytes(), mat.key.as_bytes())?))
+    }
+
+    /// Keeps the material fresh: re-reads the Secret (another replica may
+    /// have rotated it), re-issues the serving certificate when a third of
+    /// its lifetime is left, rotates the CA likewise (the old CA stays in the
+    /// bundle until it expires), and re-publishes the caBundle.
+    pub async fn maintain(
+        client: kube::Client,
+        m: Managed,
+        store: std::sync::Arc<CertStore>,
+        mut shutdown: tokio::sync::watch::Receiver<bool>,
+    ) {
+        loop {
+            tokio::select! {
+                () = tokio::time::sleep(Duration::from_secs(60)) => {}
+                _ = shutdown.changed() => return,
+            }
+            if let Err(e) = refresh(&client, &m, &store).await {
+                tracing::warn!(error = %e, "refreshing the self-managed certificate failed; retrying in a minute");
+            }
+        }
+    }
+
+    async fn refresh(client: &kube::Client, m: &Managed, store: &CertStore) -> Result<(), TlsError> {
+        let api: Api<Secret> = Api::namespaced(client.clone(), &m.namespace);
+        let secret = api.get(&m.secret).await.map_err(kube_err)?;
+        let Some(mut mat) = from_secret(&secret) else {
+            return Err(TlsError::Kube("the TLS secret lost its keys".into()));
+        };
+        let mut changed = false;
+        let left = |not_after: i64| not_after - time_like::Now::get().secs();
+        if left(mat.ca_not_after) < (m.ca_lifetime / 3).as_secs() as i64 {
+            let now = time_like::Now::get();
+            let key = KeyPair::generate().map_err(|e| TlsError::Pem(e.to_string()))?;
+            let ca = ca_params(now, m.ca_lifetime).self_signed(&key).map_err(|e| TlsError::Pem(e.to_string()))?;
+            // Trust the new CA before serving anything it signed.
+            mat.ca_bundle = format!("{}{}", ca.pem(), mat.ca_cert);
+            mat.ca_cert = ca.pem();
+            mat.ca_key = key.serialize_pem();
+            mat.ca_not_after = now.secs() + m.ca_lifetime.as_secs() as i64;
+            publish_ca(client, m, &mat.ca_bundle).await?;
+            let (cert, k, not_after) = serving(ca_params(now, m.ca_lifetime), &key, &m.sans, m.cert_lifetime)?;
+            mat.cert = cert;
+            mat.key = k;
+            mat.cert_not_after = not_after;
+            changed = true;
+        } else if left(mat.cert_not_after) < (m.cert_lifetime / 3).as_secs() as i64 {
+            let ca_key = KeyPair::from_pem(&mat.ca_key).map_err(|e| TlsError::Pem(e.to_string()))?;
+            let (cert, key, not_after) =
+                serving(ca_params(time_like::Now::get(), m.ca_lifetime), &ca_key, &m.sans, m.cert_lifetime)?;
+            mat.cert = cert;
+            mat.key = key;
+            mat.cert_not_after = not_after;
+            changed = true;
+        }
+        if changed {
+            let mut s = to_secret(m, &mat);
+            s.metadata.resource_version = secret.metadata.resource_version.clone();
+            api.replace(&m.secret, &PostParams::default(), &s).await.map_err(kube_err)?;
+            tracing::info!("rotated the self-managed serving certificate");
+        }
+        publish_ca(client, m, &mat.ca_bundle).await?;
+        store.replace(certified_key(mat.cert.as_bytes(), mat.key.as_bytes())?);
+        Ok(())
+    }
+
+    /// The clock for certificate validity.
+    pub(crate) mod time_like {
+        /// Now, in Unix seconds.
+        #[derive(Clone, Copy)]
+        pub struct Now(i64);
+
+        impl Now {
+            pub fn get() -> Now {
+                Now(std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_secs() as i64))
+            }
+
+            pub fn secs(self) -> i64 {
+                self.0
+            }
+
+            pub fn offset(self, secs: i64) -> time::OffsetDateTime {
+                time::OffsetDateTime::from_unix_timestamp(self.0 + secs).unwrap_or(time::OffsetDateTime::UNIX_EPOCH)
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn self_signed(name: &str) -> (String, String) {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let cert = rcgen::CertificateParams::new(vec![name.to_owned()]).unwrap().self_signed(&key).unwrap();
+        (cert.pem(), key.serialize_pem())
+    }
+
+    #[test]
+    fn loads_a_pair_and_refuses_mismatches() {
+        let (c1, k1) = self_signed("a");
+        let (_, k2) = self_signed("b");
+        assert!(certified_key(c1.as_bytes(), k1.as_bytes()).is_ok());
+        let e = certified_key(c1.as_bytes(), k2.as_bytes()).unwrap_err().to_string();
+        assert!(e.contains("does not match"), "{e}");
+        assert!(certified_key(b"junk", k1.as_bytes()).is_err());
+        assert!(!format!("{:?}", certified_key(b"", k1.as_bytes())).contains("PRIVATE"));
+    }
+}

@@ -1,0 +1,397 @@
+//! The injector behind a real kube-apiserver: pods created with kubectl
+//! pass through the MutatingWebhookConfiguration to the running binary.
+
+#![allow(clippy::unwrap_used, clippy::disallowed_methods, missing_docs)]
+
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use sidekey_testenv::{KubeApi, free_port, wait_until};
+
+struct Injector {
+    child: Child,
+    port: u16,
+    admin: u16,
+    log: std::path::PathBuf,
+}
+
+impl Injector {
+    fn spawn(args: &[&str], envs: &[(&str, &str)], dir: &Path) -> Injector {
+        let (port, admin) = (free_port(), free_port());
+        let log = dir.join(format!("injector-{port}.log"));
+        let out = std::fs::File::create(&log).unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_sidekey-injector"))
+            .args(["--listen", &format!("127.0.0.1:{port}"), "--admin-listen", &format!("127.0.0.1:{admin}")])
+            .args(args)
+            .envs(envs.iter().copied())
+            .stdin(Stdio::null())
+            .stdout(out.try_clone().unwrap())
+            .stderr(out)
+            .spawn()
+            .unwrap();
+        let inj = Injector { child, port, admin, log };
+        wait_until(
+            "the injector to be ready",
+            Duration::from_secs(30),
+            || ureq::get(format!("http://127.0.0.1:{admin}/readyz")).call().is_ok_and(|r| r.status() == 200),
+            || inj.log(),
+        );
+        inj
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    fn metrics(&self) -> String {
+        ureq::get(format!("http://127.0.0.1:{}/metrics", self.admin))
+            .call()
+            .map(|mut r| r.body_mut().read_to_string().unwrap_or_default())
+            .unwrap_or_default()
+    }
+}
+
+impl Drop for Injector {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The MutatingWebhookConfiguration the Helm chart installs, pointed at a URL.
+fn webhook_config(name: &str, url: &str, ca_bundle: Option<&str>) -> String {
+    let mut client = json!({"url": url});
+    if let Some(ca) = ca_bundle {
+        use base64::Engine;
+        client["caBundle"] = json!(base64::engine::general_purpose::STANDARD.encode(ca));
+    }
+    json!({
+        "apiVersion": "admissionregistration.k8s.io/v1",
+        "kind": "MutatingWebhookConfiguration",
+        "metadata": {"name": name},
+        "webhooks": [{
+            "name": "inject.sidekey.dev",
+            "clientConfig": client,
+            "rules": [{"apiGroups": [""], "apiVersions": ["v1"], "operations": ["CREATE"], "resources": ["pods"], "scope": "Namespaced"}],
+            "admissionReviewVersions": ["v1"],
+            "sideEffects": "None",
+            "failurePolicy": "Fail",
+            "timeoutSeconds": 5,
+            "reinvocationPolicy": "IfNeeded",
+            "namespaceSelector": {"matchExpressions": [{"key": "kubernetes.io/metadata.name", "operator": "NotIn", "values": ["kube-system"]}]}
+        }]
+    })
+    .to_string()
+}
+
+fn pod_json(kube: &KubeApi, ns: &str, name: &str) -> Value {
+    serde_json::from_str(&kube.kubectl_ok(&["-n", ns, "get", "pod", name, "-o", "json"])).unwrap()
+}
+
+const CONFIG: &str = "vault:\n  addr: https://vault.internal:8200\n  allowedAddrs: [\"https://vault.logging.svc:8200\"]\npolicy:\n  rules:\n    - namespaces: [team-a]\n      references: [\"vault:secret/data/team-a/*\"]\n";
+
+fn corpus(file: &str) -> String {
+    std::fs::read_to_string(sidekey_testenv::corpus_dir().join("valid").join(file)).unwrap()
+}
+
+#[test]
+fn injects_denies_and_warns_through_a_real_apiserver() {
+    let kube = KubeApi::start();
+    let dir = tempfile::tempdir().unwrap();
+    let cert = kube.sign_serving_cert(&["localhost"]);
+    std::fs::write(dir.path().join("tls.crt"), &cert.cert_pem).unwrap();
+    std::fs::write(dir.path().join("tls.key"), &cert.key_pem).unwrap();
+    std::fs::write(dir.path().join("config.yaml"), CONFIG).unwrap();
+    let d = dir.path().display().to_string();
+    let inj = Injector::spawn(
+        &[
+            "--tls-cert",
+            &format!("{d}/tls.crt"),
+            "--tls-key",
+            &format!("{d}/tls.key"),
+            "--config",
+            &format!("{d}/config.yaml"),
+        ],
+        &[],
+        dir.path(),
+    );
+    let url = format!("https://127.0.0.1:{}/mutate", inj.port);
+    let out = kube.kubectl_stdin(&["apply", "-f", "-"], &webhook_config("sidekey-injector", &url, Some(&kube.ca_pem)));
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+
+    // A restricted pod in a namespace that enforces restricted: injected and still admitted.
+    kube.create_namespace("payments", &["pod-security.kubernetes.io/enforce=restricted"]);
+    kube.create_service_account("payments", "billing-api");
+    let out = kube.kubectl_stdin(&["apply", "-f", "-"], &corpus("01-pod-restricted-vault.yaml"));
+    assert!(out.status.success(), "{}\n{}", String::from_utf8_lossy(&out.stderr), inj.log());
+    let pod = pod_json(&kube, "payments", "billing-api");
+    assert_eq!(pod["metadata"]["annotations"]["sidekey.dev/status"], "injected");
+    let agent = &pod["spec"]["initContainers"][0];
+    assert_eq!(agent["name"], "sidekey-agent");
+    assert_eq!(agent["restartPolicy"], "Always");
+    assert!(
+        pod["spec"]["volumes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|v| v["name"] == "sidekey-secrets" && v["emptyDir"]["medium"] == "Memory")
+    );
+    let mounts = pod["spec"]["containers"][0]["volumeMounts"].as_array().unwrap();
+    assert!(mounts.iter().any(|m| m["name"] == "sidekey-secrets" && m["readOnly"] == true));
+    let env = pod["spec"]["containers"][0]["env"].as_array().unwrap();
+    assert!(env.iter().any(|e| e["name"] == "DB_PASSWORD_FILE"));
+    assert!(!env.iter().any(|e| e["name"] == "DB_PASSWORD"));
+
+    // An invalid opted-in pod is rejected with the injector's message (the
+    // webhook sees it before the API server validates annotation keys).
+    kube.create_namespace("analytics", &[]);
+    kube.create_service_account("analytics", "default");
+    let bad = r#"{"apiVersion":"v1","kind":"Pod","metadata":{"name":"reports","namespace":"analytics",
+        "annotations":{"sidekey.dev/inject":"true","sidekey.dev/secret-../../../etc/kubernetes/admin-conf":"vault:secret/data/analytics/kubeconfig",
+                       "sidekey.dev/secret-stripe-key":"gcp:projects/p/secrets/s"}},
+        "spec":{"automountServiceAccountToken":false,"containers":[{"name":"api","image":"x"}]}}"#;
+    let out = kube.kubectl_stdin(&["create", "-f", "-"], bad);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        err.contains("denied the request") && err.contains("sidekey.dev/secret-../../../etc/kubernetes/admin-conf"),
+        "{err}"
+    );
+    assert!(err.contains("sidekey.dev/secret-stripe-key") && err.contains("gcp:"), "{err}");
+
+    // A Deployment's pods are not created here (no controllers), so the
+    // Deployment itself passes; a bare pod that did not opt in is stored
+    // unchanged and kubectl shows the warning.
+    kube.create_namespace("jobs", &[]);
+    let plain = r#"{"apiVersion":"v1","kind":"Pod","metadata":{"name":"legacy","namespace":"jobs"},
+        "spec":{"automountServiceAccountToken":false,"serviceAccountName":"default","containers":[{"name":"w","image":"x","env":[{"name":"API_TOKEN","value":"vault:secret/data/jobs/api#token"}]}]}}"#;
+    kube.create_service_account("jobs", "default");
+    let out = kube.kubectl_stdin(&["create", "-f", "-"], plain);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let warn = String::from_utf8_lossy(&out.stderr);
+    assert!(warn.contains("Warning:") && warn.contains("env API_TOKEN"), "{warn}");
+    let stored = pod_json(&kube, "jobs", "legacy");
+    assert!(stored["metadata"]["annotations"].get("sidekey.dev/status").is_none());
+    assert_eq!(stored["spec"]["containers"][0]["env"][0]["value"], "vault:secret/data/jobs/api#token");
+
+    // A reference outside the namespace's policy is denied.
+    kube.create_namespace("team-a", &[]);
+    kube.create_service_account("team-a", "default");
+    let sneaky = r#"{"apiVersion":"v1","kind":"Pod","metadata":{"name":"sneaky","namespace":"team-a",
+        "annotations":{"sidekey.dev/inject":"true","sidekey.dev/secret-db":"vault:secret/data/payments/db#password"}},
+        "spec":{"automountServiceAccountToken":false,"containers":[{"name":"w","image":"x"}]}}"#;
+    let out = kube.kubectl_stdin(&["create", "-f", "-"], sneaky);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("not allowed in namespace \"team-a\""), "{err}");
+
+    // A vault-addr outside the allowlist is denied (no annotation chooses where credentials go).
+    let ssrf = sneaky
+        .replace("sneaky", "ssrf")
+        .replace("vault:secret/data/payments/db#password", "vault:secret/data/team-a/db#password")
+        .replace(
+            "\"sidekey.dev/inject\":\"true\"",
+            "\"sidekey.dev/inject\":\"true\",\"sidekey.dev/vault-addr\":\"https://attacker.example:8200\"",
+        );
+    let out = kube.kubectl_stdin(&["create", "-f", "-"], &ssrf);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("sidekey.dev/vault-addr"), "{err}");
+
+    let m = inj.metrics();
+    assert!(m.contains("sidekey_injector_injections_total 1"), "{m}");
+    assert!(m.contains("sidekey_injector_denials_total 3"), "{m}");
+    assert!(m.contains("sidekey_injector_request_duration_seconds_count"), "{m}");
+    // No pod spec or env value in the log.
+    let log = inj.log();
+    assert!(!log.contains("vault:secret/data/jobs/api#token") && !log.contains("DB_PASSWORD\""), "{log}");
+}
+
+#[test]
+fn replacing_the_serving_cert_files_while_requests_flow_loses_no_request() {
+    let kube = KubeApi::start();
+    let dir = tempfile::tempdir().unwrap();
+    let write = |c: &sidekey_testenv::SignedCert| {
+        // As a mounted Secret updates: new files, then rename over the old ones.
+        std::fs::write(dir.path().join("tls.crt.new"), &c.cert_pem).unwrap();
+        std::fs::write(dir.path().join("tls.key.new"), &c.key_pem).unwrap();
+        std::fs::rename(dir.path().join("tls.key.new"), dir.path().join("tls.key")).unwrap();
+        std::fs::rename(dir.path().join("tls.crt.new"), dir.path().join("tls.crt")).unwrap();
+    };
+    write(&kube.sign_serving_cert(&["localhost"]));
+    let d = dir.path().display().to_string();
+    let inj = Injector::spawn(
+        &["--tls-cert", &format!("{d}/tls.crt"), "--tls-key", &format!("{d}/tls.key")],
+        &[],
+        dir.path(),
+    );
+    let url = format!("https://127.0.0.1:{}/mutate", inj.port);
+    kube.kubectl_stdin(&["apply", "-f", "-"], &webhook_config("sidekey-injector", &url, Some(&kube.ca_pem)));
+    kube.create_namespace("load", &[]);
+    kube.create_service_account("load", "default");
+
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let workers: Vec<_> = (0..3)
+        .map(|w| {
+            let (stop, kubeconfig) = (stop.clone(), kube.kubeconfig.clone());
+            std::thread::spawn(move || {
+                let mut n = 0;
+                let mut failures = Vec::new();
+                while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+                    let pod = format!(
+                        r#"{{"apiVersion":"v1","kind":"Pod","metadata":{{"name":"p-{w}-{n}","namespace":"load","annotations":{{"sidekey.dev/inject":"true","sidekey.dev/secret-k":"vault:secret/data/load/k#v"}}}},"spec":{{"automountServiceAccountToken":false,"containers":[{{"name":"c","image":"x"}}]}}}}"#
+                    );
+                    let out = sidekey_testenv_kubectl(&kubeconfig, &pod);
+                    if !out.0 {
+                        failures.push(out.1);
+                    }
+                    n += 1;
+                }
+                (n, failures)
+            })
+        })
+        .collect();
+    for _ in 0..3 {
+        std::thread::sleep(Duration::from_millis(1500));
+        write(&kube.sign_serving_cert(&["localhost"]));
+    }
+    std::thread::sleep(Duration::from_millis(1500));
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    let mut total = 0;
+    for w in workers {
+        let (n, failures) = w.join().unwrap();
+        assert!(failures.is_empty(), "requests failed while the certificate was replaced: {failures:?}");
+        total += n;
+    }
+    assert!(total >= 10, "only {total} pods created");
+    let m = inj.metrics();
+    let reloads: f64 = m
+        .lines()
+        .find(|l| l.starts_with("sidekey_injector_tls_reloads_total"))
+        .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+        .unwrap_or(0.0);
+    assert!(reloads >= 3.0, "{m}");
+}
+
+fn sidekey_testenv_kubectl(kubeconfig: &Path, stdin: &str) -> (bool, String) {
+    use std::io::Write;
+    let mut child = Command::new("kubectl")
+        .arg(format!("--kubeconfig={}", kubeconfig.display()))
+        .args(["create", "-f", "-"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(stdin.as_bytes()).unwrap();
+    let out = child.wait_with_output().unwrap();
+    (out.status.success(), String::from_utf8_lossy(&out.stderr).into_owned())
+}
+
+#[test]
+fn self_managed_tls_works_from_an_empty_cluster_and_replicas_share_one_ca() {
+    let kube = KubeApi::start();
+    let dir = tempfile::tempdir().unwrap();
+    kube.create_namespace("sidekey", &[]);
+    let port = free_port();
+    // The configuration exists without a caBundle, as the chart creates it.
+    let url = format!("https://127.0.0.1:{port}/mutate");
+    let out = kube.kubectl_stdin(&["apply", "-f", "-"], &webhook_config("sidekey-injector", &url, None));
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let kubeconfig = kube.kubeconfig.display().to_string();
+    let env = [("KUBECONFIG", kubeconfig.as_str()), ("POD_NAMESPACE", "sidekey")];
+    let inj = {
+        let (p, a) = (port, free_port());
+        let log = dir.path().join("self.log");
+        let out = std::fs::File::create(&log).unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_sidekey-injector"))
+            .args([
+                "--listen",
+                &format!("127.0.0.1:{p}"),
+                "--admin-listen",
+                &format!("127.0.0.1:{a}"),
+                "--tls-self-managed",
+                "--tls-san",
+                "127.0.0.1",
+            ])
+            .envs(env)
+            .stdout(out.try_clone().unwrap())
+            .stderr(out)
+            .spawn()
+            .unwrap();
+        let inj = Injector { child, port: p, admin: a, log };
+        wait_until(
+            "the injector to be ready",
+            Duration::from_secs(30),
+            || ureq::get(format!("http://127.0.0.1:{a}/readyz")).call().is_ok_and(|r| r.status() == 200),
+            || inj.log(),
+        );
+        inj
+    };
+    let mwc: Value = serde_json::from_str(&kube.kubectl_ok(&[
+        "get",
+        "mutatingwebhookconfiguration",
+        "sidekey-injector",
+        "-o",
+        "json",
+    ]))
+    .unwrap();
+    let bundle = mwc["webhooks"][0]["clientConfig"]["caBundle"].as_str().unwrap().to_owned();
+    assert!(!bundle.is_empty());
+    let secret: Value = serde_json::from_str(&kube.kubectl_ok(&[
+        "-n",
+        "sidekey",
+        "get",
+        "secret",
+        "sidekey-injector-tls",
+        "-o",
+        "json",
+    ]))
+    .unwrap();
+    let ca = secret["data"]["ca.crt"].as_str().unwrap().to_owned();
+    assert_eq!(secret["type"], "kubernetes.io/tls");
+
+    kube.create_namespace("shop", &[]);
+    kube.create_service_account("shop", "default");
+    let pod = r#"{"apiVersion":"v1","kind":"Pod","metadata":{"name":"p","namespace":"shop","annotations":{"sidekey.dev/inject":"true","sidekey.dev/secret-k":"vault:secret/data/shop/k#v"}},"spec":{"automountServiceAccountToken":false,"containers":[{"name":"c","image":"x"}]}}"#;
+    let out = kube.kubectl_stdin(&["create", "-f", "-"], pod);
+    assert!(out.status.success(), "{}\n{}", String::from_utf8_lossy(&out.stderr), inj.log());
+    assert_eq!(pod_json(&kube, "shop", "p")["metadata"]["annotations"]["sidekey.dev/status"], "injected");
+
+    // A second replica reuses the Secret: one CA for all.
+    let second = Injector::spawn(&["--tls-self-managed", "--tls-san", "127.0.0.1"], &env, dir.path());
+    let secret: Value = serde_json::from_str(&kube.kubectl_ok(&[
+        "-n",
+        "sidekey",
+        "get",
+        "secret",
+        "sidekey-injector-tls",
+        "-o",
+        "json",
+    ]))
+    .unwrap();
+    assert_eq!(secret["data"]["ca.crt"].as_str().unwrap(), ca);
+    drop(second);
+    drop(inj);
+}
+
+#[test]
+fn sigterm_finishes_and_exits_promptly() {
+    let kube = KubeApi::start();
+    let dir = tempfile::tempdir().unwrap();
+    let cert = kube.sign_serving_cert(&["localhost"]);
+    std::fs::write(dir.path().join("tls.crt"), &cert.cert_pem).unwrap();
+    std::fs::write(dir.path().join("tls.key"), &cert.key_pem).unwrap();
+    let d = dir.path().display().to_string();
+    let mut inj = Injector::spawn(
+        &["--tls-cert", &format!("{d}/tls.crt"), "--tls-key", &format!("{d}/tls.key")],
+        &[],
+        dir.path(),
+    );
+    let start = std::time::Instant::now();
+    Command::new("kill").args(["-TERM", &inj.child.id().to_string()]).status().unwrap();
+    let status = inj.child.wait().unwrap();
+    assert!(status.success(), "{}", inj.log());
+    assert!(start.elapsed() < Duration::from_secs(3));
+    assert!(inj.log().contains("shutting down"));
+}
