@@ -66,12 +66,20 @@ pub fn harden_process() {
     }
 }
 
+/// Backends created so far (one per kind).
+#[derive(Default)]
+struct Backends {
+    vault: Option<Backend>,
+    aws: Option<Backend>,
+}
+
 fn backend_for(
     kind: BackendKind,
     config: &AgentConfig,
     metrics: &Arc<Metrics>,
-    vault: &mut Option<Backend>,
+    made: &mut Backends,
 ) -> Result<Backend, AgentError> {
+    let vault = &mut made.vault;
     match kind {
         BackendKind::File => Ok(Backend::File(backend::file::FileBackend)),
         BackendKind::Vault => {
@@ -96,7 +104,22 @@ fn backend_for(
                 Err(AgentError::Config("this agent was built without the vault feature".into()))
             }
         }
-        BackendKind::Aws => Err(AgentError::Config("this agent was built without the aws feature".into())),
+        BackendKind::Aws => {
+            #[cfg(feature = "aws")]
+            {
+                if let Some(b) = &made.aws {
+                    return Ok(b.clone());
+                }
+                let b = Backend::Aws(Arc::new(backend::aws::Aws::new(&config.aws.clone().unwrap_or_default())));
+                made.aws = Some(b.clone());
+                Ok(b)
+            }
+            #[cfg(not(feature = "aws"))]
+            {
+                let _ = &made.aws;
+                Err(AgentError::Config("this agent was built without the aws feature".into()))
+            }
+        }
     }
 }
 
@@ -114,10 +137,7 @@ pub async fn run(
     started: impl FnOnce(Handle),
 ) -> Result<(), AgentError> {
     config.validate().map_err(|e| AgentError::Config(e.to_string()))?;
-    #[cfg(feature = "vault")]
-    {
-        let _ = rustls::crypto::ring::default_provider().install_default();
-    }
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let metrics = Arc::new(Metrics::default());
     let (stop_tx, stop_rx) = watch::channel(false);
     let (ready_tx, ready_rx) = watch::channel(false);
@@ -134,14 +154,14 @@ pub async fn run(
     let plan = Plan::new(&config);
     let (tx, rx) = mpsc::channel(64);
     let leases: HeldLeases = HeldLeases::default();
-    let mut vault = None;
+    let mut made = Backends::default();
     let mut tasks = Vec::new();
     for (index, source) in plan.sources.iter().enumerate() {
-        let backend = backend_for(source.reference.backend(), &config, &metrics, &mut vault)?;
+        let backend = backend_for(source.reference.backend(), &config, &metrics, &mut made)?;
         #[cfg(feature = "vault")]
         let logins = match &backend {
             Backend::Vault(v) => Some(v.subscribe()),
-            Backend::File(_) => None,
+            _ => None,
         };
         #[cfg(not(feature = "vault"))]
         let logins = None;
@@ -161,6 +181,7 @@ pub async fn run(
         tasks.push((task, span));
     }
     drop(tx);
+    let vault = made.vault;
     #[cfg(feature = "vault")]
     if let (Some(Backend::Vault(v)), false) = (&vault, options.once) {
         let v = v.clone();

@@ -7,6 +7,9 @@
 #[cfg(feature = "vault")]
 pub mod vault;
 
+#[cfg(feature = "aws")]
+pub mod aws;
+
 pub mod file;
 
 use std::sync::Arc;
@@ -80,6 +83,9 @@ pub enum Backend {
     /// Vault / OpenBao.
     #[cfg(feature = "vault")]
     Vault(Arc<vault::Vault>),
+    /// AWS Secrets Manager.
+    #[cfg(feature = "aws")]
+    Aws(Arc<aws::Aws>),
     /// Local files.
     File(file::FileBackend),
 }
@@ -93,6 +99,8 @@ impl Backend {
         match self {
             #[cfg(feature = "vault")]
             Backend::Vault(v) => v.read(reference).await,
+            #[cfg(feature = "aws")]
+            Backend::Aws(a) => a.read(reference).await,
             Backend::File(f) => f.read(reference).await,
         }
     }
@@ -105,6 +113,8 @@ impl Backend {
         match self {
             #[cfg(feature = "vault")]
             Backend::Vault(v) => v.version(check).await,
+            #[cfg(feature = "aws")]
+            Backend::Aws(a) => a.version(check).await,
             Backend::File(f) => f.version(check).await,
         }
     }
@@ -117,7 +127,7 @@ impl Backend {
         match self {
             #[cfg(feature = "vault")]
             Backend::Vault(v) => v.renew(lease, increment).await,
-            Backend::File(_) => Err(BackendError::Permanent("file secrets have no leases".into())),
+            _ => Err(BackendError::Permanent(format!("lease {}: this backend has no leases", lease.id))),
         }
     }
 
@@ -126,7 +136,7 @@ impl Backend {
         match self {
             #[cfg(feature = "vault")]
             Backend::Vault(v) => v.revoke(lease).await,
-            Backend::File(_) => {}
+            _ => {}
         }
     }
 
@@ -136,7 +146,7 @@ impl Backend {
         match self {
             #[cfg(feature = "vault")]
             Backend::Vault(v) => v.token_deadline(owner),
-            Backend::File(_) => None,
+            _ => None,
         }
     }
 }

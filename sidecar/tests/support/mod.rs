@@ -52,7 +52,12 @@ pub fn config(addr: &str, token_path: &Path, files: Value, refresh: &str) -> Val
 impl AgentProc {
     /// Starts `sidekey-agent run` (plus `extra` args) with `config`; the
     /// mount path and metrics address are filled in.
-    pub fn spawn(mut config: Value, extra: &[&str]) -> AgentProc {
+    pub fn spawn(config: Value, extra: &[&str]) -> AgentProc {
+        Self::spawn_with_env(config, extra, &[])
+    }
+
+    /// Like [`AgentProc::spawn`], with extra environment variables.
+    pub fn spawn_with_env(mut config: Value, extra: &[&str], env: &[(&str, &str)]) -> AgentProc {
         let dir = tempfile::tempdir().unwrap();
         let mount = dir.path().join("secrets");
         std::fs::create_dir(&mount).unwrap();
@@ -66,6 +71,11 @@ impl AgentProc {
             .args(extra)
             .env("SIDEKEY_CONFIG", config.to_string())
             .env("SIDEKEY_LOG", "debug")
+            .env_remove("AWS_ACCESS_KEY_ID")
+            .env_remove("AWS_SECRET_ACCESS_KEY")
+            .env_remove("AWS_PROFILE")
+            .env("AWS_EC2_METADATA_DISABLED", "true")
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(out.try_clone().unwrap())
             .stderr(out)

@@ -1,0 +1,124 @@
+//! The agent against AWS Secrets Manager and STS served by moto. Every test
+//! scans the agent's log for the secret values it used.
+
+#![allow(clippy::unwrap_used, clippy::disallowed_methods, missing_docs)]
+
+mod support;
+
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use sidekey_testenv::{Moto, wait_until};
+use support::AgentProc;
+
+fn unique(prefix: &str) -> String {
+    format!("{prefix}-{:016x}", fastrand::u64(..))
+}
+
+fn aws_config(moto: &Moto, files: Value, refresh: &str) -> Value {
+    json!({
+        "mountPath": "/placeholder",
+        "refresh": refresh,
+        "startupTimeout": "30s",
+        "files": files,
+        "aws": {"region": moto.region, "endpoint": moto.endpoint},
+    })
+}
+
+const STATIC_KEYS: [(&str, &str); 2] = [("AWS_ACCESS_KEY_ID", "testing"), ("AWS_SECRET_ACCESS_KEY", "testing")];
+
+#[test]
+fn reads_json_string_and_binary_secrets_and_follows_new_versions_with_describe_only() {
+    let moto = Moto::start();
+    let (p1, p2, plain) = (unique("p1"), unique("p2"), unique("plain"));
+    moto.create_secret(
+        "prod/db",
+        &json!({"password": p1, "user": "app", "nested": {"host": "db.internal"}}).to_string(),
+    );
+    moto.create_secret("prod/token", &plain);
+    moto.create_binary_secret("prod/keystore", "AAECA/7/"); // bytes 00 01 02 03 fe ff
+    let files = json!([
+        {"name": "db-password", "ref": "aws-sm:prod/db#password", "mode": "0440"},
+        {"name": "db-host", "ref": "aws-sm:prod/db#nested.host", "mode": "0440"},
+        {"name": "token", "ref": "aws-sm:prod/token", "mode": "0440"},
+        {"name": "keystore", "ref": "aws-sm:prod/keystore", "mode": "0400"},
+    ]);
+    let mut agent = AgentProc::spawn_with_env(aws_config(&moto, files, "2s"), &[], &STATIC_KEYS);
+    agent.wait_for("keystore", Duration::from_secs(30));
+    assert_eq!(agent.read("db-password"), p1);
+    assert_eq!(agent.read("db-host"), "db.internal");
+    assert_eq!(agent.read("token"), plain);
+    assert_eq!(std::fs::read(agent.mount.join("keystore")).unwrap(), [0, 1, 2, 3, 0xfe, 0xff]);
+
+    std::thread::sleep(Duration::from_secs(5));
+    let counts = moto.request_counts();
+    assert_eq!(counts.get("GetSecretValue"), Some(&3), "one read per secret, none while unchanged: {counts:?}");
+    assert!(counts.get("DescribeSecret").copied().unwrap_or(0) >= 3, "{counts:?}");
+
+    moto.put_secret_value(
+        "prod/db",
+        &json!({"password": p2, "user": "app", "nested": {"host": "db.internal"}}).to_string(),
+    );
+    let took = agent.wait_for_content("db-password", &p2, Duration::from_secs(3));
+    assert!(took <= Duration::from_secs(3), "{took:?}");
+    assert_eq!(moto.request_counts().get("GetSecretValue"), Some(&4));
+    agent.assert_log_has_no(&[&p1, &p2, &plain]);
+}
+
+#[test]
+fn irsa_web_identity_assumes_the_role_through_sts() {
+    let moto = Moto::start();
+    let role = moto.create_web_identity_role("checkout-secrets-reader");
+    let value = unique("irsa");
+    moto.create_secret("prod/checkout", &value);
+    let dir = tempfile::tempdir().unwrap();
+    let token = dir.path().join("token");
+    std::fs::write(&token, "eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJzeXN0ZW06c2VydmljZWFjY291bnQ6c2hvcDpjaGVja291dCJ9.c2ln")
+        .unwrap();
+    let files = json!([{"name": "v", "ref": "aws-sm:prod/checkout", "mode": "0440"}]);
+    let token_path = token.display().to_string();
+    let env = [
+        ("AWS_ROLE_ARN", role.as_str()),
+        ("AWS_WEB_IDENTITY_TOKEN_FILE", token_path.as_str()),
+        ("AWS_ROLE_SESSION_NAME", "sidekey-test"),
+        ("AWS_ENDPOINT_URL", moto.endpoint.as_str()),
+    ];
+    let mut agent = AgentProc::spawn_with_env(aws_config(&moto, files, "5m"), &[], &env);
+    agent.wait_for("v", Duration::from_secs(30));
+    assert_eq!(agent.read("v"), value);
+    let counts = moto.request_counts();
+    assert_eq!(counts.get("AssumeRoleWithWebIdentity"), Some(&1), "{counts:?}");
+    agent.assert_log_has_no(&[&value]);
+}
+
+#[test]
+fn keeps_the_last_good_file_when_the_secret_is_deleted_and_names_a_missing_key_at_start() {
+    let moto = Moto::start();
+    let value = unique("kept");
+    moto.create_secret("prod/gone", &json!({"k": value}).to_string());
+    let files = json!([{"name": "k", "ref": "aws-sm:prod/gone#k", "mode": "0440"}]);
+    let mut agent = AgentProc::spawn_with_env(aws_config(&moto, files, "1s"), &[], &STATIC_KEYS);
+    agent.wait_for("k", Duration::from_secs(30));
+    moto.delete_secret("prod/gone");
+    wait_until(
+        "the failure to be counted",
+        Duration::from_secs(10),
+        || agent.metric("sidekey_agent_failures_total{") >= 1.0,
+        || agent.log(),
+    );
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(agent.read("k"), value, "the last good file must stay");
+    assert!(agent.log().contains("prod/gone"), "the log names the secret");
+    agent.assert_log_has_no(&[&value]);
+
+    moto.create_secret("prod/other", &json!({"present": value}).to_string());
+    let files = json!([{"name": "k", "ref": "aws-sm:prod/other#missing", "mode": "0440"}]);
+    let mut once = AgentProc::spawn_with_env(aws_config(&moto, files, "5m"), &["--once"], &STATIC_KEYS);
+    assert_eq!(once.wait_exit(Duration::from_secs(30)).code(), Some(1));
+    let log = once.log();
+    assert!(
+        log.contains("\"missing\" not found") && log.contains("present") && log.contains("aws-sm:prod/other"),
+        "{log}"
+    );
+    once.assert_log_has_no(&[&value]);
+}
