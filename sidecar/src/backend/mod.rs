@@ -123,6 +123,7 @@ impl Backend {
     ///
     /// # Errors
     /// [`BackendError::Permanent`] when the lease is gone.
+    #[cfg_attr(not(feature = "vault"), allow(unused_variables))]
     pub async fn renew(&self, lease: &Lease, increment: Duration) -> Result<Duration, BackendError> {
         match self {
             #[cfg(feature = "vault")]
@@ -132,6 +133,7 @@ impl Backend {
     }
 
     /// Revokes `lease` (at shutdown, when configured).
+    #[cfg_attr(not(feature = "vault"), allow(unused_variables))]
     pub async fn revoke(&self, lease: &Lease) {
         match self {
             #[cfg(feature = "vault")]
@@ -142,6 +144,7 @@ impl Backend {
 
     /// A generation counter that changes when the login changes, and the
     /// deadline of an older login's token, if known.
+    #[cfg_attr(not(feature = "vault"), allow(unused_variables))]
     pub fn owner_deadline(&self, owner: u64) -> Option<tokio::time::Instant> {
         match self {
             #[cfg(feature = "vault")]
