@@ -1039,6 +1039,12 @@ fn rewrite_env(c: &mut Map<String, Value>, entries: &[Migrated], mode: EnvMode, 
             None => a.commands.get(&name).into_iter().flatten().map(|s| json!(s)).collect(),
         };
         let mut cmd = vec![json!(format!("{BIN_DIR}/sidekey-agent")), json!("exec")];
+        // With on-change, env-only apps are restarted when their secrets
+        // change (the value in a process's environment cannot change).
+        if a.on_change.as_ref().is_some_and(|o| *o != OnChange::None) {
+            cmd.push(json!("--restart-on-change"));
+            cmd.push(json!(mount_path));
+        }
         for (var, path) in var_files.values() {
             cmd.push(json!("--env"));
             cmd.push(json!(format!("{var}={path}")));
@@ -1192,6 +1198,17 @@ mod tests {
         assert!(
             app["volumeMounts"].as_array().unwrap().iter().any(|m| m["name"] == BIN_VOLUME && m["readOnly"] == true)
         );
+    }
+
+    #[test]
+    fn exec_mode_with_on_change_supervises_the_command() {
+        let (p, _) = run(pod(
+            json!({"sidekey.dev/inject": "true", "sidekey.dev/env": "exec", "sidekey.dev/on-change": "http://127.0.0.1:9/x"}),
+            json!({"containers": [{"name": "app", "image": "x", "command": ["/app"], "env": [{"name": "PW", "value": "vault:a/b#c"}]}]}),
+        ));
+        let cmd = &p["spec"]["containers"][0]["command"];
+        assert_eq!(cmd[2], "--restart-on-change");
+        assert_eq!(cmd[3], "/run/secrets/sidekey");
     }
 
     #[test]

@@ -51,6 +51,10 @@ enum Command {
         /// How long to wait for the files.
         #[arg(long, default_value = "2m", value_parser = sidekey::duration::parse)]
         timeout: std::time::Duration,
+        /// Supervise the command and restart it whenever the files in DIR
+        /// change (for apps that read secrets from env vars only at start).
+        #[arg(long, value_name = "DIR")]
+        restart_on_change: Option<PathBuf>,
         /// The command and its arguments.
         #[arg(last = true, required = true)]
         command: Vec<std::ffi::OsString>,
@@ -83,8 +87,14 @@ fn main() -> ExitCode {
                 ExitCode::from(1)
             }
         },
-        Command::Exec { vars, dirs, timeout, command } => {
-            let spec = ExecSpec { vars, dirs: dirs.iter().map(|d| exec::parse_env_dir(d)).collect(), timeout, command };
+        Command::Exec { vars, dirs, timeout, restart_on_change, command } => {
+            let spec = ExecSpec {
+                vars,
+                dirs: dirs.iter().map(|d| exec::parse_env_dir(d)).collect(),
+                timeout,
+                command,
+                restart_on_change,
+            };
             let err = exec::exec(&spec);
             eprintln!("sidekey-agent exec: {err}");
             ExitCode::from(if matches!(err, exec::ExecError::Usage(_)) { 64 } else { 1 })
