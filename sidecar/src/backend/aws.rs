@@ -30,8 +30,14 @@ pub struct Aws {
     clients: Mutex<HashMap<String, Client>>,
 }
 
-fn http_client() -> aws_sdk_secretsmanager::config::SharedHttpClient {
+/// rustls with ring for HTTPS; a plain HTTP client when every endpoint the
+/// agent talks to is `http://` (a VPC proxy, moto in tests), which spares
+/// loading the system's root certificates at start.
+fn http_client(plain: bool) -> aws_sdk_secretsmanager::config::SharedHttpClient {
     use aws_smithy_http_client::tls::{Provider, rustls_provider::CryptoMode};
+    if plain {
+        return aws_smithy_http_client::Builder::new().build_http();
+    }
     aws_smithy_http_client::Builder::new().tls_provider(Provider::Rustls(CryptoMode::Ring)).build_https()
 }
 
@@ -88,7 +94,13 @@ impl Aws {
         if let Some(c) = clients.get(&key) {
             return c.clone();
         }
-        let mut loader = aws_config::defaults(BehaviorVersion::latest()).http_client(http_client());
+        // Plain HTTP only when the endpoints (ours and, for web identity, the
+        // SDK-wide override used for STS) are all http://.
+        let sdk_endpoint = std::env::var("AWS_ENDPOINT_URL").ok();
+        let plain = self.config.endpoint.as_deref().is_some_and(|e| e.starts_with("http://"))
+            && sdk_endpoint.as_deref().is_none_or(|e| e.starts_with("http://"))
+            && (sdk_endpoint.is_some() || std::env::var_os("AWS_ROLE_ARN").is_none() && self.config.role_arn.is_none());
+        let mut loader = aws_config::defaults(BehaviorVersion::latest()).http_client(http_client(plain));
         if let Some(r) = region.map(str::to_owned).or_else(|| self.config.region.clone()) {
             loader = loader.region(Region::new(r));
         }

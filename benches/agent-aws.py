@@ -1,0 +1,74 @@
+#!/usr/bin/env python3
+"""sidekey-agent with only the AWS backend against local moto: start-to-ready
+time and RSS with N secrets (N = 10, 100), and the time until a new version
+is on disk with a 2 s refresh.
+
+Usage: benches/agent-aws.py [BINARY]   (default target/agent/sidekey-agent-aws:
+  cargo build --profile agent -p sidekey-agent --no-default-features --features aws
+  cp target/agent/sidekey-agent target/agent/sidekey-agent-aws)
+Needs `make testenv` (moto). Loopback only.
+"""
+import json, os, signal, subprocess, sys, tempfile, time, urllib.request
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from importlib import import_module
+bench = import_module("agent-vs-openbao-agent")
+
+
+def sm(endpoint, action, body):
+    req = urllib.request.Request(endpoint + "/", data=json.dumps(body).encode(), method="POST", headers={
+        "X-Amz-Target": f"secretsmanager.{action}", "Content-Type": "application/x-amz-json-1.1",
+        "Authorization": "AWS4-HMAC-SHA256 Credential=testing/20260101/us-east-1/secretsmanager/aws4_request, SignedHeaders=host, Signature=0"})
+    with urllib.request.urlopen(req) as r:
+        return json.loads(r.read())
+
+
+def main():
+    binary = sys.argv[1] if len(sys.argv) > 1 else os.path.join(ROOT, "target/agent/sidekey-agent-aws")
+    moto_bin = bench.env_tool("SIDEKEY_MOTO_SERVER")
+    work = tempfile.mkdtemp(prefix="sidekey-aws-bench-")
+    port = bench.free_port()
+    endpoint = f"http://127.0.0.1:{port}"
+    moto = subprocess.Popen([moto_bin, "-H", "127.0.0.1", "-p", str(port)], cwd=work,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        for _ in range(600):
+            try:
+                urllib.request.urlopen(endpoint + "/moto-api/", timeout=1)
+                break
+            except Exception:
+                time.sleep(0.05)
+        for i in range(100):
+            sm(endpoint, "CreateSecret", {"Name": f"bench/s{i}", "SecretString": json.dumps({"value": f"v{i}" + "x" * 32})})
+        env = {**os.environ, "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
+               "AWS_EC2_METADATA_DISABLED": "true", "SIDEKEY_LOG": "warn"}
+        print("| secrets | ready | RSS | new version on disk (refresh 2 s) |\n|---|---|---|---|")
+        for n in (10, 100):
+            out = tempfile.mkdtemp(dir=work)
+            names = [f"s{i}" for i in range(n)]
+            config = {"mountPath": out, "refresh": "2s", "files": [
+                {"name": f"s{i}", "ref": f"aws-sm:bench/s{i}#value", "mode": "0440"} for i in range(n)],
+                "aws": {"region": "us-east-1", "endpoint": endpoint}}
+            proc = subprocess.Popen([binary, "run"], env={**env, "SIDEKEY_CONFIG": json.dumps(config)},
+                                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            ready = bench.wait_ready(proc, out, names)
+            time.sleep(3)
+            rss, _, _ = bench.proc_stats(proc.pid)
+            sm(endpoint, "PutSecretValue", {"SecretId": "bench/s0", "SecretString": json.dumps({"value": f"new-{n}"})})
+            t0 = time.monotonic()
+            while open(os.path.join(out, "s0")).read() != f"new-{n}":
+                time.sleep(0.01)
+                if time.monotonic() - t0 > 10:
+                    sys.exit("no new version within 10 s")
+            took = time.monotonic() - t0
+            proc.send_signal(signal.SIGTERM)
+            proc.wait()
+            print(f"| {n} | {ready * 1000:.0f} ms | {rss / 1024:.1f} MiB | {took:.2f} s |")
+    finally:
+        moto.terminate()
+        moto.wait()
+
+
+if __name__ == "__main__":
+    main()
