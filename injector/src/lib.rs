@@ -5,6 +5,7 @@
 //! used only by the self-managed TLS mode, in the background. `main.rs` is
 //! thin: it parses [`Settings`] and calls [`run`].
 
+pub mod cli;
 pub mod metrics;
 pub mod review;
 pub mod server;

@@ -9,6 +9,7 @@
 //! Configuration: [`sidekey::agent_config`].
 
 pub mod backend;
+pub mod cli;
 pub mod engine;
 pub mod exec;
 pub mod metrics;
