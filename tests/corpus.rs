@@ -435,6 +435,17 @@ fn yaml_1_1_scalars_survive_the_round_trip() {
 }
 
 #[test]
+fn json_output_is_the_same_object() {
+    let path = sidekey_testenv::corpus_dir().join("valid/01-pod-restricted-vault.yaml");
+    let yaml_out = yaml::parse_documents(&String::from_utf8(inject_file(&path).stdout).unwrap()).unwrap();
+    let out =
+        Command::new(env!("CARGO_BIN_EXE_sidekey")).args(["inject", "-o", "json", "-f"]).arg(&path).output().unwrap();
+    assert!(out.status.success());
+    let json: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(json, yaml_out[0]);
+}
+
+#[test]
 fn bad_yaml_and_missing_files_fail_without_output() {
     let out = inject_stdin("a: [1, 2\n");
     assert_eq!(out.status.code(), Some(1));

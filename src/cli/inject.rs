@@ -42,6 +42,20 @@ pub struct InjectArgs {
     /// Do not print warnings to stderr.
     #[arg(short, long)]
     pub quiet: bool,
+
+    /// Output format: yaml (one document per input document) or json (one
+    /// object, or a v1 List when there are several).
+    #[arg(short, long, value_enum, default_value = "yaml")]
+    pub output: Output,
+}
+
+/// `--output`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Output {
+    /// YAML documents separated by `---`.
+    Yaml,
+    /// JSON.
+    Json,
 }
 
 fn collect_files(path: &PathBuf, out: &mut Vec<PathBuf>) -> std::io::Result<()> {
@@ -148,7 +162,20 @@ pub fn run(args: &InjectArgs, stdout: &mut dyn Write, stderr: &mut dyn Write) ->
         let _ = writeln!(stderr, "error: nothing was written; fix the problems above");
         return exit::INVALID_INPUT;
     }
-    match stdout.write_all(yaml::to_yaml_stream(&out_docs).as_bytes()).and_then(|()| stdout.flush()) {
+    let text = match args.output {
+        Output::Yaml => yaml::to_yaml_stream(&out_docs),
+        Output::Json => {
+            let v = if out_docs.len() == 1 {
+                out_docs.remove(0)
+            } else {
+                serde_json::json!({"apiVersion": "v1", "kind": "List", "items": out_docs})
+            };
+            let mut t = serde_json::to_string_pretty(&v).unwrap_or_default();
+            t.push('\n');
+            t
+        }
+    };
+    match stdout.write_all(text.as_bytes()).and_then(|()| stdout.flush()) {
         Ok(()) => exit::OK,
         Err(e) => {
             let _ = writeln!(stderr, "error: writing output: {e}");

@@ -150,7 +150,11 @@ fn kubectl_apply_to_an_app_that_follows_rotation_for_60_seconds() {
     let bao = OpenBao::start();
     let dir = tempfile::tempdir().unwrap();
     bao.enable_postgres(&pg, "orders", 10, 30);
-    bao.put_policy("orders", "path \"database/creds/orders\" { capabilities = [\"read\"] }\npath \"sys/leases/renew\" { capabilities = [\"update\"] }\n");
+    bao.put_policy(
+        "orders",
+        "path \"database/creds/orders\" { capabilities = [\"read\"] }\npath \"sys/leases/renew\" { capabilities = [\"update\"] }\npath \"secret/data/shop/*\" { capabilities = [\"read\"] }\npath \"secret/metadata/shop/*\" { capabilities = [\"read\"] }\n",
+    );
+    bao.kv_put("shop/orders", json!({"api_key": "e2e-api-key"}));
     bao.enable_kubernetes_auth(&kube, "orders", "shop", "orders", "sidekey", &["orders"]);
     let _inj = injector(&kube, dir.path(), &format!("vault:\n  addr: {}\n", bao.addr));
     kube.create_namespace("shop", &["pod-security.kubernetes.io/enforce=restricted"]);
