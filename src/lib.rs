@@ -19,6 +19,7 @@
 
 pub mod agent_config;
 pub mod annotations;
+pub mod audit;
 pub mod cli;
 pub mod config;
 pub mod duration;

@@ -17,12 +17,14 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     Inject(cli::inject::InjectArgs),
+    Audit(cli::audit::AuditArgs),
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let code = match cli.command {
         Command::Inject(args) => cli::inject::run(&args, &mut std::io::stdout().lock(), &mut std::io::stderr().lock()),
+        Command::Audit(args) => cli::audit::run(&args, &mut std::io::stdout().lock(), &mut std::io::stderr().lock()),
     };
     ExitCode::from(code)
 }

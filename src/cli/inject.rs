@@ -1,6 +1,6 @@
 //! `sidekey inject`: the webhook's mutation, offline, for GitOps and review.
 
-use std::io::{Read, Write};
+use std::io::Write;
 use std::path::PathBuf;
 
 use crate::config::InjectorConfig;
@@ -8,7 +8,7 @@ use crate::mutate::Outcome;
 use crate::workload;
 use crate::yaml;
 
-use super::exit;
+use super::{collect_files, exit, read_input};
 
 /// Options of `sidekey inject`.
 #[derive(Debug, clap::Args)]
@@ -56,33 +56,6 @@ pub enum Output {
     Yaml,
     /// JSON.
     Json,
-}
-
-fn collect_files(path: &PathBuf, out: &mut Vec<PathBuf>) -> std::io::Result<()> {
-    if path.as_os_str() == "-" || !path.is_dir() {
-        out.push(path.clone());
-        return Ok(());
-    }
-    let mut entries: Vec<PathBuf> = std::fs::read_dir(path)?.map(|e| e.map(|e| e.path())).collect::<Result<_, _>>()?;
-    entries.sort();
-    for p in entries {
-        if p.is_dir() {
-            collect_files(&p, out)?;
-        } else if p.extension().is_some_and(|e| e == "yaml" || e == "yml" || e == "json") {
-            out.push(p);
-        }
-    }
-    Ok(())
-}
-
-fn read_input(path: &PathBuf) -> std::io::Result<String> {
-    if path.as_os_str() == "-" {
-        let mut s = String::new();
-        std::io::stdin().read_to_string(&mut s)?;
-        Ok(s)
-    } else {
-        std::fs::read_to_string(path)
-    }
 }
 
 /// Runs `sidekey inject`, writing YAML to `stdout` and messages to `stderr`.

@@ -1,0 +1,157 @@
+//! `sidekey audit`: security findings in manifests, as a table, JSON or SARIF.
+
+use std::io::Write;
+use std::path::PathBuf;
+
+use crate::audit::{Finding, Severity, audit_all, to_sarif};
+use crate::yaml;
+
+use super::{collect_files, exit, read_input};
+
+/// `--format`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Format {
+    /// A readable table.
+    Table,
+    /// JSON: a list of findings.
+    Json,
+    /// SARIF 2.1.0, for code-scanning UIs.
+    Sarif,
+}
+
+/// `--fail-on`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Threshold {
+    /// Any finding.
+    Low,
+    /// Medium or high.
+    Medium,
+    /// High only.
+    High,
+}
+
+/// Options of `sidekey audit`.
+#[derive(Debug, clap::Args)]
+#[command(
+    about = "Find secrets in env vars and other security anti-patterns in manifests",
+    long_about = "Reads Kubernetes manifests and reports, per workload and container, secrets in env vars \
+(secretKeyRef, envFrom, literal values whose names or contents look like secrets — never printing a value), \
+containers that may run as root, privilege escalation, capabilities not dropped, privileged containers, \
+writable root filesystems, missing seccomp profiles, missing limits, :latest or unpinned images, host \
+namespaces and hostPath volumes, and namespaces whose workloads have no default-deny NetworkPolicy among \
+the inputs. Each finding has a severity, a rule id, the object and field path, and a fix.",
+    after_help = "Examples:\n  sidekey audit -f k8s/\n  sidekey audit -f deploy.yaml --format sarif > sidekey.sarif\n  \
+sidekey audit -f k8s/ --fail-on high      # for CI gates\n\n\
+Exit status: 0 no finding at or above --fail-on (or no --fail-on); 1 findings at or above it, or unreadable YAML; 66 unreadable input."
+)]
+pub struct AuditArgs {
+    /// Manifest file, directory (recursive) or - for stdin. Repeatable.
+    #[arg(short = 'f', long = "filename", value_name = "FILE", required = true)]
+    pub files: Vec<PathBuf>,
+    /// Output format.
+    #[arg(long, value_enum, default_value = "table")]
+    pub format: Format,
+    /// Exit 1 when a finding has at least this severity.
+    #[arg(long, value_enum)]
+    pub fail_on: Option<Threshold>,
+    /// Do not report namespaces without a default-deny NetworkPolicy (when the
+    /// inputs are not a namespace's whole set of manifests).
+    #[arg(long)]
+    pub no_network_policy_check: bool,
+}
+
+fn table(findings: &[(String, Finding)], out: &mut dyn Write) -> std::io::Result<()> {
+    if findings.is_empty() {
+        return writeln!(out, "no findings");
+    }
+    writeln!(out, "{:<8} {:<6} {:<36} FINDING", "SEVERITY", "RULE", "OBJECT")?;
+    for (_, f) in findings {
+        let conf = f.confidence.map(|c| format!(" (confidence {c})")).unwrap_or_default();
+        writeln!(out, "{:<8} {:<6} {:<36} {}{conf}", f.severity.as_str().to_uppercase(), f.rule, f.object, f.message)?;
+        writeln!(out, "{:<8} {:<6} {:<36}   at {}; fix: {}", "", "", "", f.path, f.hint)?;
+    }
+    let count = |s| findings.iter().filter(|(_, f)| f.severity == s).count();
+    writeln!(
+        out,
+        "\n{} findings: {} high, {} medium, {} low",
+        findings.len(),
+        count(Severity::High),
+        count(Severity::Medium),
+        count(Severity::Low)
+    )
+}
+
+/// Runs `sidekey audit`; returns the exit code.
+pub fn run(args: &AuditArgs, stdout: &mut dyn Write, stderr: &mut dyn Write) -> u8 {
+    let mut files = Vec::new();
+    for f in &args.files {
+        if let Err(e) = collect_files(f, &mut files) {
+            let _ = writeln!(stderr, "error: {}: {e}", f.display());
+            return exit::NO_INPUT;
+        }
+    }
+    let mut per_file: Vec<(String, serde_json::Value)> = Vec::new();
+    let mut failed = false;
+    for path in &files {
+        let shown = if path.as_os_str() == "-" { "<stdin>".to_owned() } else { path.display().to_string() };
+        let text = match read_input(path) {
+            Ok(t) => t,
+            Err(e) => {
+                let _ = writeln!(stderr, "error: {shown}: {e}");
+                return exit::NO_INPUT;
+            }
+        };
+        match yaml::parse_documents(&text) {
+            Ok(docs) => per_file.extend(docs.into_iter().map(|d| (shown.clone(), d))),
+            Err(e) => {
+                let _ = writeln!(stderr, "error: {shown}: {e}");
+                failed = true;
+            }
+        }
+    }
+    // Network policies are judged across all inputs; other findings per file.
+    let all: Vec<serde_json::Value> = per_file.iter().map(|(_, d)| d.clone()).collect();
+    let mut findings: Vec<(String, Finding)> = Vec::new();
+    for (file, doc) in &per_file {
+        findings.extend(audit_all(std::slice::from_ref(doc), false).into_iter().map(|f| (file.clone(), f)));
+    }
+    if !args.no_network_policy_check {
+        let first = files.first().map(|f| f.display().to_string()).unwrap_or_default();
+        findings.extend(
+            audit_all(&all, true)
+                .into_iter()
+                .filter(|f| f.rule == crate::audit::NO_DEFAULT_DENY.id)
+                .map(|f| (first.clone(), f)),
+        );
+    }
+    findings
+        .sort_by(|a, b| b.1.severity.cmp(&a.1.severity).then(a.1.object.cmp(&b.1.object)).then(a.1.rule.cmp(b.1.rule)));
+    let written = match args.format {
+        Format::Table => table(&findings, stdout),
+        Format::Json => {
+            let list: Vec<serde_json::Value> = findings
+                .iter()
+                .map(|(file, f)| {
+                    let mut v = serde_json::to_value(f).unwrap_or_default();
+                    v["file"] = serde_json::json!(file);
+                    v
+                })
+                .collect();
+            writeln!(stdout, "{}", serde_json::to_string_pretty(&list).unwrap_or_default())
+        }
+        Format::Sarif => writeln!(stdout, "{}", serde_json::to_string_pretty(&to_sarif(&findings)).unwrap_or_default()),
+    };
+    if let Err(e) = written {
+        let _ = writeln!(stderr, "error: writing output: {e}");
+        return exit::IO;
+    }
+    let threshold = args.fail_on.map(|t| match t {
+        Threshold::Low => Severity::Low,
+        Threshold::Medium => Severity::Medium,
+        Threshold::High => Severity::High,
+    });
+    if failed || threshold.is_some_and(|t| findings.iter().any(|(_, f)| f.severity >= t)) {
+        return exit::INVALID_INPUT;
+    }
+    exit::OK
+}

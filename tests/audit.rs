@@ -1,0 +1,147 @@
+//! `sidekey audit` through the real binary: expected findings on the corpus
+//! and on manifests written for the test, SARIF valid against the SARIF
+//! 2.1.0 schema, `--fail-on` exit codes, and no value in any output.
+
+#![allow(clippy::unwrap_used, missing_docs)]
+
+use std::process::Command;
+
+use serde_json::Value;
+
+fn audit(args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_sidekey")).arg("audit").args(args).output().unwrap();
+    (out.status.code().unwrap_or(-1), String::from_utf8(out.stdout).unwrap(), String::from_utf8(out.stderr).unwrap())
+}
+
+fn json_findings(path: &str) -> Vec<Value> {
+    let (code, out, err) = audit(&["-f", path, "--format", "json"]);
+    assert_eq!(code, 0, "{err}");
+    serde_json::from_str::<Value>(&out).unwrap().as_array().unwrap().clone()
+}
+
+fn has(findings: &[Value], rule: &str, object: &str, path_part: &str) -> bool {
+    findings
+        .iter()
+        .any(|f| f["rule"] == rule && f["object"] == object && f["path"].as_str().unwrap().contains(path_part))
+}
+
+fn corpus(file: &str) -> String {
+    sidekey_testenv::corpus_dir().join("valid").join(file).display().to_string()
+}
+
+const LEAKY: &str = r#"
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: leaky, namespace: test}
+spec:
+  selector: {matchLabels: {app: leaky}}
+  template:
+    metadata: {labels: {app: leaky}}
+    spec:
+      hostPID: true
+      containers:
+        - name: app
+          image: registry.example/app:latest
+          env:
+            - {name: DB_PASSWORD, value: "correct-horse-battery"}
+            - {name: AWS_ACCESS_KEY_ID, value: "AKIAIOSFODNN7EXAMPLE"}
+            - {name: SIGNING_JWT, value: "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJ4In0.c2lnbmF0dXJlLXNlY3JldA"}
+            - {name: DATABASE_URL, value: "postgres://app:sup3rs3cret@db:5432/app"}
+            - {name: GITHUB_TOKEN, value: "plain-token-value"}
+            - {name: LOG_LEVEL, value: debug}
+          securityContext: {privileged: true}
+"#;
+
+#[test]
+fn finds_secrets_in_env_without_printing_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("leaky.yaml");
+    std::fs::write(&path, LEAKY).unwrap();
+    let p = path.display().to_string();
+    let f = json_findings(&p);
+    let obj = "Deployment test/leaky";
+    assert!(has(&f, "SK003", obj, "env[DB_PASSWORD]"));
+    assert!(has(&f, "SK004", obj, "env[AWS_ACCESS_KEY_ID]"));
+    assert!(has(&f, "SK004", obj, "env[SIGNING_JWT]"));
+    assert!(has(&f, "SK004", obj, "env[DATABASE_URL]"));
+    assert!(f.iter().any(|x| x["rule"] == "SK003"
+        && x["path"].as_str().unwrap().contains("GITHUB_TOKEN")
+        && x["confidence"] == "medium"));
+    assert!(!f.iter().any(|x| x["path"].as_str().unwrap().contains("LOG_LEVEL")));
+    for rule in ["SK101", "SK104", "SK108", "SK110", "SK201"] {
+        assert!(f.iter().any(|x| x["rule"] == rule), "{rule}");
+    }
+    for format in ["table", "json", "sarif"] {
+        let (_, out, err) = audit(&["-f", &p, "--format", format]);
+        for value in [
+            "correct-horse-battery",
+            "AKIAIOSFODNN7EXAMPLE",
+            "c2lnbmF0dXJlLXNlY3JldA",
+            "sup3rs3cret",
+            "plain-token-value",
+        ] {
+            assert!(!out.contains(value) && !err.contains(value), "{format} output shows a value");
+        }
+    }
+}
+
+#[test]
+fn expected_findings_on_the_corpus() {
+    let f = json_findings(&corpus("10-not-opted-in.yaml"));
+    assert!(has(&f, "SK001", "Pod jobs/legacy-worker", "env[QUEUE_PASSWORD]"));
+    assert!(has(&f, "SK002", "Pod jobs/legacy-worker", "envFrom"));
+    assert!(has(&f, "SK005", "Pod jobs/legacy-worker", "env[API_TOKEN]"));
+    assert!(has(&f, "SK001", "Deployment jobs/reporting-ui", "env[DB_PASSWORD]"));
+
+    let f = json_findings(&corpus("04-daemonset-legacy.yaml"));
+    assert!(has(&f, "SK101", "DaemonSet logging/log-shipper", "containers[shipper]"));
+    assert!(has(&f, "SK111", "DaemonSet logging/log-shipper", "volumes[varlog]"));
+    // References in an opted-in pod are what sidekey wants: no env finding.
+    assert!(!f.iter().any(|x| x["rule"].as_str().unwrap().starts_with("SK00")));
+
+    // A restricted pod with pinned-less images: only image and limit findings.
+    let f = json_findings(&corpus("01-pod-restricted-vault.yaml"));
+    let rules: Vec<&str> = f.iter().map(|x| x["rule"].as_str().unwrap()).collect();
+    assert_eq!(rules, ["SK201", "SK109"], "{f:?}");
+
+    // Non-workloads have nothing but their namespace's policy check.
+    let f = json_findings(&corpus("12-non-workloads.yaml"));
+    assert!(f.is_empty(), "{f:?}");
+}
+
+#[test]
+fn sarif_output_validates_against_the_sarif_2_1_0_schema() {
+    let (_, out, _) =
+        audit(&["-f", &sidekey_testenv::corpus_dir().join("valid").display().to_string(), "--format", "sarif"]);
+    let sarif: Value = serde_json::from_str(&out).unwrap();
+    assert!(!sarif["runs"][0]["results"].as_array().unwrap().is_empty());
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("out.sarif");
+    std::fs::write(&file, &out).unwrap();
+    let schema = sidekey_testenv::tool("SIDEKEY_SARIF_SCHEMA");
+    let check = Command::new(sidekey_testenv::tool("SIDEKEY_PYTHON"))
+        .args([
+            "-c",
+            "import json,sys,jsonschema; v=jsonschema.Draft202012Validator(json.load(open(sys.argv[1]))); e=list(v.iter_errors(json.load(open(sys.argv[2])))); [print(x.message) for x in e[:10]]; sys.exit(1 if e else 0)",
+        ])
+        .arg(&schema)
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert!(
+        check.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&check.stdout),
+        String::from_utf8_lossy(&check.stderr)
+    );
+}
+
+#[test]
+fn fail_on_gates_ci() {
+    let p = corpus("01-pod-restricted-vault.yaml");
+    assert_eq!(audit(&["-f", &p, "--fail-on", "high"]).0, 0);
+    assert_eq!(audit(&["-f", &p, "--fail-on", "medium"]).0, 1);
+    assert_eq!(audit(&["-f", &p, "--fail-on", "medium", "--no-network-policy-check"]).0, 0);
+    assert_eq!(audit(&["-f", &p, "--fail-on", "low"]).0, 1);
+    assert_eq!(audit(&["-f", "/nonexistent.yaml"]).0, 66);
+}
