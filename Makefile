@@ -6,7 +6,7 @@ CACHE ?= $(HOME)/.cache/sidekey
 export SIDEKEY_CACHE := $(CACHE)
 CARGO ?= cargo
 
-.PHONY: all build test testenv lint fmt bench demo clean
+.PHONY: all build test testenv lint fmt bench demo clean static manifests
 
 all: build
 
@@ -22,9 +22,18 @@ lint:
 	$(CARGO) fmt --all --check
 	$(CARGO) clippy --workspace --all-targets --locked -- -D warnings
 
-## test: provision the test environment, lint, run every test
+## test: provision the test environment, lint, run every test, build the static release binaries
 test: testenv lint
 	source "$(CACHE)/env.sh" && $(CARGO) test --workspace --locked
+	scripts/build-static.sh
+
+## static: the musl binaries the images ship, with their sizes
+static:
+	scripts/build-static.sh
+
+## manifests: regenerate deploy/manifests from the chart (a test checks they match)
+manifests: testenv
+	source "$(CACHE)/env.sh" && "$$SIDEKEY_HELM" template sidekey deploy/helm/sidekey --namespace sidekey > deploy/manifests/sidekey.yaml
 
 ## bench: criterion benchmarks (numbers in docs/performance.md)
 bench:

