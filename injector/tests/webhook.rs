@@ -328,26 +328,11 @@ fn self_managed_tls_works_from_an_empty_cluster_and_replicas_share_one_ca() {
         );
         inj
     };
-    let mwc: Value = serde_json::from_str(&kube.kubectl_ok(&[
-        "get",
-        "mutatingwebhookconfiguration",
-        "sidekey-injector",
-        "-o",
-        "json",
-    ]))
-    .unwrap();
+    let get_json = |args: &[&str]| -> Value { serde_json::from_str(&kube.kubectl_ok(args)).unwrap() };
+    let mwc = get_json(&["get", "mutatingwebhookconfiguration", "sidekey-injector", "-o", "json"]);
     let bundle = mwc["webhooks"][0]["clientConfig"]["caBundle"].as_str().unwrap().to_owned();
     assert!(!bundle.is_empty());
-    let secret: Value = serde_json::from_str(&kube.kubectl_ok(&[
-        "-n",
-        "sidekey",
-        "get",
-        "secret",
-        "sidekey-injector-tls",
-        "-o",
-        "json",
-    ]))
-    .unwrap();
+    let secret = get_json(&["-n", "sidekey", "get", "secret", "sidekey-injector-tls", "-o", "json"]);
     let ca = secret["data"]["ca.crt"].as_str().unwrap().to_owned();
     assert_eq!(secret["type"], "kubernetes.io/tls");
 
@@ -360,16 +345,7 @@ fn self_managed_tls_works_from_an_empty_cluster_and_replicas_share_one_ca() {
 
     // A second replica reuses the Secret: one CA for all.
     let second = Injector::spawn(&["--tls-self-managed", "--tls-san", "127.0.0.1"], &env, dir.path());
-    let secret: Value = serde_json::from_str(&kube.kubectl_ok(&[
-        "-n",
-        "sidekey",
-        "get",
-        "secret",
-        "sidekey-injector-tls",
-        "-o",
-        "json",
-    ]))
-    .unwrap();
+    let secret = get_json(&["-n", "sidekey", "get", "secret", "sidekey-injector-tls", "-o", "json"]);
     assert_eq!(secret["data"]["ca.crt"].as_str().unwrap(), ca);
     drop(second);
     drop(inj);

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use crate::audit::{Finding, Severity, audit_all, to_sarif};
 use crate::yaml;
 
-use super::{collect_files, exit, read_input};
+use super::{Input, exit, read_inputs};
 
 /// `--format`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -83,25 +83,14 @@ fn table(findings: &[(String, Finding)], out: &mut dyn Write) -> std::io::Result
 
 /// Runs `sidekey audit`; returns the exit code.
 pub fn run(args: &AuditArgs, stdout: &mut dyn Write, stderr: &mut dyn Write) -> u8 {
-    let mut files = Vec::new();
-    for f in &args.files {
-        if let Err(e) = collect_files(f, &mut files) {
-            let _ = writeln!(stderr, "error: {}: {e}", f.display());
-            return exit::NO_INPUT;
-        }
-    }
+    let inputs = match read_inputs(&args.files, stderr) {
+        Ok(i) => i,
+        Err(code) => return code,
+    };
     let mut per_file: Vec<(String, serde_json::Value)> = Vec::new();
     let mut failed = false;
-    for path in &files {
-        let shown = if path.as_os_str() == "-" { "<stdin>".to_owned() } else { path.display().to_string() };
-        let text = match read_input(path) {
-            Ok(t) => t,
-            Err(e) => {
-                let _ = writeln!(stderr, "error: {shown}: {e}");
-                return exit::NO_INPUT;
-            }
-        };
-        match yaml::parse_documents(&text) {
+    for Input { shown, text } in &inputs {
+        match yaml::parse_documents(text) {
             Ok(docs) => per_file.extend(docs.into_iter().map(|d| (shown.clone(), d))),
             Err(e) => {
                 let _ = writeln!(stderr, "error: {shown}: {e}");
@@ -116,7 +105,7 @@ pub fn run(args: &AuditArgs, stdout: &mut dyn Write, stderr: &mut dyn Write) -> 
         findings.extend(audit_all(std::slice::from_ref(doc), false).into_iter().map(|f| (file.clone(), f)));
     }
     if !args.no_network_policy_check {
-        let first = files.first().map(|f| f.display().to_string()).unwrap_or_default();
+        let first = inputs.first().map(|i| i.shown.clone()).unwrap_or_default();
         findings.extend(
             audit_all(&all, true)
                 .into_iter()

@@ -8,7 +8,7 @@ use crate::mutate::Outcome;
 use crate::workload;
 use crate::yaml;
 
-use super::{collect_files, exit, read_input};
+use super::{Input, exit, read_inputs};
 
 /// Options of `sidekey inject`.
 #[derive(Debug, clap::Args)]
@@ -78,26 +78,14 @@ pub fn run(args: &InjectArgs, stdout: &mut dyn Write, stderr: &mut dyn Write) ->
         },
     };
 
-    let mut files = Vec::new();
-    for f in &args.files {
-        if let Err(e) = collect_files(f, &mut files) {
-            let _ = writeln!(stderr, "error: {}: {e}", f.display());
-            return exit::NO_INPUT;
-        }
-    }
-
+    let inputs = match read_inputs(&args.files, stderr) {
+        Ok(i) => i,
+        Err(code) => return code,
+    };
     let mut out_docs = Vec::new();
     let mut failed = false;
-    for path in &files {
-        let shown = if path.as_os_str() == "-" { "<stdin>".to_owned() } else { path.display().to_string() };
-        let text = match read_input(path) {
-            Ok(t) => t,
-            Err(e) => {
-                let _ = writeln!(stderr, "error: {shown}: {e}");
-                return exit::NO_INPUT;
-            }
-        };
-        let docs = match yaml::parse_documents(&text) {
+    for Input { shown, text } in &inputs {
+        let docs = match yaml::parse_documents(text) {
             Ok(d) => d,
             Err(e) => {
                 let _ = writeln!(stderr, "error: {shown}: {e}");

@@ -28,6 +28,41 @@ pub fn collect_files(path: &PathBuf, out: &mut Vec<PathBuf>) -> std::io::Result<
     Ok(())
 }
 
+/// One input file's name (as shown in messages) and text.
+pub struct Input {
+    /// The path, or `<stdin>`.
+    pub shown: String,
+    /// Its content.
+    pub text: String,
+}
+
+/// Expands and reads every `-f` argument, reporting the first unreadable
+/// one on `stderr`.
+///
+/// # Errors
+/// The exit code ([`exit::NO_INPUT`]) when an input cannot be read.
+pub fn read_inputs(args: &[PathBuf], stderr: &mut dyn std::io::Write) -> Result<Vec<Input>, u8> {
+    let mut files = Vec::new();
+    for f in args {
+        if let Err(e) = collect_files(f, &mut files) {
+            let _ = writeln!(stderr, "error: {}: {e}", f.display());
+            return Err(exit::NO_INPUT);
+        }
+    }
+    let mut out = Vec::new();
+    for path in &files {
+        let shown = if path.as_os_str() == "-" { "<stdin>".to_owned() } else { path.display().to_string() };
+        match read_input(path) {
+            Ok(text) => out.push(Input { shown, text }),
+            Err(e) => {
+                let _ = writeln!(stderr, "error: {shown}: {e}");
+                return Err(exit::NO_INPUT);
+            }
+        }
+    }
+    Ok(out)
+}
+
 /// Reads a file, or stdin for `-`.
 ///
 /// # Errors
