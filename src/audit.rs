@@ -203,7 +203,7 @@ fn audit_container(
                 path,
                 format!("env {var} comes from Kubernetes Secret {secret}"),
                 &format!(
-                    "move it to a file: add sidekey.dev/inject: \"true\" and sidekey.dev/map-{secret}: <reference> to the pod template"
+                    "move it to a file: add sidekey.dev/inject: \"true\" and sidekey.dev/map-{secret}: <reference> to the pod template (sidekey migrate does this)"
                 ),
                 None,
             );
@@ -218,7 +218,7 @@ fn audit_container(
                     object,
                     path,
                     format!("env {var} holds a secret reference but the pod does not opt in"),
-                    "add sidekey.dev/inject: \"true\" to the pod template",
+                    "add sidekey.dev/inject: \"true\" to the pod template (sidekey migrate does this)",
                     None,
                 );
             }

@@ -23,6 +23,7 @@ pub mod audit;
 pub mod cli;
 pub mod config;
 pub mod duration;
+pub mod migrate;
 pub mod mutate;
 pub mod names;
 pub mod patch;

@@ -18,6 +18,7 @@ struct Cli {
 enum Command {
     Inject(cli::inject::InjectArgs),
     Audit(cli::audit::AuditArgs),
+    Migrate(cli::migrate::MigrateArgs),
 }
 
 fn main() -> ExitCode {
@@ -25,6 +26,9 @@ fn main() -> ExitCode {
     let code = match cli.command {
         Command::Inject(args) => cli::inject::run(&args, &mut std::io::stdout().lock(), &mut std::io::stderr().lock()),
         Command::Audit(args) => cli::audit::run(&args, &mut std::io::stdout().lock(), &mut std::io::stderr().lock()),
+        Command::Migrate(args) => {
+            cli::migrate::run(&args, &mut std::io::stdout().lock(), &mut std::io::stderr().lock())
+        }
     };
     ExitCode::from(code)
 }

@@ -1,10 +1,11 @@
-//! The `sidekey` command line: `inject` and `audit`.
+//! The `sidekey` command line: `inject`, `audit` and `migrate`.
 
 use std::io::Read;
 use std::path::PathBuf;
 
 pub mod audit;
 pub mod inject;
+pub mod migrate;
 
 /// Expands `-f` arguments: `-` and files as given, directories recursively
 /// (`*.yaml`, `*.yml`, `*.json`, sorted).

@@ -1,0 +1,414 @@
+//! `sidekey migrate`: rewrites workloads so their Kubernetes-Secret env vars
+//! come from a secret store through sidekey — it adds the opt-in label and
+//! annotation and one `sidekey.dev/map-<secret>` annotation per Secret used
+//! in `secretKeyRef` or `envFrom.secretRef`, nothing else.
+//!
+//! The rewrite inserts lines into the original text, so comments, key order
+//! and formatting survive byte for byte. Where a pod template's `metadata`
+//! or its `annotations`/`labels` are written in flow style (`{…}`), that
+//! document is re-serialized instead (comments in it are lost; the command
+//! says so).
+
+use std::collections::{BTreeMap, HashMap};
+
+use saphyr_parser::{Event, Parser};
+use serde_json::{Value, json};
+
+use crate::PREFIX;
+use crate::names::dns_label_problem;
+use crate::workload::template_pointer;
+use crate::yaml;
+
+/// Why a migration cannot be done.
+#[derive(Debug, thiserror::Error)]
+pub enum MigrateError {
+    /// The input is not YAML.
+    #[error("{0}")]
+    Yaml(#[from] yaml::YamlError),
+    /// `--to` is not a usable template.
+    #[error("--to {0:?}: {1}")]
+    Target(String, String),
+}
+
+/// What was changed, for the report.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Change {
+    /// `Deployment shop/checkout`.
+    pub object: String,
+    /// The annotations added (`key`, `value`).
+    pub added: Vec<(String, String)>,
+    /// Secrets that could not be mapped, with the reason.
+    pub skipped: Vec<(String, String)>,
+    /// Whether the document had to be re-serialized (comments lost).
+    pub reserialized: bool,
+}
+
+/// Checks the `--to` template: a reference with `{secret}` (and usually
+/// `{namespace}`), no `#key` (each `secretKeyRef.key` is appended).
+///
+/// # Errors
+/// [`MigrateError::Target`].
+pub fn check_target(to: &str) -> Result<(), MigrateError> {
+    if !to.contains("{secret}") {
+        return Err(MigrateError::Target(to.into(), "must contain {secret}".into()));
+    }
+    let sample = expand(to, "default", "sample");
+    let r: crate::reference::Reference =
+        sample.parse().map_err(|e: crate::reference::ReferenceError| MigrateError::Target(to.into(), e.to_string()))?;
+    if r.key().is_some() {
+        return Err(MigrateError::Target(to.into(), "must not have a #key".into()));
+    }
+    Ok(())
+}
+
+fn expand(to: &str, namespace: &str, secret: &str) -> String {
+    to.replace("{namespace}", namespace).replace("{secret}", secret)
+}
+
+/// The Secrets a pod template reads through env (`secretKeyRef`, `envFrom`).
+pub fn secrets_used(template: &Value) -> Vec<String> {
+    let mut out = Vec::new();
+    for list in ["initContainers", "containers"] {
+        for c in template["spec"][list].as_array().into_iter().flatten() {
+            for e in c["env"].as_array().into_iter().flatten() {
+                if let Some(s) = e.pointer("/valueFrom/secretKeyRef/name").and_then(Value::as_str) {
+                    out.push(s.to_owned());
+                }
+            }
+            for e in c["envFrom"].as_array().into_iter().flatten() {
+                if let Some(s) = e.pointer("/secretRef/name").and_then(Value::as_str) {
+                    out.push(s.to_owned());
+                }
+            }
+        }
+    }
+    out.sort();
+    out.dedup();
+    out
+}
+
+/// Where a block mapping starts in the text: line (1-based), column, flow.
+#[derive(Debug, Clone, Copy)]
+struct Pos {
+    line: usize,
+    col: usize,
+    flow: bool,
+}
+
+enum Frame {
+    Map { key: Option<String>, pointer: String },
+    Seq { index: usize, pointer: String },
+}
+
+fn escape(token: &str) -> String {
+    token.replace('~', "~0").replace('/', "~1")
+}
+
+/// The start of every mapping, by JSON pointer, per document.
+fn mapping_positions(text: &str) -> Vec<HashMap<String, Pos>> {
+    let chars: Vec<char> = text.chars().collect();
+    let mut docs = Vec::new();
+    let mut current: HashMap<String, Pos> = HashMap::new();
+    let mut stack: Vec<Frame> = Vec::new();
+    let mut in_doc = false;
+    // parse_documents drops empty documents: keep the two lists aligned.
+    let mut has_root = false;
+    // The pointer the next node gets, from its parent.
+    let child_pointer = |stack: &mut Vec<Frame>| -> String {
+        match stack.last_mut() {
+            None => String::new(),
+            Some(Frame::Map { key, pointer }) => format!("{pointer}/{}", escape(key.as_deref().unwrap_or(""))),
+            Some(Frame::Seq { index, pointer }) => {
+                let p = format!("{pointer}/{index}");
+                *index += 1;
+                p
+            }
+        }
+    };
+    for ev in Parser::new_from_str(text) {
+        let Ok((ev, span)) = ev else { break };
+        match ev {
+            Event::DocumentStart(_) => {
+                in_doc = true;
+                has_root = false;
+                current = HashMap::new();
+                stack.clear();
+            }
+            Event::DocumentEnd => {
+                if in_doc && has_root {
+                    docs.push(std::mem::take(&mut current));
+                }
+                in_doc = false;
+            }
+            Event::MappingStart(..) => {
+                has_root = true;
+                let pointer = child_pointer(&mut stack);
+                let flow = chars.get(span.start.index()).is_some_and(|c| *c == '{');
+                current.insert(pointer.clone(), Pos { line: span.start.line(), col: span.start.col(), flow });
+                stack.push(Frame::Map { key: None, pointer });
+            }
+            Event::SequenceStart(..) => {
+                has_root = true;
+                let pointer = child_pointer(&mut stack);
+                stack.push(Frame::Seq { index: 0, pointer });
+            }
+            Event::MappingEnd | Event::SequenceEnd => {
+                stack.pop();
+                if let Some(Frame::Map { key, .. }) = stack.last_mut() {
+                    *key = None;
+                }
+            }
+            Event::Scalar(v, style, _, _) => {
+                if stack.is_empty()
+                    && !(style == saphyr_parser::ScalarStyle::Plain && yaml::resolve_plain(&v).is_null())
+                {
+                    has_root = true;
+                }
+                match stack.last_mut() {
+                    Some(Frame::Map { key, .. }) if key.is_none() => *key = Some(v.into_owned()),
+                    Some(Frame::Map { key, .. }) => *key = None,
+                    Some(Frame::Seq { index, .. }) => *index += 1,
+                    None => {}
+                }
+            }
+            Event::Alias(_) => match stack.last_mut() {
+                Some(Frame::Map { key, .. }) => *key = None,
+                Some(Frame::Seq { index, .. }) => *index += 1,
+                None => {}
+            },
+            _ => {}
+        }
+    }
+    docs
+}
+
+/// One line `key: value` as the YAML writer quotes it.
+fn entry(key: &str, value: &str) -> String {
+    yaml::to_yaml(&json!({ key: value })).trim_end().to_owned()
+}
+
+/// Rewrites `text`, mapping every Secret used in env to `to`
+/// (`{namespace}` and `{secret}` are filled in). Returns the new text and
+/// what changed; objects that need nothing are left as they are, so running
+/// it twice changes nothing.
+///
+/// # Errors
+/// [`MigrateError`] for YAML that does not parse or a bad `--to`.
+pub fn migrate(text: &str, to: &str) -> Result<(String, Vec<Change>), MigrateError> {
+    check_target(to)?;
+    let docs = yaml::parse_documents(text)?;
+    let positions = mapping_positions(text);
+    let mut changes = Vec::new();
+    // Insertions: line index (0-based, insert before) → lines.
+    let mut inserts: BTreeMap<usize, Vec<String>> = BTreeMap::new();
+    let mut reserialize: Vec<usize> = Vec::new();
+    let mut new_docs = docs.clone();
+    for (di, doc) in docs.iter().enumerate() {
+        let pos = positions.get(di).cloned().unwrap_or_default();
+        let mut targets: Vec<String> = Vec::new();
+        if doc["apiVersion"] == "v1" && doc["kind"].as_str().is_some_and(|k| k.ends_with("List")) {
+            for (i, item) in doc["items"].as_array().into_iter().flatten().enumerate() {
+                if let Some(p) =
+                    template_pointer(item["apiVersion"].as_str().unwrap_or(""), item["kind"].as_str().unwrap_or(""))
+                {
+                    targets.push(format!("/items/{i}{p}"));
+                }
+            }
+        } else if let Some(p) =
+            template_pointer(doc["apiVersion"].as_str().unwrap_or(""), doc["kind"].as_str().unwrap_or(""))
+        {
+            targets.push(p.to_owned());
+        }
+        let mut doc_edits: Vec<(usize, String)> = Vec::new();
+        let mut flow = false;
+        for tp in targets {
+            let Some(template) = doc.pointer(&tp) else { continue };
+            let object_pointer = if tp.starts_with("/items/") {
+                tp.split('/').take(3).collect::<Vec<_>>().join("/")
+            } else {
+                String::new()
+            };
+            let object = crate::workload::describe(doc.pointer(&object_pointer).unwrap_or(doc));
+            let namespace = doc
+                .pointer(&format!("{object_pointer}/metadata/namespace"))
+                .and_then(Value::as_str)
+                .unwrap_or("default");
+            let secrets = secrets_used(template);
+            if secrets.is_empty() {
+                continue;
+            }
+            let annotations = template.pointer("/metadata/annotations").and_then(Value::as_object);
+            let labels = template.pointer("/metadata/labels").and_then(Value::as_object);
+            let mut add_ann: Vec<(String, String)> = Vec::new();
+            let mut skipped = Vec::new();
+            if annotations.and_then(|a| a.get(&format!("{PREFIX}inject"))).is_none() {
+                add_ann.push((format!("{PREFIX}inject"), "true".into()));
+            }
+            for s in &secrets {
+                if let Some(p) = dns_label_problem(s) {
+                    skipped.push((
+                        s.clone(),
+                        format!("the Secret name {p}, so it cannot be a sidekey.dev/map-<secret> annotation"),
+                    ));
+                    continue;
+                }
+                let key = format!("{PREFIX}map-{s}");
+                if annotations.is_some_and(|a| a.contains_key(&key)) {
+                    continue;
+                }
+                add_ann.push((key, expand(to, namespace, s)));
+            }
+            let add_label = labels.and_then(|l| l.get(&format!("{PREFIX}inject"))).is_none();
+            if add_ann.is_empty() && !add_label {
+                if !skipped.is_empty() {
+                    changes.push(Change { object, added: Vec::new(), skipped, reserialized: false });
+                }
+                continue;
+            }
+            // The new value of the document, for the fallback and the report.
+            if let Some(t) = new_docs[di].pointer_mut(&tp) {
+                let meta = t.as_object_mut().map(|o| o.entry("metadata").or_insert_with(|| json!({})));
+                if let Some(meta) = meta.and_then(Value::as_object_mut) {
+                    let ann = meta.entry("annotations").or_insert_with(|| json!({}));
+                    for (k, v) in &add_ann {
+                        ann[k] = json!(v);
+                    }
+                    if add_label {
+                        meta.entry("labels").or_insert_with(|| json!({}))[format!("{PREFIX}inject")] = json!("true");
+                    }
+                }
+            }
+            // Text edits: into existing block mappings, or new keys at the top of metadata.
+            let meta_pos = pos.get(&format!("{tp}/metadata")).copied();
+            let ann_pos = pos.get(&format!("{tp}/metadata/annotations")).copied();
+            let label_pos = pos.get(&format!("{tp}/metadata/labels")).copied();
+            let mut edit = |target: Option<Pos>, key: &str, entries: &[(String, String)]| -> bool {
+                match (target, meta_pos) {
+                    (Some(p), _) if !p.flow => {
+                        for (k, v) in entries.iter().rev() {
+                            doc_edits.push((p.line - 1, format!("{}{}", " ".repeat(p.col), entry(k, v))));
+                        }
+                        true
+                    }
+                    (None, Some(m)) if !m.flow => {
+                        let mut lines = vec![format!("{}{key}:", " ".repeat(m.col))];
+                        lines.extend(entries.iter().map(|(k, v)| format!("{}{}", " ".repeat(m.col + 2), entry(k, v))));
+                        for l in lines.into_iter().rev() {
+                            doc_edits.push((m.line - 1, l));
+                        }
+                        true
+                    }
+                    _ => false,
+                }
+            };
+            let mut ok = add_ann.is_empty() || edit(ann_pos, "annotations", &add_ann);
+            if add_label {
+                ok &= edit(label_pos, "labels", &[(format!("{PREFIX}inject"), "true".into())]);
+            }
+            flow |= !ok;
+            let mut added = add_ann;
+            if add_label {
+                added.push((format!("label {PREFIX}inject"), "true".into()));
+            }
+            changes.push(Change { object, added, skipped, reserialized: !ok });
+        }
+        if flow {
+            reserialize.push(di);
+        } else {
+            for (line, l) in doc_edits {
+                inserts.entry(line).or_default().push(l);
+            }
+        }
+    }
+    if !reserialize.is_empty() {
+        // Rare: flow-style metadata somewhere; write every document anew.
+        for c in &mut changes {
+            c.reserialized = true;
+        }
+        let kept: Vec<Value> = new_docs;
+        return Ok((yaml::to_yaml_stream(&kept), changes));
+    }
+    // Insert in reverse line order so earlier line numbers stay valid; lines
+    // pushed for one position came in reverse order of appearance.
+    let mut lines: Vec<String> = text.split_inclusive('\n').map(str::to_owned).collect();
+    for (line, mut new) in inserts.into_iter().rev() {
+        new.reverse();
+        let at = line.min(lines.len());
+        for (i, l) in new.into_iter().enumerate() {
+            lines.insert(at + i, format!("{l}\n"));
+        }
+    }
+    Ok((lines.concat(), changes))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const DEPLOY: &str = "# team's deployment\napiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: api\n  namespace: shop\nspec:\n  template:\n    metadata:\n      labels:\n        app: api # the app\n    spec:\n      containers:\n        - name: api\n          image: x\n          env:\n            - name: DB_PASSWORD\n              valueFrom:\n                secretKeyRef: {name: db, key: password}\n          envFrom:\n            - secretRef:\n                name: api-keys\n";
+
+    #[test]
+    fn adds_opt_in_and_maps_keeping_everything_else() {
+        let (out, changes) = migrate(DEPLOY, "vault:secret/data/{namespace}/{secret}").unwrap();
+        assert!(out.starts_with("# team's deployment\n"), "{out}");
+        assert!(out.contains("        app: api # the app\n"), "{out}");
+        let doc = &yaml::parse_documents(&out).unwrap()[0];
+        let a = &doc["spec"]["template"]["metadata"]["annotations"];
+        assert_eq!(a["sidekey.dev/inject"], "true");
+        assert_eq!(a["sidekey.dev/map-db"], "vault:secret/data/shop/db");
+        assert_eq!(a["sidekey.dev/map-api-keys"], "vault:secret/data/shop/api-keys");
+        assert_eq!(doc["spec"]["template"]["metadata"]["labels"]["sidekey.dev/inject"], "true");
+        assert_eq!(changes.len(), 1);
+        assert!(!changes[0].reserialized);
+        // Every original line is still there, in order.
+        let mut it = out.lines();
+        for l in DEPLOY.lines() {
+            assert!(it.any(|x| x == l), "lost {l:?}");
+        }
+        // Idempotent.
+        let (again, changes) = migrate(&out, "vault:secret/data/{namespace}/{secret}").unwrap();
+        assert_eq!(again, out);
+        assert!(changes.is_empty());
+    }
+
+    #[test]
+    fn existing_annotations_get_new_entries_in_place() {
+        let text = DEPLOY.replace("      labels:\n", "      annotations:\n        keep: \"yes\"\n      labels:\n");
+        let (out, _) = migrate(&text, "aws-sm:{namespace}/{secret}").unwrap();
+        let doc = &yaml::parse_documents(&out).unwrap()[0];
+        let a = &doc["spec"]["template"]["metadata"]["annotations"];
+        assert_eq!(a["keep"], "yes");
+        assert_eq!(a["sidekey.dev/map-db"], "aws-sm:shop/db");
+        assert!(out.contains("        keep: \"yes\"\n"));
+    }
+
+    #[test]
+    fn flow_style_metadata_falls_back_to_rewriting_the_document() {
+        let text = DEPLOY.replace(
+            "    metadata:\n      labels:\n        app: api # the app\n",
+            "    metadata: {labels: {app: api}}\n",
+        );
+        let (out, changes) = migrate(&text, "vault:kv/{secret}").unwrap();
+        assert!(changes[0].reserialized);
+        let doc = &yaml::parse_documents(&out).unwrap()[0];
+        assert_eq!(doc["spec"]["template"]["metadata"]["annotations"]["sidekey.dev/map-db"], "vault:kv/db");
+    }
+
+    #[test]
+    fn empty_documents_do_not_shift_the_positions() {
+        let text = format!("# header only\n---\n{DEPLOY}");
+        let (out, _) = migrate(&text, "vault:kv/{secret}").unwrap();
+        let doc = &yaml::parse_documents(&out).unwrap()[0];
+        assert_eq!(doc["spec"]["template"]["metadata"]["annotations"]["sidekey.dev/map-db"], "vault:kv/db");
+    }
+
+    #[test]
+    fn refuses_bad_targets_and_skips_unmappable_secret_names() {
+        assert!(migrate(DEPLOY, "vault:secret/data/x").is_err());
+        assert!(migrate(DEPLOY, "vault:secret/data/{secret}#k").is_err());
+        assert!(migrate(DEPLOY, "gcp:{secret}").is_err());
+        let text = DEPLOY.replace("name: db,", "name: db.creds,");
+        let (_, changes) = migrate(&text, "vault:kv/{secret}").unwrap();
+        assert_eq!(changes[0].skipped[0].0, "db.creds");
+    }
+}
