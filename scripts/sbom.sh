@@ -11,9 +11,9 @@ if [[ ! -x $tool ]]; then
   cargo install --locked --quiet --version "$version" --root "$cache/cargo-cyclonedx-$version" cargo-cyclonedx
 fi
 mkdir -p target/sbom
-for crate in sidecar injector; do
-  "$tool" cyclonedx --manifest-path "$crate/Cargo.toml" --format json --spec-version 1.5 >/dev/null
-  name=$(awk -F'"' '/^name = / {print $2; exit}' "$crate/Cargo.toml")
-  mv "$crate/$name.cdx.json" "target/sbom/$name.cdx.json"
-  echo "target/sbom/$name.cdx.json"
-done
+# cargo-cyclonedx writes <package>.cdx.json beside every workspace member's
+# manifest: keep the two shipped binaries' SBOMs, remove the rest.
+"$tool" cyclonedx --manifest-path Cargo.toml --format json --spec-version 1.5 >/dev/null
+mv sidecar/sidekey-agent.cdx.json injector/sidekey-injector.cdx.json target/sbom/
+find . -name '*.cdx.json' -not -path './target/*' -delete
+ls target/sbom/*.cdx.json
