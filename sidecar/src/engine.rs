@@ -161,7 +161,7 @@ impl SourceTask {
                     } else {
                         backoff.next_delay()
                     };
-                    tracing::warn!(source = %name, error = %error, retry_in_ms = delay.as_millis() as u64, "reading the secret failed; keeping the last good files");
+                    tracing::warn!(error = %error, retry_in_ms = delay.as_millis() as u64, "reading the secret failed; keeping the last good files");
                     if self.tx.send(Update::Failed { source: self.index, error: error.clone() }).await.is_err() {
                         return;
                     }
@@ -174,7 +174,11 @@ impl SourceTask {
                     continue 'fetch;
                 }
             };
-            tracing::info!(source = %name, version = fetched.version.as_deref().unwrap_or("-"), lease = fetched.lease.as_ref().map_or("-", |l| l.id.as_str()), "read the secret");
+            tracing::info!(
+                version = fetched.version.as_deref().unwrap_or("-"),
+                lease = fetched.lease.as_ref().map_or("-", |l| l.id.as_str()),
+                "read the secret"
+            );
             if self.tx.send(Update::Data { source: self.index, secret: fetched.secret.clone() }).await.is_err() {
                 return;
             }
@@ -205,7 +209,7 @@ impl SourceTask {
                 if let (Some(_), Some(deadline)) = (&lease, self.backend.owner_deadline(owner)) {
                     let at = deadline.checked_sub((issued_ttl / 3).max(Duration::from_secs(2))).unwrap_or(deadline);
                     if replace_at.is_none_or(|r| at < r) {
-                        tracing::info!(source = %name, "the token that owns this lease is ending; replacing the credential");
+                        tracing::info!("the token that owns this lease is ending; replacing the credential");
                         replace_at = Some(at);
                     }
                 }
@@ -217,7 +221,7 @@ impl SourceTask {
                 }
                 let now = Instant::now();
                 if replace_at.is_some_and(|r| now >= r) {
-                    tracing::info!(source = %name, "fetching a new credential before the lease ends");
+                    tracing::info!("fetching a new credential before the lease ends");
                     continue 'fetch;
                 }
                 if let Some(l) = &lease {
@@ -228,25 +232,25 @@ impl SourceTask {
                             lease_end = Some(now + granted);
                             self.metrics.lease_expiry(&name, Some(SystemTime::now() + granted));
                             if capped(issued_ttl, granted) {
-                                tracing::info!(source = %name, lease = %l.id, left_s = granted.as_secs(), "lease reached its max TTL");
+                                tracing::info!(lease = %l.id, left_s = granted.as_secs(), "lease reached its max TTL");
                                 replace_at = Some(now + replace_after(granted));
                                 next = far;
                             } else {
-                                tracing::debug!(source = %name, lease = %l.id, ttl_s = granted.as_secs(), "renewed lease");
+                                tracing::debug!(lease = %l.id, ttl_s = granted.as_secs(), "renewed lease");
                                 next = now + jitter(renew_after(granted), 0.1);
                             }
                         }
                         Err(e @ BackendError::Permanent(_)) => {
                             self.metrics.renewal(&name, false);
                             self.metrics.failure(&name, e.kind());
-                            tracing::warn!(source = %name, error = %e, "lease renewal refused; fetching a new credential");
+                            tracing::warn!(error = %e, "lease renewal refused; fetching a new credential");
                             continue 'fetch;
                         }
                         Err(e) => {
                             self.metrics.renewal(&name, false);
                             self.metrics.failure(&name, e.kind());
                             let delay = backoff.next_delay();
-                            tracing::warn!(source = %name, error = %e, retry_in_ms = delay.as_millis() as u64, "lease renewal failed");
+                            tracing::warn!(error = %e, retry_in_ms = delay.as_millis() as u64, "lease renewal failed");
                             next = now + delay;
                             if lease_end.is_some_and(|end| end <= now) {
                                 continue 'fetch;
@@ -262,14 +266,14 @@ impl SourceTask {
                         }
                         Ok(v) => {
                             self.metrics.version_check(&name, true);
-                            tracing::info!(source = %name, version = %v, "a new version exists");
+                            tracing::info!(version = %v, "a new version exists");
                             continue 'fetch;
                         }
                         Err(e) => {
                             self.metrics.version_check(&name, false);
                             self.metrics.failure(&name, e.kind());
                             let delay = backoff.next_delay();
-                            tracing::warn!(source = %name, error = %e, retry_in_ms = delay.as_millis() as u64, "version check failed; keeping the last good files");
+                            tracing::warn!(error = %e, retry_in_ms = delay.as_millis() as u64, "version check failed; keeping the last good files");
                             next = now + delay;
                         }
                     }
