@@ -262,5 +262,26 @@ fn exec_mode_with_an_aws_secret_keeps_the_value_out_of_the_spec() {
     let status = wrapped.0.wait().unwrap();
     assert!(status.success(), "{}\n{}", wrapped.log(), agent.log());
     assert_eq!(std::fs::read_to_string(&out_file).unwrap(), format!("token={value}\n"));
+
+    // Rotation: a new version in Secrets Manager reaches the file within the
+    // pod's refresh (1 s), and the next start of the command gets it.
+    let rotated = format!("{value}-rotated");
+    moto.put_secret_value("prod/report", &json!({"token": rotated}).to_string());
+    let file = std::fs::read_dir(dir.path().join("secrets"))
+        .unwrap()
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .find(|p| p.file_name().unwrap().to_string_lossy().starts_with("api-token-"))
+        .unwrap();
+    wait_until(
+        "the new version on disk",
+        Duration::from_secs(5),
+        || std::fs::read_to_string(&file).unwrap_or_default() == rotated,
+        || agent.log(),
+    );
+    let mut again = spawn(env!("CARGO_BIN_EXE_e2e-agent"), &args, &env, &dir.path().join("app2.log"));
+    assert!(again.0.wait().unwrap().success(), "{}", again.log());
+    assert_eq!(std::fs::read_to_string(&out_file).unwrap(), format!("token={rotated}\n"));
     assert!(!agent.log().contains(&value));
+    assert_eq!(moto.request_counts().get("GetSecretValue"), Some(&2), "read once, and once more after the new version");
 }
