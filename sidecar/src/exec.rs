@@ -222,7 +222,7 @@ fn supervise(spec: &ExecSpec) -> ExecError {
                 std::process::exit(status);
             }
             if version() != seen {
-                eprintln!("sidekey-agent exec: secrets changed; restarting the command");
+                eprintln!("sidekey-agent exec: the files changed; restarting the command");
                 let _ = rustix::process::kill_process(pid, rustix::process::Signal::TERM);
                 let deadline = std::time::SystemTime::now() + Duration::from_secs(10);
                 while matches!(child.try_wait(), Ok(None)) && std::time::SystemTime::now() < deadline {
