@@ -19,7 +19,13 @@ struct Injector {
 
 impl Injector {
     fn spawn(args: &[&str], envs: &[(&str, &str)], dir: &Path) -> Injector {
-        let (port, admin) = (free_port(), free_port());
+        Self::spawn_on(free_port(), args, envs, dir)
+    }
+
+    /// Starts the injector with its webhook on `port` (known in advance when
+    /// the webhook configuration must exist first).
+    fn spawn_on(port: u16, args: &[&str], envs: &[(&str, &str)], dir: &Path) -> Injector {
+        let admin = free_port();
         let log = dir.join(format!("injector-{port}.log"));
         let out = std::fs::File::create(&log).unwrap();
         let child = Command::new(env!("CARGO_BIN_EXE_sidekey-injector"))
@@ -300,34 +306,7 @@ fn self_managed_tls_works_from_an_empty_cluster_and_replicas_share_one_ca() {
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let kubeconfig = kube.kubeconfig.display().to_string();
     let env = [("KUBECONFIG", kubeconfig.as_str()), ("POD_NAMESPACE", "sidekey")];
-    let inj = {
-        let (p, a) = (port, free_port());
-        let log = dir.path().join("self.log");
-        let out = std::fs::File::create(&log).unwrap();
-        let child = Command::new(env!("CARGO_BIN_EXE_sidekey-injector"))
-            .args([
-                "--listen",
-                &format!("127.0.0.1:{p}"),
-                "--admin-listen",
-                &format!("127.0.0.1:{a}"),
-                "--tls-self-managed",
-                "--tls-san",
-                "127.0.0.1",
-            ])
-            .envs(env)
-            .stdout(out.try_clone().unwrap())
-            .stderr(out)
-            .spawn()
-            .unwrap();
-        let inj = Injector { child, port: p, admin: a, log };
-        wait_until(
-            "the injector to be ready",
-            Duration::from_secs(30),
-            || ureq::get(format!("http://127.0.0.1:{a}/readyz")).call().is_ok_and(|r| r.status() == 200),
-            || inj.log(),
-        );
-        inj
-    };
+    let inj = Injector::spawn_on(port, &["--tls-self-managed", "--tls-san", "127.0.0.1"], &env, dir.path());
     let get_json = |args: &[&str]| -> Value { serde_json::from_str(&kube.kubectl_ok(args)).unwrap() };
     let mwc = get_json(&["get", "mutatingwebhookconfiguration", "sidekey-injector", "-o", "json"]);
     let bundle = mwc["webhooks"][0]["clientConfig"]["caBundle"].as_str().unwrap().to_owned();
