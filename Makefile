@@ -21,6 +21,7 @@ testenv:
 lint:
 	$(CARGO) fmt --all --check
 	$(CARGO) clippy --workspace --all-targets --locked -- -D warnings
+	$(CARGO) clippy -p sidekey --no-default-features --locked -- -D warnings
 
 ## test: provision the test environment, lint, run every test, build the static release binaries
 test: testenv lint

@@ -28,6 +28,7 @@ pub mod mutate;
 pub mod names;
 pub mod patch;
 pub mod pss;
+pub mod push;
 pub mod quantity;
 pub mod reference;
 pub mod secret;

@@ -16,7 +16,7 @@ use serde_json::{Value, json};
 
 use crate::PREFIX;
 use crate::names::dns_label_problem;
-use crate::workload::template_pointer;
+use crate::workload::templates;
 use crate::yaml;
 
 /// Why a migration cannot be done.
@@ -61,7 +61,7 @@ pub fn check_target(to: &str) -> Result<(), MigrateError> {
     Ok(())
 }
 
-fn expand(to: &str, namespace: &str, secret: &str) -> String {
+pub(crate) fn expand(to: &str, namespace: &str, secret: &str) -> String {
     to.replace("{namespace}", namespace).replace("{secret}", secret)
 }
 
@@ -205,29 +205,10 @@ pub fn migrate(text: &str, to: &str) -> Result<(String, Vec<Change>), MigrateErr
     let mut new_docs = docs.clone();
     for (di, doc) in docs.iter().enumerate() {
         let pos = positions.get(di).cloned().unwrap_or_default();
-        let mut targets: Vec<String> = Vec::new();
-        if doc["apiVersion"] == "v1" && doc["kind"].as_str().is_some_and(|k| k.ends_with("List")) {
-            for (i, item) in doc["items"].as_array().into_iter().flatten().enumerate() {
-                if let Some(p) =
-                    template_pointer(item["apiVersion"].as_str().unwrap_or(""), item["kind"].as_str().unwrap_or(""))
-                {
-                    targets.push(format!("/items/{i}{p}"));
-                }
-            }
-        } else if let Some(p) =
-            template_pointer(doc["apiVersion"].as_str().unwrap_or(""), doc["kind"].as_str().unwrap_or(""))
-        {
-            targets.push(p.to_owned());
-        }
         let mut doc_edits: Vec<(usize, String)> = Vec::new();
         let mut flow = false;
-        for tp in targets {
+        for (object_pointer, tp) in templates(doc) {
             let Some(template) = doc.pointer(&tp) else { continue };
-            let object_pointer = if tp.starts_with("/items/") {
-                tp.split('/').take(3).collect::<Vec<_>>().join("/")
-            } else {
-                String::new()
-            };
             let object = crate::workload::describe(doc.pointer(&object_pointer).unwrap_or(doc));
             let namespace = doc
                 .pointer(&format!("{object_pointer}/metadata/namespace"))

@@ -4,6 +4,9 @@
 
 use std::fmt;
 
+use serde_json::Value;
+use zeroize::Zeroize;
+
 pub use secrecy::{ExposeSecret, SecretBox, SecretString};
 
 /// Secret bytes (a file's content, a credential).
@@ -63,6 +66,55 @@ impl From<String> for SecretBytes {
     }
 }
 
+/// Structured secret data (the fields of a Vault secret, the JSON of an AWS
+/// secret). Every string in it is zeroized on drop.
+pub struct SecretValue(Value);
+
+impl SecretValue {
+    /// Wraps `v`.
+    pub fn new(v: Value) -> Self {
+        SecretValue(v)
+    }
+
+    /// The plaintext; call only where it is rendered.
+    pub fn expose_secret(&self) -> &Value {
+        &self.0
+    }
+
+    /// The field names (not secret), for error messages.
+    pub fn field_names(&self) -> Vec<String> {
+        match &self.0 {
+            Value::Object(m) => m.keys().cloned().collect(),
+            _ => Vec::new(),
+        }
+    }
+}
+
+fn wipe(v: &mut Value) {
+    match v {
+        Value::String(s) => s.zeroize(),
+        Value::Array(a) => a.iter_mut().for_each(wipe),
+        Value::Object(m) => {
+            for (_, v) in m.iter_mut() {
+                wipe(v);
+            }
+        }
+        _ => {}
+    }
+}
+
+impl Drop for SecretValue {
+    fn drop(&mut self) {
+        wipe(&mut self.0);
+    }
+}
+
+impl fmt::Debug for SecretValue {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "SecretValue([REDACTED], fields: {:?})", self.field_names())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -74,6 +126,13 @@ mod tests {
         assert!(!format!("{s}").contains("hunter2"));
         assert!(!format!("{:#?}", vec![s.clone()]).contains("hunter2"));
         assert_eq!(s.expose_secret(), b"hunter2-very-secret");
+    }
+
+    #[test]
+    fn secret_value_debug_shows_field_names_only() {
+        let v = SecretValue::new(serde_json::json!({"password": "hunter2-topsecret"}));
+        let d = format!("{v:?}");
+        assert!(d.contains("password") && !d.contains("hunter2"), "{d}");
     }
 
     #[test]

@@ -24,6 +24,18 @@ pub fn template_pointer(api_version: &str, kind: &str) -> Option<&'static str> {
     }
 }
 
+/// Every pod template in `doc` (a `v1 List`'s items too), as the JSON
+/// pointers of the object that holds it and of the template itself.
+pub fn templates(doc: &Value) -> Vec<(String, String)> {
+    let of = |o: &Value| template_pointer(o["apiVersion"].as_str().unwrap_or(""), o["kind"].as_str().unwrap_or(""));
+    if doc["apiVersion"] == "v1" && doc["kind"].as_str().is_some_and(|k| k.ends_with("List")) {
+        let items = doc["items"].as_array().into_iter().flatten().enumerate();
+        items.filter_map(|(i, item)| Some((format!("/items/{i}"), format!("/items/{i}{}", of(item)?)))).collect()
+    } else {
+        of(doc).map(|p| (String::new(), p.to_owned())).into_iter().collect()
+    }
+}
+
 /// A short label for messages: `Deployment shop/checkout`.
 pub fn describe(obj: &Value) -> String {
     let kind = obj.get("kind").and_then(Value::as_str).unwrap_or("object");

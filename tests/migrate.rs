@@ -110,3 +110,19 @@ fn in_place_rewrites_files_and_bad_targets_are_refused() {
     let (ok, _, err) = run(&["migrate", "--to", "vault:secret/data/fixed", "-f", file.to_str().unwrap()], None);
     assert!(!ok && err.contains("{secret}"), "{err}");
 }
+
+/// `--push` checks everything it can before talking to a store: these fail
+/// with no server at all, naming the Secret or key, never a value.
+#[test]
+fn push_refuses_missing_secrets_and_keys_before_writing_anything() {
+    let deploy = "apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: api, namespace: shop}\nspec:\n  template:\n    spec:\n      containers:\n        - name: api\n          image: x\n          env:\n            - name: DB_PASSWORD\n              valueFrom: {secretKeyRef: {name: db, key: password}}\n";
+    let (ok, _, err) = run(&["migrate", "--to", TO, "--push", "-f", "-"], Some(deploy));
+    assert!(!ok && err.contains("Secret shop/db (read by Deployment shop/api) is not among the inputs"), "{err}");
+    let secret = "apiVersion: v1\nkind: Secret\nmetadata: {name: db, namespace: shop}\nstringData: {pw: not-this-value-7731}\n---\n";
+    let (ok, out, err) = run(&["migrate", "--to", TO, "--push", "-f", "-"], Some(&format!("{secret}{deploy}")));
+    assert!(!ok && err.contains("Secret shop/db has no key \"password\"") && err.contains("it has: pw"), "{err}");
+    assert!(!out.contains("not-this-value") && !err.contains("not-this-value"));
+    // --cluster and --overwrite only with --push.
+    let (ok, _, err) = run(&["migrate", "--to", TO, "--cluster", "-f", "-"], Some(deploy));
+    assert!(!ok && err.contains("--push"), "{err}");
+}

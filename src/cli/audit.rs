@@ -39,15 +39,26 @@ pub enum Threshold {
 containers that may run as root, privilege escalation, capabilities not dropped, privileged containers, \
 writable root filesystems, missing seccomp profiles, missing limits, :latest or unpinned images, host \
 namespaces and hostPath volumes, and namespaces whose workloads have no default-deny NetworkPolicy among \
-the inputs. Each finding has a severity, a rule id, the object and field path, and a fix.",
+the inputs. Each finding has a severity, a rule id, the object and field path, and a fix.\n\n\
+With --cluster it reads the live workloads (Pods, ReplicationControllers, Deployments, StatefulSets, \
+DaemonSets, ReplicaSets, Jobs, CronJobs; objects a controller owns are judged through their owner) and the \
+NetworkPolicies of the current kubeconfig context, in every namespace or in --namespace. It needs list on \
+those kinds, nothing else; it never reads Secrets.",
     after_help = "Examples:\n  sidekey audit -f k8s/\n  sidekey audit -f deploy.yaml --format sarif > sidekey.sarif\n  \
-sidekey audit -f k8s/ --fail-on high      # for CI gates\n\n\
-Exit status: 0 no finding at or above --fail-on (or no --fail-on); 1 findings at or above it, or unreadable YAML; 66 unreadable input."
+sidekey audit -f k8s/ --fail-on high      # for CI gates\n  \
+sidekey audit --cluster --namespace shop\n\n\
+Exit status: 0 no finding at or above --fail-on (or no --fail-on); 1 findings at or above it, or unreadable YAML; 66 unreadable input; 69 the cluster cannot be read."
 )]
 pub struct AuditArgs {
     /// Manifest file, directory (recursive) or - for stdin. Repeatable.
-    #[arg(short = 'f', long = "filename", value_name = "FILE", required = true)]
+    #[arg(short = 'f', long = "filename", value_name = "FILE", required_unless_present = "cluster")]
     pub files: Vec<PathBuf>,
+    /// Read the live workloads of the current kubeconfig context (KUBECONFIG) instead of files.
+    #[arg(long, conflicts_with = "files")]
+    pub cluster: bool,
+    /// With --cluster: only this namespace (default: all).
+    #[arg(short = 'n', long, value_name = "NAMESPACE", requires = "cluster")]
+    pub namespace: Option<String>,
     /// Output format.
     #[arg(long, value_enum, default_value = "table")]
     pub format: Format,
@@ -81,15 +92,42 @@ fn table(findings: &[(String, Finding)], out: &mut dyn Write) -> std::io::Result
     )
 }
 
+/// What findings from `--cluster` name as their file.
+const CLUSTER: &str = "cluster";
+
+#[cfg(feature = "online")]
+fn read_cluster(namespace: Option<&str>) -> Result<Vec<serde_json::Value>, String> {
+    super::block_on(async {
+        let client = super::cluster::client().await?;
+        super::cluster::workloads(&client, namespace).await
+    })
+}
+
+#[cfg(not(feature = "online"))]
+fn read_cluster(_: Option<&str>) -> Result<Vec<serde_json::Value>, String> {
+    Err(super::OFFLINE.into())
+}
+
 /// Runs `sidekey audit`; returns the exit code.
 pub fn run(args: &AuditArgs, stdout: &mut dyn Write, stderr: &mut dyn Write) -> u8 {
-    let inputs = match read_inputs(&args.files, stderr) {
-        Ok(i) => i,
-        Err(code) => return code,
-    };
     let mut per_file: Vec<(String, serde_json::Value)> = Vec::new();
     let mut failed = false;
-    for Input { shown, text } in &inputs {
+    let inputs = if args.cluster {
+        match read_cluster(args.namespace.as_deref()) {
+            Ok(objects) => per_file.extend(objects.into_iter().map(|o| (CLUSTER.to_owned(), o))),
+            Err(e) => {
+                let _ = writeln!(stderr, "error: {e}");
+                return exit::UNAVAILABLE;
+            }
+        }
+        vec![Input { shown: CLUSTER.to_owned(), text: String::new() }]
+    } else {
+        match read_inputs(&args.files, stderr) {
+            Ok(i) => i,
+            Err(code) => return code,
+        }
+    };
+    for Input { shown, text } in inputs.iter().filter(|_| !args.cluster) {
         match yaml::parse_documents(text) {
             Ok(docs) => per_file.extend(docs.into_iter().map(|d| (shown.clone(), d))),
             Err(e) => {

@@ -18,11 +18,23 @@ sidekey.dev/inject: \"true\" and one sidekey.dev/map-<secret> annotation per Sec
 {namespace} and {secret} filled in. Nothing else changes: lines are inserted into the original text, so \
 comments, key order and formatting are kept (a pod template whose metadata is written in flow style {…} \
 makes its file be rewritten, without comments; the report says so). Running it again changes nothing.\n\n\
-The values themselves must be in the store at those paths (copy them, e.g. with `vault kv put`, before \
-rolling out).",
+The values must be in the store at those paths before the pods roll out: --push copies them there from the \
+Kubernetes Secret manifests among the inputs (or, with --cluster, from the Secrets of the current kubeconfig \
+context). Each Secret becomes one JSON object {key: value} (a KV secret's fields, a Secrets Manager \
+SecretString), so the agent renders each key as exactly the bytes the Secret held; binary (non-UTF-8) values \
+are refused by key. Values are never printed: the report names references and keys. Before anything is \
+written every Secret is found, every key a workload reads is checked, and the store is read; a store value \
+that exists and differs is not replaced without --overwrite. Running it again writes nothing.\n\n\
+--dry-run writes nothing anywhere: it shows what --push would write (keys only) and the manifest diff.\n\n\
+Vault/OpenBao: VAULT_ADDR (or BAO_ADDR), VAULT_TOKEN (or BAO_TOKEN, or ~/.vault-token), VAULT_NAMESPACE, \
+VAULT_CACERT; KV v2 and v1 mounts. AWS: the SDK's default chain (AWS_REGION, AWS_PROFILE, IRSA, \
+AWS_ENDPOINT_URL…); the secret is created, or given a new version.",
     after_help = "Examples:\n  sidekey migrate -f deploy.yaml --to 'vault:secret/data/{namespace}/{secret}' > deploy.migrated.yaml\n  \
-sidekey migrate -f k8s/ --to 'aws-sm:{namespace}/{secret}' --in-place\n\n\
-Exit status: 0 done; 1 invalid input or --to; 66 unreadable input."
+sidekey migrate -f k8s/ --to 'aws-sm:{namespace}/{secret}' --in-place\n  \
+sidekey migrate -f k8s/ --to 'vault:secret/data/{namespace}/{secret}' --push --dry-run\n  \
+sidekey migrate -f deploy.yaml --to 'vault:secret/data/{namespace}/{secret}' --push --cluster --in-place\n\n\
+Exit status: 0 done; 1 invalid input or --to, a Secret or key missing, a store value that differs (without \
+--overwrite); 66 unreadable input; 69 the cluster or the store cannot be reached or refuses."
 )]
 pub struct MigrateArgs {
     /// Manifest file, directory (recursive) or - for stdin. Repeatable.
@@ -32,8 +44,20 @@ pub struct MigrateArgs {
     #[arg(long, value_name = "TEMPLATE")]
     pub to: String,
     /// Rewrite the files instead of printing to stdout.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "dry_run")]
     pub in_place: bool,
+    /// Copy the values of the Secrets the workloads read into the store (from the Secret manifests among the inputs).
+    #[arg(long)]
+    pub push: bool,
+    /// With --push: read the Secrets from the cluster of the current kubeconfig context instead.
+    #[arg(long, requires = "push")]
+    pub cluster: bool,
+    /// With --push: replace store values that exist and differ.
+    #[arg(long, requires = "push")]
+    pub overwrite: bool,
+    /// Change nothing: print what --push would write (keys only) and the manifest diff.
+    #[arg(long)]
+    pub dry_run: bool,
 }
 
 /// Runs `sidekey migrate`; returns the exit code.
@@ -51,9 +75,13 @@ pub fn run(args: &MigrateArgs, stdout: &mut dyn Write, stderr: &mut dyn Write) -
         Err(code) => return code,
     };
     let mut outputs = Vec::new();
+    let mut docs = Vec::new();
     for input in &inputs {
         match migrate(&input.text, &args.to) {
             Ok((text, changes)) => {
+                if args.push {
+                    docs.extend(crate::yaml::parse_documents(&input.text).unwrap_or_default());
+                }
                 for c in &changes {
                     for (k, v) in &c.added {
                         let _ = writeln!(stderr, "{}: {}: added {k}: {v}", input.shown, c.object);
@@ -78,6 +106,24 @@ pub fn run(args: &MigrateArgs, stdout: &mut dyn Write, stderr: &mut dyn Write) -
             }
         }
     }
+    if args.push {
+        let code = push(args, &docs, stderr);
+        if code != exit::OK {
+            return code;
+        }
+    }
+    if args.dry_run {
+        for (input, (shown, text)) in inputs.iter().zip(&outputs) {
+            let diff = similar::TextDiff::from_lines(&input.text, text);
+            let unified =
+                diff.unified_diff().context_radius(3).header(shown, &format!("{shown} (migrated)")).to_string();
+            if let Err(e) = stdout.write_all(unified.as_bytes()) {
+                let _ = writeln!(stderr, "error: writing the diff: {e}");
+                return exit::IO;
+            }
+        }
+        return exit::OK;
+    }
     for (i, (shown, text)) in outputs.iter().enumerate() {
         let result = if args.in_place {
             std::fs::write(shown, text)
@@ -91,4 +137,92 @@ pub fn run(args: &MigrateArgs, stdout: &mut dyn Write, stderr: &mut dyn Write) -
         }
     }
     exit::OK
+}
+
+/// Finds the Secrets the workloads in `docs` read, their values (manifests
+/// or cluster) and what the store holds; then, unless `--dry-run`, writes
+/// what differs. Reports on `stderr`, keys only. Nothing is written unless
+/// every Secret resolves and no store value would be replaced unasked.
+#[cfg(feature = "online")]
+fn push(args: &MigrateArgs, docs: &[serde_json::Value], stderr: &mut dyn Write) -> u8 {
+    use crate::push::{Comparison, compare, destinations, keys, resolve, secret_manifests};
+
+    let plan = (|| {
+        let dests = destinations(docs, &args.to).map_err(|e| (exit::INVALID_INPUT, e.to_string()))?;
+        let secrets = if args.cluster {
+            let wanted: Vec<(String, String)> = dests.iter().map(|d| (d.namespace.clone(), d.secret.clone())).collect();
+            super::block_on(async {
+                let client = super::cluster::client().await?;
+                super::cluster::secrets(&client, &wanted).await
+            })
+            .map_err(|e| (exit::UNAVAILABLE, e))?
+        } else {
+            secret_manifests(docs).map_err(|e| (exit::INVALID_INPUT, e.to_string()))?
+        };
+        resolve(&dests, &secrets).map_err(|e| (exit::INVALID_INPUT, e.to_string()))
+    })();
+    let resolved = match plan {
+        Ok(r) => r,
+        Err((code, e)) => {
+            let _ = writeln!(stderr, "error: --push: {e}");
+            return code;
+        }
+    };
+    if resolved.is_empty() {
+        let _ = writeln!(stderr, "push: no workload reads a Kubernetes Secret through env: nothing to push");
+        return exit::OK;
+    }
+    let outcome = super::block_on(async {
+        let mut stores = super::store::Stores::default();
+        let mut todo = Vec::new();
+        let mut conflicts = Vec::new();
+        for (reference, value) in &resolved {
+            let current = stores.read(reference).await?;
+            let cmp = compare(current.value.as_ref(), value);
+            let verb = if args.dry_run { "would " } else { "" };
+            let line = match &cmp {
+                Comparison::Unchanged => format!("push: {reference}: unchanged (keys {})", keys(value)),
+                Comparison::Create => format!("push: {reference}: {verb}create with keys {}", keys(value)),
+                Comparison::Update { .. } if !args.overwrite => {
+                    conflicts.push(reference.to_string());
+                    format!(
+                        "push: {reference}: differs from the Secret: {} (keys only; --overwrite to replace)",
+                        cmp.summary()
+                    )
+                }
+                Comparison::Update { .. } => format!("push: {reference}: {verb}{}", cmp.summary()),
+            };
+            let _ = writeln!(stderr, "{line}");
+            if cmp != Comparison::Unchanged {
+                todo.push((reference, current, value));
+            }
+        }
+        if !conflicts.is_empty() {
+            return Ok(Some(format!(
+                "{} store value(s) exist and differ: {}; nothing was written (--overwrite replaces them)",
+                conflicts.len(),
+                conflicts.join(", ")
+            )));
+        }
+        if !args.dry_run {
+            for (reference, current, value) in todo {
+                stores.write(reference, &current, value).await?;
+                let _ = writeln!(stderr, "push: {reference}: written");
+            }
+        }
+        Ok(None)
+    });
+    let (code, message) = match outcome {
+        Ok(None) => return exit::OK,
+        Ok(Some(conflict)) => (exit::INVALID_INPUT, conflict),
+        Err(e) => (exit::UNAVAILABLE, e),
+    };
+    let _ = writeln!(stderr, "error: --push: {message}");
+    code
+}
+
+#[cfg(not(feature = "online"))]
+fn push(_: &MigrateArgs, _: &[serde_json::Value], stderr: &mut dyn Write) -> u8 {
+    let _ = writeln!(stderr, "error: {}", super::OFFLINE);
+    exit::CONFIG
 }

@@ -4,8 +4,60 @@ use std::io::Read;
 use std::path::PathBuf;
 
 pub mod audit;
+#[cfg(feature = "online")]
+pub mod cluster;
 pub mod inject;
 pub mod migrate;
+#[cfg(feature = "online")]
+pub mod store;
+
+/// The message for `--cluster`/`--push` in a build without them.
+#[cfg(not(feature = "online"))]
+pub const OFFLINE: &str = "this sidekey was built without the `online` feature: --cluster and --push are not available";
+
+/// Runs `fut` on a single-threaded runtime (the CLI's network calls are
+/// few and sequential).
+///
+/// # Errors
+/// `fut`'s error, or the runtime's.
+#[cfg(feature = "online")]
+pub fn block_on<T>(fut: impl std::future::Future<Output = Result<T, String>>) -> Result<T, String> {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| format!("cannot start the I/O runtime: {e}"))?
+        .block_on(fut)
+}
+
+/// sidekey takes secrets out of Kubernetes pod specs and env vars: an agent
+/// sidecar writes them as files into an in-memory volume and keeps them current.
+#[derive(clap::Parser)]
+#[command(name = "sidekey", version, propagate_version = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(clap::Subcommand)]
+enum Command {
+    Inject(inject::InjectArgs),
+    Audit(audit::AuditArgs),
+    Migrate(migrate::MigrateArgs),
+}
+
+/// The `sidekey` command: parses the arguments, runs the subcommand.
+pub fn main() -> std::process::ExitCode {
+    use clap::Parser;
+    let cli = Cli::parse();
+    let (mut stdout, mut stderr) = (std::io::stdout().lock(), std::io::stderr().lock());
+    let code = match cli.command {
+        Command::Inject(args) => inject::run(&args, &mut stdout, &mut stderr),
+        Command::Audit(args) => audit::run(&args, &mut stdout, &mut stderr),
+        Command::Migrate(args) => migrate::run(&args, &mut stdout, &mut stderr),
+    };
+    std::process::ExitCode::from(code)
+}
 
 /// Expands `-f` arguments: `-` and files as given, directories recursively
 /// (`*.yaml`, `*.yml`, `*.json`, sorted).
@@ -88,6 +140,8 @@ pub mod exit {
     pub const CONFIG: u8 = 64;
     /// An input file cannot be read.
     pub const NO_INPUT: u8 = 66;
+    /// The cluster or a secret store cannot be reached or refuses.
+    pub const UNAVAILABLE: u8 = 69;
     /// Output cannot be written.
     pub const IO: u8 = 74;
 }

@@ -1,0 +1,302 @@
+//! The secret stores `migrate --push` writes to: Vault/OpenBao KV (v2 or
+//! v1) and AWS Secrets Manager. Each reads the current value (to compare,
+//! so a second run writes nothing) and writes a new one. Messages name
+//! paths and keys, never values.
+//!
+//! Vault is configured the way the `vault`/`bao` CLI is: `VAULT_ADDR` (or
+//! `BAO_ADDR`), `VAULT_TOKEN` (or `BAO_TOKEN`, or `~/.vault-token`),
+//! `VAULT_NAMESPACE`, `VAULT_CACERT`. AWS through the SDK's default chain
+//! (`AWS_REGION`, `AWS_PROFILE`, IRSA, `AWS_ENDPOINT_URL`…).
+
+use std::time::Duration;
+
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
+use zeroize::Zeroizing;
+
+use crate::reference::{AwsVersion, Reference};
+use crate::secret::{ExposeSecret, SecretString, SecretValue};
+
+/// What a store holds at one reference.
+pub struct Current {
+    /// The value, `None` when there is none (absent or deleted).
+    pub value: Option<SecretValue>,
+    /// Store-specific: the KV v2 version, for check-and-set.
+    version: u64,
+}
+
+/// The stores, each set up on first use.
+#[derive(Default)]
+pub struct Stores {
+    vault: Option<Vault>,
+    aws: Option<aws_sdk_secretsmanager::Client>,
+}
+
+fn env(names: &[&str]) -> Option<String> {
+    names.iter().find_map(|n| std::env::var(n).ok().filter(|v| !v.is_empty()))
+}
+
+impl Stores {
+    /// Reads what `reference` holds now.
+    ///
+    /// # Errors
+    /// A message naming the reference and the reason.
+    pub async fn read(&mut self, reference: &Reference) -> Result<Current, String> {
+        match reference {
+            Reference::Vault { path, .. } => self.vault()?.read(path).await,
+            Reference::Aws { secret_id, version, .. } => {
+                if *version != AwsVersion::Current {
+                    return Err(format!("{reference}: pinned to a version; push writes the current version only"));
+                }
+                let client = self.aws(reference.arn_region()).await;
+                aws_read(&client, secret_id).await
+            }
+            _ => Err(format!("{reference}: sidekey pushes to vault: and aws-sm: references only")),
+        }
+    }
+
+    /// Writes `value` to `reference`, given what [`Stores::read`] found.
+    ///
+    /// # Errors
+    /// A message naming the reference and the reason.
+    pub async fn write(&mut self, reference: &Reference, current: &Current, value: &SecretValue) -> Result<(), String> {
+        match reference {
+            Reference::Vault { path, .. } => self.vault()?.write(path, current, value).await,
+            Reference::Aws { secret_id, .. } => {
+                let client = self.aws(reference.arn_region()).await;
+                aws_write(&client, secret_id, current, value).await
+            }
+            _ => Err(format!("{reference}: sidekey pushes to vault: and aws-sm: references only")),
+        }
+    }
+
+    fn vault(&mut self) -> Result<&Vault, String> {
+        if self.vault.is_none() {
+            self.vault = Some(Vault::from_env()?);
+        }
+        self.vault.as_ref().ok_or_else(|| "no Vault client".to_owned())
+    }
+
+    async fn aws(&mut self, region: Option<&str>) -> aws_sdk_secretsmanager::Client {
+        use aws_smithy_http_client::tls::{Provider, rustls_provider::CryptoMode};
+        if self.aws.is_none() || region.is_some() {
+            let http =
+                aws_smithy_http_client::Builder::new().tls_provider(Provider::Rustls(CryptoMode::Ring)).build_https();
+            let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest()).http_client(http);
+            if let Some(r) = region {
+                loader = loader.region(aws_config::Region::new(r.to_owned()));
+            }
+            let client = aws_sdk_secretsmanager::Client::new(&loader.load().await);
+            if region.is_some() {
+                return client;
+            }
+            self.aws = Some(client);
+        }
+        self.aws.clone().unwrap_or_else(|| unreachable!("set above"))
+    }
+}
+
+/// A Vault/OpenBao client with a token.
+struct Vault {
+    http: reqwest::Client,
+    addr: String,
+    token: SecretString,
+    namespace: Option<String>,
+}
+
+/// Where a KV path lives.
+enum Kv {
+    V1,
+    /// KV v2: the mount (`secret/`).
+    V2,
+}
+
+impl Vault {
+    fn from_env() -> Result<Self, String> {
+        let addr = env(&["VAULT_ADDR", "BAO_ADDR"])
+            .ok_or("VAULT_ADDR (or BAO_ADDR) is not set: the address of the Vault or OpenBao to push to")?;
+        let token = match env(&["VAULT_TOKEN", "BAO_TOKEN"]) {
+            Some(t) => t,
+            None => std::env::var_os("HOME")
+                .and_then(|h| std::fs::read_to_string(std::path::Path::new(&h).join(".vault-token")).ok())
+                .map(|t| t.trim().to_owned())
+                .filter(|t| !t.is_empty())
+                .ok_or(
+                    "VAULT_TOKEN (or BAO_TOKEN, or ~/.vault-token) is not set: a token that may write the KV paths",
+                )?,
+        };
+        let mut builder = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(5))
+            .timeout(Duration::from_secs(30))
+            .user_agent(concat!("sidekey/", env!("CARGO_PKG_VERSION")));
+        if let Some(ca) = env(&["VAULT_CACERT", "BAO_CACERT"]) {
+            let pem = std::fs::read(&ca).map_err(|e| format!("VAULT_CACERT {ca}: {e}"))?;
+            let certs = reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| format!("VAULT_CACERT {ca}: {e}"))?;
+            builder = builder.tls_certs_only(certs);
+        }
+        let http = builder.build().map_err(|e| format!("Vault HTTP client: {e}"))?;
+        Ok(Vault {
+            http,
+            addr: addr.trim_end_matches('/').to_owned(),
+            token: SecretString::from(token),
+            namespace: env(&["VAULT_NAMESPACE", "BAO_NAMESPACE"]),
+        })
+    }
+
+    async fn call(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<Zeroizing<Vec<u8>>>,
+    ) -> Result<(StatusCode, Value), String> {
+        let mut req = self
+            .http
+            .request(method.clone(), format!("{}/v1/{path}", self.addr))
+            .header("X-Vault-Token", self.token.expose_secret())
+            .header("X-Vault-Request", "true");
+        if let Some(ns) = &self.namespace {
+            req = req.header("X-Vault-Namespace", ns);
+        }
+        if let Some(b) = body {
+            req = req.header("Content-Type", "application/json").body(b.to_vec());
+        }
+        let resp = req.send().await.map_err(|e| format!("{method} {path}: cannot reach {}: {e}", self.addr))?;
+        let status = resp.status();
+        let text = Zeroizing::new(resp.text().await.map_err(|e| format!("{method} {path}: {e}"))?);
+        let v: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
+        Ok((status, v))
+    }
+
+    fn failure(method: &Method, path: &str, status: StatusCode, v: &Value) -> String {
+        let errors = v["errors"].as_array().map(|e| e.iter().filter_map(Value::as_str).collect::<Vec<_>>().join("; "));
+        let detail = errors.filter(|e| !e.is_empty()).unwrap_or_else(|| "no error detail".into());
+        let hint = match status {
+            StatusCode::FORBIDDEN => " (the token needs read, create and update on this path)",
+            _ => "",
+        };
+        format!("{method} {path}: HTTP {}: {detail}{hint}", status.as_u16())
+    }
+
+    /// The KV version of `path`'s mount, as `vault kv` finds it.
+    async fn kv(&self, path: &str) -> Result<Kv, String> {
+        let (status, v) = self.call(Method::GET, &format!("sys/internal/ui/mounts/{path}"), None).await?;
+        if !status.is_success() {
+            // No access to the mount list: go by the path's shape.
+            return Ok(if path.contains("/data/") { Kv::V2 } else { Kv::V1 });
+        }
+        let mount = v["data"]["path"].as_str().unwrap_or("");
+        let kind = v["data"]["type"].as_str().unwrap_or("");
+        if kind != "kv" && kind != "generic" {
+            return Err(format!("vault:{path} is on a {kind} mount ({mount}), not KV: sidekey pushes to KV only"));
+        }
+        if v["data"]["options"]["version"] == "2" {
+            let rest = path.strip_prefix(mount).unwrap_or(path);
+            if !rest.starts_with("data/") {
+                return Err(format!(
+                    "vault:{path} is on the KV v2 mount {mount}: KV v2 paths include data/ (vault:{mount}data/{rest})"
+                ));
+            }
+            return Ok(Kv::V2);
+        }
+        Ok(Kv::V1)
+    }
+
+    async fn read(&self, path: &str) -> Result<Current, String> {
+        let kv = self.kv(path).await?;
+        let (status, mut v) = self.call(Method::GET, path, None).await?;
+        if status == StatusCode::NOT_FOUND {
+            // KV v2 answers 404 for a deleted current version too, with its metadata.
+            let version = v["data"]["metadata"]["version"].as_u64().unwrap_or(0);
+            return Ok(Current { value: None, version });
+        }
+        if !status.is_success() {
+            return Err(Self::failure(&Method::GET, path, status, &v));
+        }
+        let (data, version) = match kv {
+            Kv::V2 => (v["data"]["data"].take(), v["data"]["metadata"]["version"].as_u64().unwrap_or(0)),
+            Kv::V1 => (v["data"].take(), 0),
+        };
+        drop(SecretValue::new(v));
+        Ok(Current { value: (!data.is_null()).then(|| SecretValue::new(data)), version })
+    }
+
+    async fn write(&self, path: &str, current: &Current, value: &SecretValue) -> Result<(), String> {
+        let body = match self.kv(path).await? {
+            // Check-and-set: fails rather than overwrite a version written since the read.
+            Kv::V2 => json!({"options": {"cas": current.version}, "data": value.expose_secret()}),
+            Kv::V1 => value.expose_secret().clone(),
+        };
+        let bytes = Zeroizing::new(serde_json::to_vec(&body).map_err(|e| format!("POST {path}: {e}"))?);
+        drop(SecretValue::new(body));
+        let (status, v) = self.call(Method::POST, path, Some(bytes)).await?;
+        if !status.is_success() {
+            return Err(Self::failure(&Method::POST, path, status, &v));
+        }
+        Ok(())
+    }
+}
+
+fn aws_error<E: aws_sdk_secretsmanager::error::ProvideErrorMetadata + std::fmt::Display, R>(
+    op: &str,
+    id: &str,
+    e: &aws_sdk_secretsmanager::error::SdkError<E, R>,
+) -> String {
+    use aws_sdk_secretsmanager::error::SdkError;
+    match e {
+        SdkError::ServiceError(se) => {
+            let code = se.err().code().unwrap_or("unknown error");
+            let msg = se.err().message().unwrap_or("");
+            format!("{op} {id}: {code}: {msg}")
+        }
+        SdkError::DispatchFailure(_) | SdkError::TimeoutError(_) => {
+            format!("{op} {id}: cannot reach Secrets Manager (region and endpoint from the AWS environment)")
+        }
+        _ => format!("{op} {id}: request failed"),
+    }
+}
+
+async fn aws_read(client: &aws_sdk_secretsmanager::Client, id: &str) -> Result<Current, String> {
+    match client.get_secret_value().secret_id(id).send().await {
+        Ok(out) => {
+            let text = Zeroizing::new(out.secret_string().unwrap_or_default().to_owned());
+            // A SecretString that is not a JSON object differs from anything we write.
+            let v = serde_json::from_str::<Value>(&text).unwrap_or_else(|_| Value::String("(not JSON)".into()));
+            Ok(Current { value: Some(SecretValue::new(v)), version: 0 })
+        }
+        Err(e) if e.as_service_error().is_some_and(|s| s.is_resource_not_found_exception()) => {
+            Ok(Current { value: None, version: 0 })
+        }
+        Err(e) => Err(aws_error("GetSecretValue", id, &e)),
+    }
+}
+
+async fn aws_write(
+    client: &aws_sdk_secretsmanager::Client,
+    id: &str,
+    current: &Current,
+    value: &SecretValue,
+) -> Result<(), String> {
+    let text = Zeroizing::new(serde_json::to_string(value.expose_secret()).map_err(|e| format!("{id}: {e}"))?);
+    if current.value.is_some() {
+        client
+            .put_secret_value()
+            .secret_id(id)
+            .secret_string(text.as_str())
+            .send()
+            .await
+            .map_err(|e| aws_error("PutSecretValue", id, &e))?;
+    } else {
+        if id.starts_with("arn:") {
+            return Err(format!("{id}: not found, and a secret cannot be created by ARN: use its name"));
+        }
+        client
+            .create_secret()
+            .name(id)
+            .description("Moved from a Kubernetes Secret by sidekey migrate --push")
+            .secret_string(text.as_str())
+            .send()
+            .await
+            .map_err(|e| aws_error("CreateSecret", id, &e))?;
+    }
+    Ok(())
+}

@@ -1,0 +1,5 @@
+//! The CLI, as `sidekey`.
+
+fn main() -> std::process::ExitCode {
+    sidekey::cli::main()
+}
