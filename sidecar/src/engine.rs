@@ -165,7 +165,8 @@ impl SourceTask {
                     if self.tx.send(Update::Failed { source: self.index, error: error.clone() }).await.is_err() {
                         return;
                     }
-                    if self.once && permanent {
+                    // Run once, a denial does not lift by itself either.
+                    if self.once && (permanent || matches!(error, BackendError::Denied(_))) {
                         return;
                     }
                     if !self.sleep_until(Instant::now() + delay).await {
@@ -326,6 +327,16 @@ impl Renderer {
         previous: &Rendered,
         errors: &mut HashMap<String, String>,
     ) -> Option<Rendered> {
+        // While sources are still arriving, do not render what would be thrown away.
+        let waiting = self
+            .config
+            .files
+            .iter()
+            .enumerate()
+            .any(|(i, spec)| !spec.optional && latest[self.plan.file_source[i]].is_none());
+        if waiting {
+            return None;
+        }
         let mut out = Rendered::new();
         for (i, spec) in self.config.files.iter().enumerate() {
             let Some(secret) = &latest[self.plan.file_source[i]] else {
@@ -418,7 +429,7 @@ impl Renderer {
                     source_errors[source] = None;
                 }
                 Update::Failed { source, error } => {
-                    let permanent = matches!(error, BackendError::Permanent(_));
+                    let permanent = matches!(error, BackendError::Permanent(_) | BackendError::Denied(_));
                     source_errors[source] = Some(error);
                     if self.once && permanent && self.plan.sources[source].required && latest[source].is_none() {
                         return Err(StartupError::Failed(describe_missing(&latest, &source_errors, &render_errors)));

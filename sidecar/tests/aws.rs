@@ -122,3 +122,47 @@ fn keeps_the_last_good_file_when_the_secret_is_deleted_and_names_a_missing_key_a
     );
     once.assert_log_has_no(&[&value]);
 }
+
+/// With moto enforcing IAM: a user that may not read a secret gets a clear
+/// start-up error naming the reference (`--once` exits 1); a user whose
+/// access is taken away later keeps its last good file, counts the failure
+/// and logs the denial, never the value.
+#[test]
+fn access_denied_names_the_reference_at_start_and_keeps_the_last_good_file_later() {
+    let moto = Moto::start();
+    let (v1, v2) = (unique("denied-v1"), unique("denied-v2"));
+    moto.create_secret("prod/guarded", &json!({"k": v1}).to_string());
+    let (reader_id, reader_key) =
+        moto.create_user("reader", &["secretsmanager:DescribeSecret", "secretsmanager:GetSecretValue"]);
+    let (nobody_id, nobody_key) = moto.create_user("nobody", &["secretsmanager:ListSecrets"]);
+    moto.enforce_iam(true);
+    let files = json!([{"name": "k", "ref": "aws-sm:prod/guarded#k", "mode": "0440"}]);
+
+    let nobody = [("AWS_ACCESS_KEY_ID", nobody_id.as_str()), ("AWS_SECRET_ACCESS_KEY", nobody_key.as_str())];
+    let mut once = AgentProc::spawn_with_env(aws_config(&moto, files.clone(), "5m"), &["--once"], &nobody);
+    assert_eq!(once.wait_exit(Duration::from_secs(30)).code(), Some(1), "{}", once.log());
+    let log = once.log();
+    assert!(log.contains("aws-sm:prod/guarded") && log.contains("access denied (HTTP 403)"), "{log}");
+
+    let reader = [("AWS_ACCESS_KEY_ID", reader_id.as_str()), ("AWS_SECRET_ACCESS_KEY", reader_key.as_str())];
+    let mut agent = AgentProc::spawn_with_env(aws_config(&moto, files, "1s"), &[], &reader);
+    agent.wait_for("k", Duration::from_secs(30));
+    assert_eq!(agent.read("k"), v1);
+    // Access taken away, and a new version the agent may not read.
+    moto.enforce_iam(false);
+    moto.put_user_policy("reader", &["secretsmanager:DescribeSecret"]);
+    moto.put_secret_value("prod/guarded", &json!({"k": v2}).to_string());
+    moto.enforce_iam(true);
+    wait_until(
+        "the denial to be counted",
+        Duration::from_secs(15),
+        || agent.metric("sidekey_agent_failures_total{") >= 1.0,
+        || agent.log(),
+    );
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(agent.read("k"), v1, "the last good file must stay");
+    let log = agent.log();
+    assert!(log.contains("access denied (HTTP 403)") && log.contains("prod/guarded"), "{log}");
+    agent.assert_log_has_no(&[&v1, &v2]);
+    once.assert_log_has_no(&[&v1, &v2]);
+}

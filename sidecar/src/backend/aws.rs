@@ -43,14 +43,24 @@ fn http_client(plain: bool) -> aws_sdk_secretsmanager::config::SharedHttpClient 
 
 /// Sorts an SDK error into transient, denied or permanent; the message
 /// names the operation and the secret, and the service's error code.
-fn classify<E: ProvideErrorMetadata + std::error::Error + 'static, R>(
+fn classify<E: ProvideErrorMetadata + std::error::Error + 'static>(
     op: &str,
     id: &str,
-    e: &SdkError<E, R>,
+    e: &SdkError<E, aws_sdk_secretsmanager::config::http::HttpResponse>,
 ) -> BackendError {
     match e {
         SdkError::ServiceError(se) => {
-            let code = se.err().code().unwrap_or("unknown");
+            let status = se.raw().status().as_u16();
+            let Some(code) = se.err().code() else {
+                // No error code the SDK could parse (a proxy's page, an
+                // emulator's XML): the HTTP status decides.
+                return match status {
+                    401 | 403 => BackendError::Denied(format!("{op} {id}: access denied (HTTP {status})")),
+                    404 => BackendError::Permanent(format!("{op} {id}: not found (HTTP 404)")),
+                    429 | 500.. => BackendError::Transient(format!("{op} {id}: HTTP {status}")),
+                    _ => BackendError::Permanent(format!("{op} {id}: HTTP {status}")),
+                };
+            };
             let what = format!("{op} {id}: {code}");
             match code {
                 "ResourceNotFoundException" => {

@@ -138,6 +138,42 @@ impl Moto {
         xml[start..end].to_owned()
     }
 
+    /// Creates an IAM user with an inline policy allowing `actions` on every
+    /// resource; returns its access key id and secret access key.
+    pub fn create_user(&self, name: &str, actions: &[&str]) -> (String, String) {
+        self.query("iam", "2010-05-08", "CreateUser", &[("UserName", name)]).unwrap();
+        self.put_user_policy(name, actions);
+        let xml = self.query("iam", "2010-05-08", "CreateAccessKey", &[("UserName", name)]).unwrap();
+        let field = |tag: &str| {
+            let start = xml.find(&format!("<{tag}>")).unwrap() + tag.len() + 2;
+            let end = xml[start..].find(&format!("</{tag}>")).unwrap() + start;
+            xml[start..end].to_owned()
+        };
+        (field("AccessKeyId"), field("SecretAccessKey"))
+    }
+
+    /// Replaces the user's inline policy: `actions` allowed on every resource
+    /// (none: the policy allows nothing).
+    pub fn put_user_policy(&self, name: &str, actions: &[&str]) {
+        let statements: Vec<Value> =
+            actions.iter().map(|a| json!({"Effect": "Allow", "Action": a, "Resource": "*"})).collect();
+        let policy = json!({"Version": "2012-10-17", "Statement": statements}).to_string();
+        self.query(
+            "iam",
+            "2010-05-08",
+            "PutUserPolicy",
+            &[("UserName", name), ("PolicyName", "sidekey-test"), ("PolicyDocument", &policy)],
+        )
+        .unwrap();
+    }
+
+    /// Turns IAM enforcement on (every request after this one must be signed
+    /// by a known user and allowed by its policies) or off again. The
+    /// helpers here sign with fake keys: call them with enforcement off.
+    pub fn enforce_iam(&self, on: bool) {
+        http().post(format!("{}/moto-api/reset-auth", self.endpoint)).send(if on { "0" } else { "inf" }).unwrap();
+    }
+
     /// Requests served since start, by API action (`GetSecretValue`,
     /// `DescribeSecret`, `AssumeRoleWithWebIdentity`, …).
     pub fn request_counts(&self) -> BTreeMap<String, usize> {
