@@ -3,12 +3,14 @@
 time and RSS with N secrets (N = 10, 100), and the time until a new version
 is on disk with a 2 s refresh.
 
-Usage: benches/agent-aws.py [BINARY]   (default target/agent/sidekey-agent-aws:
-  cargo build --profile agent -p sidekey-agent --no-default-features --features aws
-  cp target/agent/sidekey-agent target/agent/sidekey-agent-aws)
+Usage: benches/agent-aws.py [BINARY]   (default: the static AWS-only build,
+  target/x86_64-unknown-linux-musl/agent/sidekey-agent-aws, made by
+  cargo build --locked --profile agent --target x86_64-unknown-linux-musl \
+    -p sidekey-agent --no-default-features --features aws
+  cp target/x86_64-unknown-linux-musl/agent/sidekey-agent{,-aws})
 Needs `make testenv` (moto). Loopback only.
 """
-import json, os, signal, subprocess, sys, tempfile, time, urllib.request
+import json, os, shutil, signal, subprocess, sys, tempfile, time, urllib.request
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -25,7 +27,7 @@ def sm(endpoint, action, body):
 
 
 def main():
-    binary = sys.argv[1] if len(sys.argv) > 1 else os.path.join(ROOT, "target/agent/sidekey-agent-aws")
+    binary = sys.argv[1] if len(sys.argv) > 1 else os.path.join(ROOT, "target/x86_64-unknown-linux-musl/agent/sidekey-agent-aws")
     moto_bin = bench.env_tool("SIDEKEY_MOTO_SERVER")
     work = tempfile.mkdtemp(prefix="sidekey-aws-bench-")
     port = bench.free_port()
@@ -45,7 +47,7 @@ def main():
                "AWS_EC2_METADATA_DISABLED": "true", "SIDEKEY_LOG": "warn"}
         print("| secrets | ready | RSS | new version on disk (refresh 2 s) |\n|---|---|---|---|")
         for n in (10, 100):
-            out = tempfile.mkdtemp(dir=work)
+            out = bench.secrets_dir(work)
             names = [f"s{i}" for i in range(n)]
             config = {"mountPath": out, "refresh": "2s", "files": [
                 {"name": f"s{i}", "ref": f"aws-sm:bench/s{i}#value", "mode": "0440"} for i in range(n)],
@@ -64,6 +66,7 @@ def main():
             took = time.monotonic() - t0
             proc.send_signal(signal.SIGTERM)
             proc.wait()
+            shutil.rmtree(out, ignore_errors=True)
             print(f"| {n} | {ready * 1000:.0f} ms | {rss / 1024:.1f} MiB | {took:.2f} s |")
     finally:
         moto.terminate()

@@ -5,8 +5,14 @@
 #
 #   benches/injector-load.sh [CONCURRENCY] [SECONDS]     (defaults: 64, 20)
 #
-# Needs wrk (Debian package `wrk`) and openssl; builds the release injector.
-# Loopback only.
+# PIN=1 (the default on a machine with 2+ CPUs) pins the injector to CPU 0
+# and wrk (one thread) to CPU 1, so the generator does not compete with the
+# injector for its core: the injector gets one core of its own, as it would
+# on a node, instead of a share of every core. PIN=0 lets both float over all
+# cores (wrk with two threads).
+#
+# Needs wrk (Debian package `wrk`), openssl and taskset (util-linux); builds
+# the release injector. Loopback only.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 conc=${1:-64}
@@ -38,14 +44,22 @@ f:close()
 LUA
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
 admin=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-SIDEKEY_LOG=warn target/release/sidekey-injector --listen "127.0.0.1:$port" --admin-listen "127.0.0.1:$admin" \
+pin=${PIN:-$([ "$(nproc)" -ge 2 ] && echo 1 || echo 0)}
+if [ "$pin" = 1 ]; then
+  command -v taskset >/dev/null || { echo "taskset not found: apt-get install util-linux (or PIN=0)" >&2; exit 1; }
+  server=(taskset -c 0) client=(taskset -c 1 wrk -t1)
+else
+  server=() client=(wrk -t2)
+fi
+SIDEKEY_LOG=warn "${server[@]}" target/release/sidekey-injector --listen "127.0.0.1:$port" --admin-listen "127.0.0.1:$admin" \
   --tls-cert "$work/cert.pem" --tls-key "$work/key.pem" >"$work/injector.log" 2>&1 &
 pid=$!
 for _ in $(seq 100); do curl -sf "http://127.0.0.1:$admin/readyz" >/dev/null && break; sleep 0.05; done
 # Sanity: the response is an injection.
 curl -sk -X POST -H 'Content-Type: application/json' --data-binary @"$work/review.json" "https://127.0.0.1:$port/mutate" | grep -q '"patchType":"JSONPatch"'
-wrk -t2 -c"$conc" -d5s -s "$work/post.lua" "https://127.0.0.1:$port/mutate" >/dev/null   # warm up
-wrk -t2 -c"$conc" -d"${secs}s" --latency -s "$work/post.lua" "https://127.0.0.1:$port/mutate" | tee "$work/wrk.txt"
+"${client[@]}" -c"$conc" -d5s -s "$work/post.lua" "https://127.0.0.1:$port/mutate" >/dev/null   # warm up
+echo "PIN=$pin: ${server[*]:-(no pinning)} injector; ${client[*]} load"
+"${client[@]}" -c"$conc" -d"${secs}s" --latency -s "$work/post.lua" "https://127.0.0.1:$port/mutate" | tee "$work/wrk.txt"
 rss=$(awk '/VmHWM/ {print $2}' "/proc/$pid/status")
 echo
 echo "injector peak RSS: $((rss / 1024)) MiB"

@@ -3,11 +3,13 @@
 //! annotation and one `sidekey.dev/map-<secret>` annotation per Secret used
 //! in `secretKeyRef` or `envFrom.secretRef`, nothing else.
 //!
-//! The rewrite inserts lines into the original text, so comments, key order
-//! and formatting survive byte for byte. Where a pod template's `metadata`
-//! or its `annotations`/`labels` are written in flow style (`{…}`), that
-//! document is re-serialized instead (comments in it are lost; the command
-//! says so).
+//! The rewrite inserts text into the original, so comments, key order and
+//! formatting survive byte for byte: new lines into block mappings, new
+//! `"key": "value"` entries before the `}` of flow mappings (`labels: {app:
+//! api}`). The result is parsed back and must mean exactly the intended
+//! documents; where it would not (a pod template without `metadata`), the
+//! file is re-serialized instead (comments in it are lost; the command says
+//! so).
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -87,12 +89,14 @@ pub fn secrets_used(template: &Value) -> Vec<String> {
     out
 }
 
-/// Where a block mapping starts in the text: line (1-based), column, flow.
+/// Where a mapping is in the text: its start (line 1-based, column) and,
+/// for a flow mapping (`{…}`), the char index of its closing `}`.
 #[derive(Debug, Clone, Copy)]
 struct Pos {
     line: usize,
     col: usize,
     flow: bool,
+    flow_end: Option<usize>,
 }
 
 enum Frame {
@@ -144,7 +148,8 @@ fn mapping_positions(text: &str) -> Vec<HashMap<String, Pos>> {
                 has_root = true;
                 let pointer = child_pointer(&mut stack);
                 let flow = chars.get(span.start.index()).is_some_and(|c| *c == '{');
-                current.insert(pointer.clone(), Pos { line: span.start.line(), col: span.start.col(), flow });
+                let pos = Pos { line: span.start.line(), col: span.start.col(), flow, flow_end: None };
+                current.insert(pointer.clone(), pos);
                 stack.push(Frame::Map { key: None, pointer });
             }
             Event::SequenceStart(..) => {
@@ -153,6 +158,16 @@ fn mapping_positions(text: &str) -> Vec<HashMap<String, Pos>> {
                 stack.push(Frame::Seq { index: 0, pointer });
             }
             Event::MappingEnd | Event::SequenceEnd => {
+                if let Some(Frame::Map { pointer, .. }) = stack.last()
+                    && let Some(pos) = current.get_mut(pointer)
+                    && pos.flow
+                {
+                    // A flow mapping ends at its `}` (after a trailing comma, the
+                    // span may start before it).
+                    let from = span.start.index();
+                    let end = chars.iter().skip(from).position(|c| !c.is_whitespace() && *c != ',').map(|i| from + i);
+                    pos.flow_end = end.filter(|e| chars.get(*e) == Some(&'}'));
+                }
                 stack.pop();
                 if let Some(Frame::Map { key, .. }) = stack.last_mut() {
                     *key = None;
@@ -199,14 +214,17 @@ pub fn migrate(text: &str, to: &str) -> Result<(String, Vec<Change>), MigrateErr
     let docs = yaml::parse_documents(text)?;
     let positions = mapping_positions(text);
     let mut changes = Vec::new();
-    // Insertions: line index (0-based, insert before) → lines.
+    // Insertions: char index (insert before) → texts, in order.
     let mut inserts: BTreeMap<usize, Vec<String>> = BTreeMap::new();
+    let chars: Vec<char> = text.chars().collect();
+    let mut line_starts = vec![0];
+    line_starts.extend(chars.iter().enumerate().filter(|(_, c)| **c == '\n').map(|(i, _)| i + 1));
     let mut reserialize: Vec<usize> = Vec::new();
     let mut new_docs = docs.clone();
     for (di, doc) in docs.iter().enumerate() {
         let pos = positions.get(di).cloned().unwrap_or_default();
         let mut doc_edits: Vec<(usize, String)> = Vec::new();
-        let mut flow = false;
+        let mut fallback = false;
         for (object_pointer, tp) in templates(doc) {
             let Some(template) = doc.pointer(&tp) else { continue };
             let object = crate::workload::describe(doc.pointer(&object_pointer).unwrap_or(doc));
@@ -259,24 +277,38 @@ pub fn migrate(text: &str, to: &str) -> Result<(String, Vec<Change>), MigrateErr
                     }
                 }
             }
-            // Text edits: into existing block mappings, or new keys at the top of metadata.
+            // Text edits: into existing mappings (block or flow), or a new
+            // key in metadata.
             let meta_pos = pos.get(&format!("{tp}/metadata")).copied();
             let ann_pos = pos.get(&format!("{tp}/metadata/annotations")).copied();
             let label_pos = pos.get(&format!("{tp}/metadata/labels")).copied();
             let mut edit = |target: Option<Pos>, key: &str, entries: &[(String, String)]| -> bool {
                 match (target, meta_pos) {
-                    (Some(p), _) if !p.flow => {
-                        for (k, v) in entries.iter().rev() {
-                            doc_edits.push((p.line - 1, format!("{}{}", " ".repeat(p.col), entry(k, v))));
-                        }
+                    (Some(Pos { flow_end: Some(end), .. }), _) => {
+                        let items: Vec<String> = entries.iter().map(|(k, v)| flow_entry(k, v)).collect();
+                        doc_edits.push((end, format!("{}{}", flow_separator(&chars, end), items.join(", "))));
                         true
                     }
-                    (None, Some(m)) if !m.flow => {
-                        let mut lines = vec![format!("{}{key}:", " ".repeat(m.col))];
-                        lines.extend(entries.iter().map(|(k, v)| format!("{}{}", " ".repeat(m.col + 2), entry(k, v))));
-                        for l in lines.into_iter().rev() {
-                            doc_edits.push((m.line - 1, l));
+                    (Some(p), _) if !p.flow && p.line > 0 => {
+                        let at = line_starts.get(p.line - 1).copied().unwrap_or(chars.len());
+                        let lines: String =
+                            entries.iter().map(|(k, v)| format!("{}{}\n", " ".repeat(p.col), entry(k, v))).collect();
+                        doc_edits.push((at, lines));
+                        true
+                    }
+                    (None, Some(Pos { flow_end: Some(end), .. })) => {
+                        let items: Vec<String> = entries.iter().map(|(k, v)| flow_entry(k, v)).collect();
+                        let text = format!("{}{key}: {{{}}}", flow_separator(&chars, end), items.join(", "));
+                        doc_edits.push((end, text));
+                        true
+                    }
+                    (None, Some(m)) if !m.flow && m.line > 0 => {
+                        let at = line_starts.get(m.line - 1).copied().unwrap_or(chars.len());
+                        let mut lines = format!("{}{key}:\n", " ".repeat(m.col));
+                        for (k, v) in entries {
+                            lines.push_str(&format!("{}{}\n", " ".repeat(m.col + 2), entry(k, v)));
                         }
+                        doc_edits.push((at, lines));
                         true
                     }
                     _ => false,
@@ -286,40 +318,56 @@ pub fn migrate(text: &str, to: &str) -> Result<(String, Vec<Change>), MigrateErr
             if add_label {
                 ok &= edit(label_pos, "labels", &[(format!("{PREFIX}inject"), "true".into())]);
             }
-            flow |= !ok;
+            fallback |= !ok;
             let mut added = add_ann;
             if add_label {
                 added.push((format!("label {PREFIX}inject"), "true".into()));
             }
             changes.push(Change { object, added, skipped, reserialized: !ok });
         }
-        if flow {
+        if fallback {
             reserialize.push(di);
         } else {
-            for (line, l) in doc_edits {
-                inserts.entry(line).or_default().push(l);
+            for (at, t) in doc_edits {
+                inserts.entry(at).or_default().push(t);
             }
         }
     }
-    if !reserialize.is_empty() {
-        // Rare: flow-style metadata somewhere; write every document anew.
-        for c in &mut changes {
-            c.reserialized = true;
+    if reserialize.is_empty() {
+        let mut out = String::with_capacity(text.len() + inserts.values().flatten().map(String::len).sum::<usize>());
+        let mut next = 0;
+        for (at, texts) in &inserts {
+            out.extend(&chars[next..*at]);
+            texts.iter().for_each(|t| out.push_str(t));
+            next = *at;
         }
-        let kept: Vec<Value> = new_docs;
-        return Ok((yaml::to_yaml_stream(&kept), changes));
-    }
-    // Insert in reverse line order so earlier line numbers stay valid; lines
-    // pushed for one position came in reverse order of appearance.
-    let mut lines: Vec<String> = text.split_inclusive('\n').map(str::to_owned).collect();
-    for (line, mut new) in inserts.into_iter().rev() {
-        new.reverse();
-        let at = line.min(lines.len());
-        for (i, l) in new.into_iter().enumerate() {
-            lines.insert(at + i, format!("{l}\n"));
+        out.extend(&chars[next..]);
+        // The edit must mean exactly the intended documents; anything else
+        // (an odd layout the positions did not capture) is written anew.
+        if yaml::parse_documents(&out).is_ok_and(|d| d == new_docs) {
+            return Ok((out, changes));
         }
     }
-    Ok((lines.concat(), changes))
+    // Rare: metadata the edits cannot reach; write every document anew.
+    for c in &mut changes {
+        c.reserialized = true;
+    }
+    Ok((yaml::to_yaml_stream(&new_docs), changes))
+}
+
+/// `"key": "value"` for a flow mapping (JSON strings are YAML double-quoted
+/// scalars).
+fn flow_entry(key: &str, value: &str) -> String {
+    format!("{}: {}", Value::from(key), Value::from(value))
+}
+
+/// What goes before new entries inserted at `end` (a flow mapping's `}`):
+/// nothing after `{` or a trailing comma, `, ` otherwise.
+fn flow_separator(chars: &[char], end: usize) -> &'static str {
+    match chars[..end].iter().rev().find(|c| !c.is_whitespace()) {
+        Some('{' | ',') => "",
+        _ => ", ",
+    }
 }
 
 #[cfg(test)]
@@ -364,11 +412,40 @@ mod tests {
     }
 
     #[test]
-    fn flow_style_metadata_falls_back_to_rewriting_the_document() {
-        let text = DEPLOY.replace(
-            "    metadata:\n      labels:\n        app: api # the app\n",
-            "    metadata: {labels: {app: api}}\n",
-        );
+    fn flow_style_mappings_get_new_entries_in_place() {
+        for (flow, expect) in [
+            (
+                "    metadata: {labels: {app: api}}\n",
+                r#"    metadata: {labels: {app: api, "sidekey.dev/inject": "true"}, annotations: {"sidekey.dev/inject": "true", "sidekey.dev/map-api-keys": "vault:kv/api-keys", "sidekey.dev/map-db": "vault:kv/db"}}"#,
+            ),
+            (
+                "    metadata:\n      labels: {app: api, }\n      annotations: {}\n",
+                r#"      labels: {app: api, "sidekey.dev/inject": "true"}"#,
+            ),
+            (
+                "    metadata:\n      labels: {app: api}\n      annotations: {}\n",
+                r#"      annotations: {"sidekey.dev/inject": "true", "sidekey.dev/map-api-keys": "vault:kv/api-keys", "sidekey.dev/map-db": "vault:kv/db"}"#,
+            ),
+        ] {
+            let text = format!(
+                "# keep me\n{}",
+                DEPLOY.replace("    metadata:\n      labels:\n        app: api # the app\n", flow)
+            );
+            let (out, changes) = migrate(&text, "vault:kv/{secret}").unwrap();
+            assert!(!changes[0].reserialized, "{out}");
+            assert!(out.starts_with("# keep me\n") && out.contains(expect), "{out}");
+            let doc = &yaml::parse_documents(&out).unwrap()[0];
+            assert_eq!(doc["spec"]["template"]["metadata"]["annotations"]["sidekey.dev/map-db"], "vault:kv/db");
+            assert_eq!(doc["spec"]["template"]["metadata"]["labels"]["app"], "api");
+            let (again, changes) = migrate(&out, "vault:kv/{secret}").unwrap();
+            assert_eq!(again, out);
+            assert!(changes.is_empty());
+        }
+    }
+
+    #[test]
+    fn metadata_that_cannot_be_edited_falls_back_to_rewriting_the_document() {
+        let text = DEPLOY.replace("    metadata:\n      labels:\n        app: api # the app\n", "");
         let (out, changes) = migrate(&text, "vault:kv/{secret}").unwrap();
         assert!(changes[0].reserialized);
         let doc = &yaml::parse_documents(&out).unwrap()[0];

@@ -52,7 +52,9 @@ fn reads_json_string_and_binary_secrets_and_follows_new_versions_with_describe_o
 
     std::thread::sleep(Duration::from_secs(5));
     let counts = moto.request_counts();
-    assert_eq!(counts.get("GetSecretValue"), Some(&3), "one read per secret, none while unchanged: {counts:?}");
+    // The three start-up reads went out as one batch; nothing was read while unchanged.
+    assert_eq!(counts.get("BatchGetSecretValue"), Some(&1), "{counts:?}");
+    assert_eq!(counts.get("GetSecretValue"), None, "{counts:?}");
     assert!(counts.get("DescribeSecret").copied().unwrap_or(0) >= 3, "{counts:?}");
 
     moto.put_secret_value(
@@ -61,7 +63,8 @@ fn reads_json_string_and_binary_secrets_and_follows_new_versions_with_describe_o
     );
     let took = agent.wait_for_content("db-password", &p2, Duration::from_secs(3));
     assert!(took <= Duration::from_secs(3), "{took:?}");
-    assert_eq!(moto.request_counts().get("GetSecretValue"), Some(&4));
+    // A change is one read of that secret alone.
+    assert_eq!(moto.request_counts().get("GetSecretValue"), Some(&1));
     agent.assert_log_has_no(&[&p1, &p2, &plain]);
 }
 
@@ -111,6 +114,16 @@ fn keeps_the_last_good_file_when_the_secret_is_deleted_and_names_a_missing_key_a
     assert!(agent.log().contains("prod/gone"), "the log names the secret");
     agent.assert_log_has_no(&[&value]);
 
+    // Read in one batch with a secret that does not exist: that one is named, the start fails.
+    let files = json!([{"name": "k", "ref": "aws-sm:prod/nonexistent#k", "mode": "0440"},
+                       {"name": "v", "ref": "aws-sm:prod/token-present", "mode": "0440"}]);
+    moto.create_secret("prod/token-present", &value);
+    let mut once = AgentProc::spawn_with_env(aws_config(&moto, files, "5m"), &["--once"], &STATIC_KEYS);
+    assert_eq!(once.wait_exit(Duration::from_secs(30)).code(), Some(1));
+    let log = once.log();
+    assert!(log.contains("prod/nonexistent") && log.contains("ResourceNotFoundException"), "{log}");
+    once.assert_log_has_no(&[&value]);
+
     moto.create_secret("prod/other", &json!({"present": value}).to_string());
     let files = json!([{"name": "k", "ref": "aws-sm:prod/other#missing", "mode": "0440"}]);
     let mut once = AgentProc::spawn_with_env(aws_config(&moto, files, "5m"), &["--once"], &STATIC_KEYS);
@@ -132,6 +145,7 @@ fn access_denied_names_the_reference_at_start_and_keeps_the_last_good_file_later
     let moto = Moto::start();
     let (v1, v2) = (unique("denied-v1"), unique("denied-v2"));
     moto.create_secret("prod/guarded", &json!({"k": v1}).to_string());
+    moto.create_secret("prod/open", &json!({"k": "open-value"}).to_string());
     let (reader_id, reader_key) =
         moto.create_user("reader", &["secretsmanager:DescribeSecret", "secretsmanager:GetSecretValue"]);
     let (nobody_id, nobody_key) = moto.create_user("nobody", &["secretsmanager:ListSecrets"]);
@@ -139,15 +153,20 @@ fn access_denied_names_the_reference_at_start_and_keeps_the_last_good_file_later
     let files = json!([{"name": "k", "ref": "aws-sm:prod/guarded#k", "mode": "0440"}]);
 
     let nobody = [("AWS_ACCESS_KEY_ID", nobody_id.as_str()), ("AWS_SECRET_ACCESS_KEY", nobody_key.as_str())];
-    let mut once = AgentProc::spawn_with_env(aws_config(&moto, files.clone(), "5m"), &["--once"], &nobody);
+    let mut once = AgentProc::spawn_with_env(aws_config(&moto, files, "5m"), &["--once"], &nobody);
     assert_eq!(once.wait_exit(Duration::from_secs(30)).code(), Some(1), "{}", once.log());
     let log = once.log();
     assert!(log.contains("aws-sm:prod/guarded") && log.contains("access denied (HTTP 403)"), "{log}");
 
+    // The reader may not BatchGetSecretValue: the agent falls back to one read per secret.
     let reader = [("AWS_ACCESS_KEY_ID", reader_id.as_str()), ("AWS_SECRET_ACCESS_KEY", reader_key.as_str())];
-    let mut agent = AgentProc::spawn_with_env(aws_config(&moto, files, "1s"), &[], &reader);
+    let two = json!([{"name": "k", "ref": "aws-sm:prod/guarded#k", "mode": "0440"},
+                     {"name": "open", "ref": "aws-sm:prod/open#k", "mode": "0440"}]);
+    let mut agent = AgentProc::spawn_with_env(aws_config(&moto, two, "1s"), &[], &reader);
     agent.wait_for("k", Duration::from_secs(30));
+    agent.wait_for("open", Duration::from_secs(30));
     assert_eq!(agent.read("k"), v1);
+    assert!(agent.log().contains("BatchGetSecretValue refused; reading secrets one by one"), "{}", agent.log());
     // Access taken away, and a new version the agent may not read.
     moto.enforce_iam(false);
     moto.put_user_policy("reader", &["secretsmanager:DescribeSecret"]);

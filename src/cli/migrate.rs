@@ -15,9 +15,10 @@ use super::{exit, read_inputs};
     long_about = "Rewrites manifests so that every Kubernetes Secret a pod template reads through env \
 (secretKeyRef, envFrom.secretRef) is replaced by a reference: it adds the label and annotation \
 sidekey.dev/inject: \"true\" and one sidekey.dev/map-<secret> annotation per Secret, pointing at --to with \
-{namespace} and {secret} filled in. Nothing else changes: lines are inserted into the original text, so \
-comments, key order and formatting are kept (a pod template whose metadata is written in flow style {…} \
-makes its file be rewritten, without comments; the report says so). Running it again changes nothing.\n\n\
+{namespace} and {secret} filled in. Nothing else changes: text is inserted into the original (lines into block \
+mappings, entries into flow mappings {…}), so comments, key order and formatting are kept; a pod template \
+without metadata makes its file be rewritten, without comments (the report says so). Running it again \
+changes nothing.\n\n\
 The values must be in the store at those paths before the pods roll out: --push copies them there from the \
 Kubernetes Secret manifests among the inputs (or, with --cluster, from the Secrets of the current kubeconfig \
 context). Each Secret becomes one JSON object {key: value} (a KV secret's fields, a Secrets Manager \
@@ -93,7 +94,7 @@ pub fn run(args: &MigrateArgs, stdout: &mut dyn Write, stderr: &mut dyn Write) -
                     if c.reserialized {
                         let _ = writeln!(
                             stderr,
-                            "warning: {}: rewritten as a whole (flow-style metadata): comments in it are lost",
+                            "warning: {}: rewritten as a whole (a pod template the edit cannot reach): comments in it are lost",
                             input.shown
                         );
                     }
