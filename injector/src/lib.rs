@@ -110,12 +110,17 @@ pub async fn run(settings: Settings, shutdown: impl Future<Output = ()>) -> Resu
             store
         }
     };
-    let listener = tokio::net::TcpListener::bind(settings.listen)
-        .await
-        .map_err(|source| StartError::Listen { addr: settings.listen, source })?;
     let state = Arc::new(server::State { config: settings.config, metrics });
-    let server =
-        tokio::spawn(server::serve(listener, store.server_config(), state, stop_rx.clone(), settings.shutdown_grace));
+    let threads = std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get);
+    let (_, server) = server::serve_sharded(
+        settings.listen,
+        threads,
+        store.server_config(),
+        state,
+        stop_rx.clone(),
+        settings.shutdown_grace,
+    )
+    .map_err(|source| StartError::Listen { addr: settings.listen, source })?;
     admin.ready.store(true, Ordering::SeqCst);
     tracing::info!(listen = %settings.listen, admin = %settings.admin_listen, "sidekey-injector serving");
     shutdown.await;

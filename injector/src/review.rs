@@ -81,6 +81,29 @@ fn answer(uid: &str, response: Value) -> Vec<u8> {
     .unwrap_or_default()
 }
 
+/// The answer with a patch, written directly: the hot path of the webhook,
+/// where building a `Value` and serializing it (scanning the base64 patch
+/// for characters to escape) cost about a tenth of a review.
+fn injected_answer(uid: &str, patch: &[u8], warnings: &[String]) -> Vec<u8> {
+    use base64::engine::general_purpose::STANDARD;
+    let encoded = base64::encoded_len(patch.len(), true).unwrap_or(0);
+    let mut out = Vec::with_capacity(encoded + uid.len() + 192 + warnings.iter().map(|w| w.len() + 4).sum::<usize>());
+    out.extend_from_slice(br#"{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview","response":{"uid":"#);
+    let _ = serde_json::to_writer(&mut out, uid);
+    out.extend_from_slice(br#","allowed":true,"patchType":"JSONPatch","patch":""#);
+    let start = out.len();
+    out.resize(start + encoded, 0);
+    let written = STANDARD.encode_slice(patch, &mut out[start..]).unwrap_or(0);
+    out.truncate(start + written);
+    out.push(b'"');
+    if !warnings.is_empty() {
+        out.extend_from_slice(br#","warnings":"#);
+        let _ = serde_json::to_writer(&mut out, warnings);
+    }
+    out.extend_from_slice(b"}}");
+    out
+}
+
 /// Handles one request body.
 pub fn review(body: &[u8], config: &InjectorConfig) -> Reply {
     if body.len() > MAX_BODY {
@@ -120,16 +143,8 @@ pub fn review(body: &[u8], config: &InjectorConfig) -> Reply {
     match mutate::mutate_template_at(&mut pod, "", Some(&namespace), config) {
         Ok((Outcome::Injected { warnings }, patch)) => {
             let patch = serde_json::to_vec(&patch).unwrap_or_default();
-            let mut response = json!({
-                "allowed": true,
-                "patchType": "JSONPatch",
-                "patch": base64::engine::general_purpose::STANDARD.encode(patch),
-            });
-            if !warnings.is_empty() {
-                response["warnings"] = json!(warnings);
-            }
             let n = warnings.len();
-            reply(200, answer(&uid, response), Verdict::Injected, n, None)
+            reply(200, injected_answer(&uid, &patch, &warnings), Verdict::Injected, n, None)
         }
         Ok((Outcome::NotOptedIn, _)) => {
             let warnings = mutate::env_secret_warnings(&pod);
@@ -188,6 +203,9 @@ mod tests {
         assert_eq!(resp["uid"], "705ab4f5-6393-11e8-b7cc-42010a800002");
         assert_eq!(resp["allowed"], true);
         assert_eq!(resp["patchType"], "JSONPatch");
+        // The pod sets no fsGroup: the 0444 warning comes with the patch.
+        assert!(resp["warnings"][0].as_str().is_some_and(|w| w.contains("0444")), "{resp}");
+        assert_eq!(r.warnings, 1);
         let patch: sidekey::patch::Patch = serde_json::from_slice(
             &base64::engine::general_purpose::STANDARD.decode(resp["patch"].as_str().unwrap()).unwrap(),
         )

@@ -71,29 +71,84 @@ async fn handle(state: Arc<State>, req: Request<Incoming>) -> Result<Response<Fu
     Ok(json_response(reply.status, reply.body))
 }
 
-/// Serves the webhook until `shutdown` changes, then lets the requests in
-/// flight finish (up to `grace`).
-pub async fn serve(
-    listener: TcpListener,
+/// Serves the webhook on `addr`: one accept loop (on the calling runtime)
+/// hands connections round-robin to `threads` (at least 1) single-threaded
+/// runtimes, each on its own OS thread. A connection then lives on one
+/// thread: no work stealing, no cross-thread wake-ups, and the connections
+/// split evenly (a kernel `SO_REUSEPORT` split is uneven, which shows in
+/// p99). When `shutdown` changes, accepting stops and each thread lets its
+/// requests in flight finish (up to `grace`); the returned receiver resolves
+/// when all are done.
+///
+/// # Errors
+/// When the address cannot be bound.
+pub fn serve_sharded(
+    addr: std::net::SocketAddr,
+    threads: usize,
     tls: Arc<rustls::ServerConfig>,
     state: Arc<State>,
     mut shutdown: watch::Receiver<bool>,
     grace: Duration,
-) {
+) -> std::io::Result<(std::net::SocketAddr, tokio::sync::oneshot::Receiver<()>)> {
+    let std_listener = std::net::TcpListener::bind(addr)?;
+    std_listener.set_nonblocking(true)?;
+    let bound = std_listener.local_addr()?;
+    let listener = TcpListener::from_std(std_listener)?;
     let acceptor = TlsAcceptor::from(tls);
+    let mut senders = Vec::new();
+    let mut handles = Vec::new();
+    for i in 0..threads.max(1) {
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel::<std::net::TcpStream>();
+        let (acceptor, state) = (acceptor.clone(), state.clone());
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+        handles.push(
+            std::thread::Builder::new()
+                .name(format!("webhook-{i}"))
+                .spawn(move || rt.block_on(worker(rx, acceptor, state, grace)))?,
+        );
+        senders.push(tx);
+    }
+    tokio::spawn(async move {
+        let mut next = 0usize;
+        loop {
+            let stream = tokio::select! {
+                r = listener.accept() => match r {
+                    Ok((s, _)) => s,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "accept failed");
+                        continue;
+                    }
+                },
+                _ = shutdown.changed() => break,
+            };
+            let _ = stream.set_nodelay(true);
+            let Ok(stream) = stream.into_std() else { continue };
+            let _ = senders[next % senders.len()].send(stream);
+            next = next.wrapping_add(1);
+        }
+        // Dropping the senders ends the workers' loops: they drain and stop.
+    });
+    let (done_tx, done_rx) = tokio::sync::oneshot::channel();
+    std::thread::spawn(move || {
+        for h in handles {
+            let _ = h.join();
+        }
+        let _ = done_tx.send(());
+    });
+    Ok((bound, done_rx))
+}
+
+/// One thread's share: serves the connections it is handed until the
+/// channel closes, then lets the requests in flight finish (up to `grace`).
+async fn worker(
+    mut streams: tokio::sync::mpsc::UnboundedReceiver<std::net::TcpStream>,
+    acceptor: TlsAcceptor,
+    state: Arc<State>,
+    grace: Duration,
+) {
     let graceful = GracefulShutdown::new();
-    loop {
-        let (stream, _) = tokio::select! {
-            r = listener.accept() => match r {
-                Ok(s) => s,
-                Err(e) => {
-                    tracing::warn!(error = %e, "accept failed");
-                    continue;
-                }
-            },
-            _ = shutdown.changed() => break,
-        };
-        let _ = stream.set_nodelay(true);
+    while let Some(stream) = streams.recv().await {
+        let Ok(stream) = tokio::net::TcpStream::from_std(stream) else { continue };
         let acceptor = acceptor.clone();
         let state = state.clone();
         let watcher = graceful.watcher();
@@ -114,9 +169,8 @@ pub async fn serve(
             let _ = watcher.watch(conn).await;
         });
     }
-    drop(listener);
     tokio::select! {
-        () = graceful.shutdown() => tracing::info!("all requests finished"),
+        () = graceful.shutdown() => tracing::debug!("a webhook thread finished its requests"),
         () = tokio::time::sleep(grace) => tracing::warn!(grace_s = grace.as_secs(), "requests still in flight at the end of the grace period"),
     }
 }
