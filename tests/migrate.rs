@@ -4,7 +4,7 @@
 
 #![allow(clippy::unwrap_used, missing_docs)]
 
-use std::process::{Command, Stdio};
+use std::process::Command;
 
 use serde_json::Value;
 use sidekey::workload::template_pointer;
@@ -13,18 +13,9 @@ use sidekey::yaml;
 const TO: &str = "vault:secret/data/{namespace}/{secret}";
 
 fn run(args: &[&str], stdin: Option<&str>) -> (bool, String, String) {
-    use std::io::Write;
-    let mut child = Command::new(env!("CARGO_BIN_EXE_sidekey"))
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let input = stdin.unwrap_or("").to_owned();
-    let mut pipe = child.stdin.take().unwrap();
-    std::thread::spawn(move || pipe.write_all(input.as_bytes()));
-    let out = child.wait_with_output().unwrap();
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_sidekey"));
+    cmd.args(args);
+    let out = sidekey_testenv::output_with_stdin(&mut cmd, stdin.unwrap_or(""));
     (out.status.success(), String::from_utf8(out.stdout).unwrap(), String::from_utf8(out.stderr).unwrap())
 }
 

@@ -280,17 +280,9 @@ fn replacing_the_serving_cert_files_while_requests_flow_loses_no_request() {
 }
 
 fn sidekey_testenv_kubectl(kubeconfig: &Path, stdin: &str) -> (bool, String) {
-    use std::io::Write;
-    let mut child = Command::new("kubectl")
-        .arg(format!("--kubeconfig={}", kubeconfig.display()))
-        .args(["create", "-f", "-"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child.stdin.take().unwrap().write_all(stdin.as_bytes()).unwrap();
-    let out = child.wait_with_output().unwrap();
+    let mut cmd = Command::new("kubectl");
+    cmd.arg(format!("--kubeconfig={}", kubeconfig.display())).args(["create", "-f", "-"]);
+    let out = sidekey_testenv::output_with_stdin(&mut cmd, stdin);
     (out.status.success(), String::from_utf8_lossy(&out.stderr).into_owned())
 }
 

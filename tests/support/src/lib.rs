@@ -126,6 +126,28 @@ pub fn wait_until(what: &str, timeout: Duration, mut check: impl FnMut() -> bool
     panic!("timed out after {timeout:?} waiting for {what}\n{}", diagnose());
 }
 
+/// Runs `cmd` with `stdin` as its standard input and returns its output.
+/// The input is written from another thread, so a command that answers
+/// before it has read everything cannot deadlock against us.
+///
+/// # Panics
+/// When the command cannot be started.
+pub fn output_with_stdin(cmd: &mut Command, stdin: &str) -> std::process::Output {
+    use std::io::Write;
+    let mut child = cmd
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot start {:?}: {e}", cmd.get_program()));
+    let mut pipe = child.stdin.take().unwrap();
+    let input = stdin.to_owned();
+    let writer = std::thread::spawn(move || pipe.write_all(input.as_bytes()));
+    let out = child.wait_with_output().unwrap();
+    let _ = writer.join();
+    out
+}
+
 /// A server process, killed when dropped; its output goes to a log file.
 pub struct Process {
     name: String,
