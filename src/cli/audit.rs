@@ -110,42 +110,49 @@ fn read_cluster(_: Option<&str>) -> Result<Vec<serde_json::Value>, String> {
 
 /// Runs `sidekey audit`; returns the exit code.
 pub fn run(args: &AuditArgs, stdout: &mut dyn Write, stderr: &mut dyn Write) -> u8 {
-    let mut per_file: Vec<(String, serde_json::Value)> = Vec::new();
+    // Each document, and the file it came from (`cluster` for --cluster).
+    let mut files: Vec<String> = Vec::new();
+    let mut docs: Vec<serde_json::Value> = Vec::new();
     let mut failed = false;
-    let inputs = if args.cluster {
+    let first = if args.cluster {
         match read_cluster(args.namespace.as_deref()) {
-            Ok(objects) => per_file.extend(objects.into_iter().map(|o| (CLUSTER.to_owned(), o))),
+            Ok(objects) => {
+                files = vec![CLUSTER.to_owned(); objects.len()];
+                docs = objects;
+            }
             Err(e) => {
                 let _ = writeln!(stderr, "error: {e}");
                 return exit::UNAVAILABLE;
             }
         }
-        vec![Input { shown: CLUSTER.to_owned(), text: String::new() }]
+        CLUSTER.to_owned()
     } else {
-        match read_inputs(&args.files, stderr) {
+        let inputs = match read_inputs(&args.files, stderr) {
             Ok(i) => i,
             Err(code) => return code,
-        }
-    };
-    for Input { shown, text } in inputs.iter().filter(|_| !args.cluster) {
-        match yaml::parse_documents(text) {
-            Ok(docs) => per_file.extend(docs.into_iter().map(|d| (shown.clone(), d))),
-            Err(e) => {
-                let _ = writeln!(stderr, "error: {shown}: {e}");
-                failed = true;
+        };
+        for Input { shown, text } in &inputs {
+            match yaml::parse_documents(text) {
+                Ok(parsed) => {
+                    files.extend(std::iter::repeat_n(shown.clone(), parsed.len()));
+                    docs.extend(parsed);
+                }
+                Err(e) => {
+                    let _ = writeln!(stderr, "error: {shown}: {e}");
+                    failed = true;
+                }
             }
         }
-    }
+        inputs.first().map(|i| i.shown.clone()).unwrap_or_default()
+    };
     // Network policies are judged across all inputs; other findings per file.
-    let all: Vec<serde_json::Value> = per_file.iter().map(|(_, d)| d.clone()).collect();
     let mut findings: Vec<(String, Finding)> = Vec::new();
-    for (file, doc) in &per_file {
+    for (file, doc) in files.iter().zip(&docs) {
         findings.extend(audit_all(std::slice::from_ref(doc), false).into_iter().map(|f| (file.clone(), f)));
     }
     if !args.no_network_policy_check {
-        let first = inputs.first().map(|i| i.shown.clone()).unwrap_or_default();
         findings.extend(
-            audit_all(&all, true)
+            audit_all(&docs, true)
                 .into_iter()
                 .filter(|f| f.rule == crate::audit::NO_DEFAULT_DENY.id)
                 .map(|f| (first.clone(), f)),

@@ -21,7 +21,9 @@ use crate::secret::{ExposeSecret, SecretString, SecretValue};
 pub struct Current {
     /// The value, `None` when there is none (absent or deleted).
     pub value: Option<SecretValue>,
-    /// Store-specific: the KV v2 version, for check-and-set.
+    /// Vault only: the KV version of the mount, found by the read.
+    kv: Option<Kv>,
+    /// Vault KV v2 only: the current version, for check-and-set.
     version: u64,
 }
 
@@ -29,7 +31,8 @@ pub struct Current {
 #[derive(Default)]
 pub struct Stores {
     vault: Option<Vault>,
-    aws: Option<aws_sdk_secretsmanager::Client>,
+    /// Secrets Manager clients by region (`None`: the environment's).
+    aws: std::collections::HashMap<Option<String>, aws_sdk_secretsmanager::Client>,
 }
 
 fn env(names: &[&str]) -> Option<String> {
@@ -79,20 +82,19 @@ impl Stores {
 
     async fn aws(&mut self, region: Option<&str>) -> aws_sdk_secretsmanager::Client {
         use aws_smithy_http_client::tls::{Provider, rustls_provider::CryptoMode};
-        if self.aws.is_none() || region.is_some() {
-            let http =
-                aws_smithy_http_client::Builder::new().tls_provider(Provider::Rustls(CryptoMode::Ring)).build_https();
-            let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest()).http_client(http);
-            if let Some(r) = region {
-                loader = loader.region(aws_config::Region::new(r.to_owned()));
-            }
-            let client = aws_sdk_secretsmanager::Client::new(&loader.load().await);
-            if region.is_some() {
-                return client;
-            }
-            self.aws = Some(client);
+        let key = region.map(str::to_owned);
+        if let Some(c) = self.aws.get(&key) {
+            return c.clone();
         }
-        self.aws.clone().unwrap_or_else(|| unreachable!("set above"))
+        let http =
+            aws_smithy_http_client::Builder::new().tls_provider(Provider::Rustls(CryptoMode::Ring)).build_https();
+        let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest()).http_client(http);
+        if let Some(r) = region {
+            loader = loader.region(aws_config::Region::new(r.to_owned()));
+        }
+        let client = aws_sdk_secretsmanager::Client::new(&loader.load().await);
+        self.aws.insert(key, client.clone());
+        client
     }
 }
 
@@ -104,10 +106,10 @@ struct Vault {
     namespace: Option<String>,
 }
 
-/// Where a KV path lives.
+/// The KV version of a path's mount.
+#[derive(Clone, Copy)]
 enum Kv {
     V1,
-    /// KV v2: the mount (`secret/`).
     V2,
 }
 
@@ -207,7 +209,7 @@ impl Vault {
         if status == StatusCode::NOT_FOUND {
             // KV v2 answers 404 for a deleted current version too, with its metadata.
             let version = v["data"]["metadata"]["version"].as_u64().unwrap_or(0);
-            return Ok(Current { value: None, version });
+            return Ok(Current { value: None, kv: Some(kv), version });
         }
         if !status.is_success() {
             return Err(Self::failure(&Method::GET, path, status, &v));
@@ -217,11 +219,15 @@ impl Vault {
             Kv::V1 => (v["data"].take(), 0),
         };
         drop(SecretValue::new(v));
-        Ok(Current { value: (!data.is_null()).then(|| SecretValue::new(data)), version })
+        Ok(Current { value: (!data.is_null()).then(|| SecretValue::new(data)), kv: Some(kv), version })
     }
 
     async fn write(&self, path: &str, current: &Current, value: &SecretValue) -> Result<(), String> {
-        let body = match self.kv(path).await? {
+        let kv = match current.kv {
+            Some(kv) => kv,
+            None => self.kv(path).await?,
+        };
+        let body = match kv {
             // Check-and-set: fails rather than overwrite a version written since the read.
             Kv::V2 => json!({"options": {"cas": current.version}, "data": value.expose_secret()}),
             Kv::V1 => value.expose_secret().clone(),
@@ -261,10 +267,10 @@ async fn aws_read(client: &aws_sdk_secretsmanager::Client, id: &str) -> Result<C
             let text = Zeroizing::new(out.secret_string().unwrap_or_default().to_owned());
             // A SecretString that is not a JSON object differs from anything we write.
             let v = serde_json::from_str::<Value>(&text).unwrap_or_else(|_| Value::String("(not JSON)".into()));
-            Ok(Current { value: Some(SecretValue::new(v)), version: 0 })
+            Ok(Current { value: Some(SecretValue::new(v)), kv: None, version: 0 })
         }
         Err(e) if e.as_service_error().is_some_and(|s| s.is_resource_not_found_exception()) => {
-            Ok(Current { value: None, version: 0 })
+            Ok(Current { value: None, kv: None, version: 0 })
         }
         Err(e) => Err(aws_error("GetSecretValue", id, &e)),
     }
