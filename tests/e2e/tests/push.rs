@@ -226,6 +226,25 @@ fn audit_cluster_then_push_from_the_cluster_to_openbao_renders_the_same_bytes() 
     assert_eq!(code, 0, "{err}");
     assert_eq!(bao.kv_get("shop/db")["password"], values()[0].1);
 
+    // A KV v1 mount is written as is; a mount that is not KV is refused, naming it.
+    let original = dir.path().join("original.yaml");
+    std::fs::write(&original, DEPLOYMENT).unwrap();
+    let original = original.display().to_string();
+    bao.api("POST", "sys/mounts/kv1", Some(json!({"type": "kv", "options": {"version": "1"}}))).unwrap();
+    let v1 = "vault:kv1/{namespace}/{secret}";
+    let (code, _, err) = outputs.run(&["migrate", "-f", &original, "--to", v1, "--push", "--cluster"], &env, None);
+    assert_eq!(code, 0, "{err}");
+    let stored = bao.api("GET", "kv1/shop/db", None).unwrap();
+    for (k, v) in values() {
+        assert_eq!(stored["data"][k], v, "key {k}");
+    }
+    let (code, _, err) = outputs.run(&["migrate", "-f", &original, "--to", v1, "--push", "--cluster"], &env, None);
+    assert!(code == 0 && err.contains("vault:kv1/shop/db: unchanged"), "{err}");
+    let cubby = "vault:cubbyhole/{namespace}/{secret}";
+    let (code, _, err) = outputs.run(&["migrate", "-f", &original, "--to", cubby, "--push", "--cluster"], &env, None);
+    assert_eq!(code, 69, "{err}");
+    assert!(err.contains("is on a cubbyhole mount") && err.contains("not KV"), "{err}");
+
     // inject, then the agent with the injected config renders the Secret's bytes.
     let (code, injected, err) = outputs.run(&["inject", "-f", &deploy], &env, None);
     assert_eq!(code, 0, "{err}");
@@ -279,6 +298,22 @@ fn push_from_manifests_to_secrets_manager_renders_the_same_bytes() {
     for write in ["CreateSecret", "PutSecretValue"] {
         assert_eq!(before.get(write), after.get(write), "{write} on an unchanged run");
     }
+
+    // Changed in the store: refused (keys only) until --overwrite, which puts a new version.
+    moto.put_secret_value("shop/db", &json!({"password": "e2e-changed-in-aws"}).to_string());
+    let (code, _, err) = outputs.run(&["migrate", "-f", &m, "--to", to, "--push"], &aws, None);
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        err.contains("aws-sm:shop/db: differs from the Secret: update (+config.json +tls.key +username ~password)"),
+        "{err}"
+    );
+    let puts = moto.request_counts().get("PutSecretValue").copied().unwrap_or(0);
+    let (code, _, err) = outputs.run(&["migrate", "-f", &m, "--to", to, "--push", "--overwrite"], &aws, None);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(moto.request_counts().get("PutSecretValue").copied().unwrap_or(0), puts + 1);
+    let got = moto.secretsmanager("GetSecretValue", json!({"SecretId": "shop/db"})).unwrap();
+    let stored: Value = serde_json::from_str(got["SecretString"].as_str().unwrap()).unwrap();
+    assert_eq!(stored["password"], values()[0].1);
 
     // A binary value is refused by key, and nothing is written.
     let binary = secret_manifest().replace("  username: ", "  blob: //79\n  username: ");
