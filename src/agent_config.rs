@@ -114,6 +114,10 @@ pub struct VaultConfig {
     /// A CA bundle file to trust for the Vault TLS connection.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ca_cert: Option<String>,
+    /// PEM certificates to trust for the Vault TLS connection (the
+    /// injector's `vault.caCert`); with `caCert`, both are trusted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_pem: Option<String>,
     /// Revoke the token and leases on SIGTERM.
     #[serde(default, skip_serializing_if = "is_false")]
     pub revoke_on_shutdown: bool,
@@ -272,6 +276,7 @@ mod tests {
                     token_path: "/var/run/secrets/sidekey.dev/serviceaccount/token".into(),
                 },
                 ca_cert: None,
+                ca_pem: None,
                 revoke_on_shutdown: false,
             }),
             aws: None,

@@ -285,6 +285,14 @@ pub struct VaultDefaults {
     pub audience: String,
     /// The lifetime kubelet gives that token (it rotates it at 80%).
     pub token_expiration_seconds: u32,
+    /// PEM certificates the agents trust for Vault's TLS (a private CA);
+    /// absent: the system roots in the agent image. Passed in the agent's
+    /// config (certificates are public), so it works in every namespace.
+    pub ca_cert: Option<String>,
+    /// Permit plain `http://` Vault addresses, in this config and in
+    /// `sidekey.dev/vault-addr`. Off: the pod's login token and every secret
+    /// would cross the network unencrypted. For development only.
+    pub allow_http: bool,
 }
 
 impl Default for VaultDefaults {
@@ -297,11 +305,21 @@ impl Default for VaultDefaults {
             namespace: None,
             audience: "sidekey".into(),
             token_expiration_seconds: 3600,
+            ca_cert: None,
+            allow_http: false,
         }
     }
 }
 
 impl VaultDefaults {
+    /// Why `addr` may not be used over plain HTTP, if it is `http://` and
+    /// `allowHttp` is off.
+    pub fn http_problem(&self, addr: &str) -> Option<String> {
+        (!self.allow_http && addr.get(..7).is_some_and(|s| s.eq_ignore_ascii_case("http://"))).then(|| {
+            "plain http:// is refused: the pod's Vault token and its secrets would cross the network unencrypted; use https:// (vault.allowHttp: true permits it for development)".to_owned()
+        })
+    }
+
     /// Whether a pod may send its credential to `addr`.
     pub fn addr_allowed(&self, addr: &str) -> bool {
         let norm = |s: &str| s.trim_end_matches('/').to_ascii_lowercase();
@@ -385,12 +403,17 @@ impl InjectorConfig {
         if let Some(p) = crate::annotations::refresh_problem(self.defaults.refresh) {
             problems.push(format!("defaults.refresh: {p}"));
         }
-        if let Some(p) = vault_addr_problem(&self.vault.addr) {
+        if let Some(p) = vault_addr_problem(&self.vault.addr).or_else(|| self.vault.http_problem(&self.vault.addr)) {
             problems.push(format!("vault.addr: {p}"));
         }
         for (i, a) in self.vault.allowed_addrs.iter().flatten().enumerate() {
-            if let Some(p) = vault_addr_problem(a) {
+            if let Some(p) = vault_addr_problem(a).or_else(|| self.vault.http_problem(a)) {
                 problems.push(format!("vault.allowedAddrs[{i}]: {p}"));
+            }
+        }
+        if let Some(pem) = &self.vault.ca_cert {
+            if !pem.contains("-----BEGIN CERTIFICATE-----") || !pem.contains("-----END CERTIFICATE-----") {
+                problems.push("vault.caCert: must hold PEM certificates (-----BEGIN CERTIFICATE-----)".to_owned());
             }
         }
         if self.vault.auth_mount.is_empty() || self.vault.auth_mount.contains(['#', '?', ' ']) {
@@ -437,6 +460,28 @@ mod tests {
         assert!(c.vault.addr_allowed("https://vault.example:8200/"));
         assert!(c.vault.addr_allowed("https://vault2.example:8200"));
         assert!(!c.vault.addr_allowed("https://attacker.example"));
+    }
+
+    #[test]
+    fn refuses_plain_http_vault_unless_allowed() {
+        let e = InjectorConfig::from_yaml("vault:\n  addr: http://vault.vault.svc:8200\n  allowedAddrs: [\"http://other:8200\"]\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("vault.addr: plain http:// is refused"), "{e}");
+        assert!(e.contains("vault.allowedAddrs[0]: plain http:// is refused"), "{e}");
+        let c = InjectorConfig::from_yaml("vault:\n  addr: http://127.0.0.1:8200\n  allowHttp: true\n").unwrap();
+        assert!(c.vault.http_problem("http://127.0.0.1:8200").is_none());
+        assert!(InjectorConfig::default().vault.http_problem("https://vault:8200").is_none());
+    }
+
+    #[test]
+    fn vault_ca_cert_must_be_pem() {
+        let e = InjectorConfig::from_yaml("vault:\n  caCert: not a certificate\n").unwrap_err().to_string();
+        assert!(e.contains("vault.caCert: must hold PEM certificates"), "{e}");
+        let pem = "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n";
+        let c = InjectorConfig::from_yaml(&format!("vault:\n  caCert: |\n    {}\n", pem.trim_end().replace('\n', "\n    ")))
+            .unwrap();
+        assert_eq!(c.vault.ca_cert.as_deref(), Some(pem));
     }
 
     #[test]

@@ -531,7 +531,9 @@ fn inject(
         }
     };
     if let Some(addr) = &a.vault_addr {
-        if !config.vault.addr_allowed(addr) {
+        if let Some(reason) = config.vault.http_problem(addr) {
+            problems.push(Problem::annotation("vault-addr", reason));
+        } else if !config.vault.addr_allowed(addr) {
             problems.push(Problem::annotation(
                 "vault-addr",
                 "this Vault address is not in the injector's vault.allowedAddrs (an annotation may not choose where a credential is sent)",
@@ -823,6 +825,7 @@ fn inject(
             token_path: format!("{TOKEN_DIR}/token"),
         },
         ca_cert: None,
+        ca_pem: config.vault.ca_cert.clone(),
         revoke_on_shutdown: false,
     });
     let aws = backends.contains(&Backend::Aws).then(|| AwsConfig {
@@ -1264,6 +1267,24 @@ mod tests {
         );
         let e = mutate_template(&mut p, &config).unwrap_err();
         assert!(e.to_string().contains("sidekey.dev/vault-addr"), "{e}");
+    }
+
+    #[test]
+    fn plain_http_vault_addr_annotation_is_denied_and_the_ca_reaches_the_agent() {
+        let mut config = InjectorConfig::default();
+        config.vault.ca_cert = Some("-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n".into());
+        let annotations = |addr: &str| {
+            json!({"sidekey.dev/inject": "true", "sidekey.dev/vault-addr": addr, "sidekey.dev/secret-k": "vault:a/b#c"})
+        };
+        let spec = json!({"containers": [{"name": "app", "image": "x"}]});
+        let e = mutate_template(&mut pod(annotations("http://vault.example:8200"), spec.clone()), &config).unwrap_err();
+        assert!(e.to_string().contains("sidekey.dev/vault-addr: plain http:// is refused"), "{e}");
+        let mut p = pod(annotations("https://vault.example:8200"), spec);
+        mutate_template(&mut p, &config).unwrap();
+        let agent = p["spec"]["initContainers"].as_array().unwrap().iter().find(|c| c["name"] == "sidekey-agent").unwrap();
+        let cfg = agent["env"].as_array().unwrap().iter().find(|e| e["name"] == "SIDEKEY_CONFIG").unwrap();
+        let cfg: Value = serde_json::from_str(cfg["value"].as_str().unwrap()).unwrap();
+        assert_eq!(cfg["vault"]["caPem"], json!(config.vault.ca_cert));
     }
 
     #[test]

@@ -80,12 +80,24 @@ impl Vault {
         // store to load at start), the configured CA bundle when there is
         // one (a private Vault CA should not be joined by every public CA),
         // the system roots otherwise.
+        let mut certs = Vec::new();
         if let Some(ca) = &config.ca_cert {
             let pem = std::fs::read(ca).map_err(|e| format!("vault.caCert {ca}: {e}"))?;
-            let certs = reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| format!("vault.caCert {ca}: {e}"))?;
-            if certs.is_empty() {
+            let found = reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| format!("vault.caCert {ca}: {e}"))?;
+            if found.is_empty() {
                 return Err(format!("vault.caCert {ca}: no PEM certificate in it"));
             }
+            certs.extend(found);
+        }
+        if let Some(pem) = &config.ca_pem {
+            let found =
+                reqwest::Certificate::from_pem_bundle(pem.as_bytes()).map_err(|e| format!("vault.caPem: {e}"))?;
+            if found.is_empty() {
+                return Err("vault.caPem: no PEM certificate in it".to_owned());
+            }
+            certs.extend(found);
+        }
+        if !certs.is_empty() {
             builder = builder.tls_certs_only(certs);
         } else if config.addr.starts_with("http://") {
             builder = builder.tls_certs_only([]);

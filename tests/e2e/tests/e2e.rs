@@ -156,7 +156,7 @@ fn kubectl_apply_to_an_app_that_follows_rotation_for_60_seconds() {
     );
     bao.kv_put("shop/orders", json!({"api_key": "e2e-api-key"}));
     bao.enable_kubernetes_auth(&kube, "orders", "shop", "orders", "sidekey", &["orders"]);
-    let _inj = injector(&kube, dir.path(), &format!("vault:\n  addr: {}\n", bao.addr));
+    let _inj = injector(&kube, dir.path(), &format!("vault:\n  addr: {}\n  allowHttp: true\n", bao.addr));
     kube.create_namespace("shop", &["pod-security.kubernetes.io/enforce=restricted"]);
     kube.create_service_account("shop", "orders");
 
