@@ -16,6 +16,7 @@ SARIF_MULTITOOL=5.7.0
 HELM=v3.19.0
 KUBE=v1.34.4
 ETCD=v3.6.13
+COREDNS=v1.14.7
 
 here=$(cd "$(dirname "$0")" && pwd)
 mkdir -p "$CACHE"
@@ -53,8 +54,29 @@ if [[ ! -f $sarif ]]; then
   rm -rf "$tmp"
 fi
 
-# --- kube-apiserver and etcd, built from the Go module proxy ---
-"$here/build-kube.sh" "$CACHE" "$KUBE" "$ETCD"
+# --- Debian packages: a real node (containerd, runc, CNI plugins, iptables,
+# conntrack), buildah for the images, busybox for the test images, musl-gcc
+# for the static binaries ---
+debs=(containerd runc containernetworking-plugins iptables conntrack iproute2 buildah busybox-static musl-tools)
+need=()
+for p in "${debs[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || need+=("$p"); done
+if [[ ${#need[@]} -gt 0 ]]; then
+  if [[ $(id -u) == 0 ]] && command -v apt-get >/dev/null; then
+    echo "testenv: apt-get install ${need[*]}" >&2
+    export DEBIAN_FRONTEND=noninteractive
+    (apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null 2>&1 \
+      || { apt-get update -qq >/dev/null && apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null; }) \
+      || fail "apt-get install ${need[*]} failed"
+  else
+    fail "missing Debian packages: ${need[*]}; install them as root (apt-get install ${need[*]})"
+  fi
+fi
+[[ -x /usr/lib/cni/bridge && -x /usr/lib/cni/host-local && -x /usr/lib/cni/loopback ]] \
+  || fail "CNI plugins not found in /usr/lib/cni (apt-get install containernetworking-plugins)"
+
+# --- Kubernetes (apiserver, controller-manager, scheduler, kubelet, proxy),
+# etcd and CoreDNS, built from the Go module proxy ---
+"$here/build-kube.sh" "$CACHE" "$KUBE" "$ETCD" "$COREDNS"
 kube="$CACHE/kube-$KUBE-etcd-$ETCD"
 
 # --- helm, built from the Go module proxy ---
@@ -64,14 +86,7 @@ kube="$CACHE/kube-$KUBE-etcd-$ETCD"
 if ! rustup target list --installed 2>/dev/null | grep -qx x86_64-unknown-linux-musl; then
   rustup target add x86_64-unknown-linux-musl || fail "rustup target add x86_64-unknown-linux-musl failed"
 fi
-if ! command -v musl-gcc >/dev/null; then
-  if [[ $(id -u) == 0 ]] && command -v apt-get >/dev/null; then
-    (apt-get install -y -qq musl-tools >/dev/null 2>&1 || { apt-get update -qq >/dev/null && apt-get install -y -qq musl-tools >/dev/null; }) \
-      || fail "apt-get install musl-tools failed"
-  else
-    fail "musl-gcc not found; install it (apt-get install musl-tools)"
-  fi
-fi
+command -v musl-gcc >/dev/null || fail "musl-gcc not found; install it (apt-get install musl-tools)"
 
 # --- PostgreSQL server binaries (Debian package, normally preinstalled) ---
 pgbin=""
@@ -88,6 +103,9 @@ export SIDEKEY_MOTO_SERVER="$venv/bin/moto_server"
 export SIDEKEY_KUBERNETES_VALIDATE="$venv/bin/kubernetes-validate"
 export SIDEKEY_KUBE_APISERVER="$kube/bin/kube-apiserver"
 export SIDEKEY_ETCD="$kube/bin/etcd"
+export SIDEKEY_KUBE_BIN="$kube/bin"
+export SIDEKEY_COREDNS="$CACHE/coredns-$COREDNS/coredns"
+export SIDEKEY_CNI_BIN=/usr/lib/cni
 export SIDEKEY_PG_BIN="$pgbin"
 export SIDEKEY_SARIF_SCHEMA="$sarif"
 export SIDEKEY_HELM="$CACHE/helm-$HELM/helm"

@@ -1,4 +1,6 @@
-//! An OpenBao dev server (same API as Vault) with helpers.
+//! An OpenBao dev server (same API as Vault) with helpers: on the host's
+//! loopback, or as a pod in a [`Cluster`] behind a Service that serves TLS
+//! from a private CA, the way users run Vault in their clusters.
 
 use std::path::PathBuf;
 use std::process::Command;
@@ -7,19 +9,29 @@ use std::time::Duration;
 use serde_json::{Value, json};
 use tempfile::TempDir;
 
-use crate::{KubeApi, Postgres, Process, free_port, http, tool, wait_until};
+use crate::{Cluster, KubeApi, Postgres, Process, TcpProxy, free_port, http, tool, wait_until};
 
-/// A running `bao server -dev` on 127.0.0.1 with a known root token and a
-/// file audit device (every request is logged, values HMAC-ed).
+/// A running `bao server -dev` with a known root token and a file audit
+/// device (every request is logged, values HMAC-ed).
 pub struct OpenBao {
-    /// `http://127.0.0.1:PORT`.
+    /// `http://127.0.0.1:PORT`: where the test's own calls go.
     pub addr: String,
     /// The root token.
     pub token: String,
-    process: Process,
-    _dir: TempDir,
-    audit: PathBuf,
+    /// In a cluster: the address pods use (`https://openbao.vault.svc:8200`)
+    /// and the PEM of the CA that signed its certificate.
+    pub in_cluster: Option<(String, String)>,
+    server: Server,
 }
+
+enum Server {
+    Host { process: Process, _dir: TempDir, audit: PathBuf },
+    Pod { kubeconfig: PathBuf, _forward: TcpProxy },
+}
+
+/// Where the in-cluster OpenBao runs.
+const POD_NS: &str = "vault";
+const POD: &str = "openbao-0";
 
 impl OpenBao {
     /// Starts a dev server (in-memory storage, KV v2 at `secret/`).
@@ -56,12 +68,97 @@ impl OpenBao {
             },
             || process.log(),
         );
-        OpenBao { addr, token, process, _dir: dir, audit }
+        OpenBao { addr, token, in_cluster: None, server: Server::Host { process, _dir: dir, audit } }
+    }
+
+    /// Runs OpenBao as a pod in namespace `vault` of `cluster` (which
+    /// enforces Pod Security `restricted`), behind Service `openbao` on port
+    /// 8200 with TLS from a private CA made here. The test's own calls use a
+    /// second, plain listener on the pod's address, forwarded from the
+    /// host's loopback (the Service does not expose it); the audit log goes
+    /// to the pod's stdout.
+    pub fn in_cluster(cluster: &Cluster) -> OpenBao {
+        use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair, KeyUsagePurpose};
+        let ca_key = KeyPair::generate().unwrap();
+        let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
+        ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        ca.distinguished_name.push(DnType::CommonName, "openbao-test-ca");
+        ca.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+        let ca_pem = ca.clone().self_signed(&ca_key).unwrap().pem();
+        let issuer = Issuer::new(ca, &ca_key);
+        let key = KeyPair::generate().unwrap();
+        let names = ["openbao.vault.svc", "openbao.vault.svc.cluster.local", "openbao.vault", "openbao"];
+        let mut p = CertificateParams::new(names.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>()).unwrap();
+        p.distinguished_name.push(DnType::CommonName, names[0]);
+        let cert = p.signed_by(&key, &issuer).unwrap();
+
+        let token = "root-test-token".to_owned();
+        let config = "listener \"tcp\" {\n  address = \"0.0.0.0:8200\"\n  tls_cert_file = \"/tls/tls.crt\"\n  tls_key_file = \"/tls/tls.key\"\n}\n\
+                      audit \"file\" \"stdout\" {\n  options {\n    file_path = \"stdout\"\n  }\n}\n";
+        let restricted = json!({"allowPrivilegeEscalation": false, "capabilities": {"drop": ["ALL"]},
+            "readOnlyRootFilesystem": true, "runAsNonRoot": true, "seccompProfile": {"type": "RuntimeDefault"}});
+        let objects = json!({"apiVersion": "v1", "kind": "List", "items": [
+            {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": POD_NS,
+                "labels": {"pod-security.kubernetes.io/enforce": "restricted"}}},
+            {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "openbao-tls", "namespace": POD_NS},
+                "type": "kubernetes.io/tls", "stringData": {"tls.crt": cert.pem(), "tls.key": key.serialize_pem()}},
+            {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "openbao-config", "namespace": POD_NS},
+                "data": {"openbao.hcl": config}},
+            {"apiVersion": "v1", "kind": "Service", "metadata": {"name": "openbao", "namespace": POD_NS},
+                "spec": {"selector": {"app": "openbao"}, "ports": [{"name": "https", "port": 8200, "targetPort": 8200}]}},
+            {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": POD, "namespace": POD_NS, "labels": {"app": "openbao"}},
+                "spec": {"automountServiceAccountToken": false,
+                    "securityContext": {"runAsUser": 65532, "runAsGroup": 65532, "fsGroup": 65532},
+                    "containers": [{"name": "openbao", "image": "sidekey.test/openbao:1", "imagePullPolicy": "Never",
+                        "args": ["server", "-dev", "-dev-no-store-token", "-log-level=warn",
+                                 format!("-dev-root-token-id={token}"), "-dev-listen-address=0.0.0.0:8201",
+                                 "-config=/config/openbao.hcl"],
+                        "env": [{"name": "HOME", "value": "/tmp"}, {"name": "SKIP_SETCAP", "value": "1"}],
+                        "securityContext": restricted,
+                        "readinessProbe": {"tcpSocket": {"port": 8200}, "periodSeconds": 1},
+                        "resources": {"requests": {"cpu": "50m", "memory": "64Mi"}, "limits": {"memory": "256Mi"}},
+                        "volumeMounts": [{"name": "tls", "mountPath": "/tls", "readOnly": true},
+                                         {"name": "config", "mountPath": "/config", "readOnly": true},
+                                         {"name": "tmp", "mountPath": "/tmp"}]}],
+                    "volumes": [{"name": "tls", "secret": {"secretName": "openbao-tls"}},
+                                {"name": "config", "configMap": {"name": "openbao-config"}},
+                                {"name": "tmp", "emptyDir": {"medium": "Memory", "sizeLimit": "16Mi"}}]}}
+        ]});
+        let out = cluster.api.kubectl_stdin(&["apply", "-f", "-"], &objects.to_string());
+        assert!(out.status.success(), "apply OpenBao: {}", String::from_utf8_lossy(&out.stderr));
+        let pod_ip = || {
+            let out = cluster.api.kubectl(&["-n", POD_NS, "get", "pod", POD, "-o", "jsonpath={.status.podIP}"]);
+            String::from_utf8_lossy(&out.stdout).trim().to_owned()
+        };
+        let diagnose = || {
+            let out = cluster.api.kubectl(&["-n", POD_NS, "describe", "pod", POD]);
+            let logs = cluster.api.kubectl(&["-n", POD_NS, "logs", POD]);
+            format!("{}\n{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&logs.stdout))
+        };
+        wait_until("the OpenBao pod's address", Duration::from_secs(60), || !pod_ip().is_empty(), diagnose);
+        let forward = TcpProxy::start_in(&format!("{}:8201", pod_ip()), Some(&cluster.node().netns()));
+        let addr = forward.url();
+        let agent = http();
+        wait_until(
+            "OpenBao in the cluster to be ready",
+            Duration::from_secs(60),
+            || agent.get(format!("{addr}/v1/sys/health")).call().is_ok_and(|r| r.status() == 200),
+            diagnose,
+        );
+        OpenBao {
+            addr,
+            token,
+            in_cluster: Some(("https://openbao.vault.svc:8200".into(), ca_pem)),
+            server: Server::Pod { kubeconfig: cluster.api.kubeconfig.clone(), _forward: forward },
+        }
     }
 
     /// The server's log so far.
     pub fn log(&self) -> String {
-        self.process.log()
+        match &self.server {
+            Server::Host { process, .. } => process.log(),
+            Server::Pod { kubeconfig, .. } => pod_log(kubeconfig),
+        }
     }
 
     /// Calls the HTTP API (`path` without `/v1/`) with the root token.
@@ -118,11 +215,11 @@ impl OpenBao {
 
     /// Every audit entry so far (requests and responses).
     pub fn audit_entries(&self) -> Vec<Value> {
-        std::fs::read_to_string(&self.audit)
-            .unwrap_or_default()
-            .lines()
-            .filter_map(|l| serde_json::from_str(l).ok())
-            .collect()
+        let text = match &self.server {
+            Server::Host { audit, .. } => std::fs::read_to_string(audit).unwrap_or_default(),
+            Server::Pod { kubeconfig, .. } => pod_log(kubeconfig),
+        };
+        text.lines().filter_map(|l| serde_json::from_str(l).ok()).collect()
     }
 
     /// How many requests (not responses) the audit log holds whose path
@@ -152,7 +249,7 @@ impl OpenBao {
             "database/config/pg",
             Some(json!({
                 "plugin_name": "postgresql-database-plugin",
-                "connection_url": format!("postgresql://{{{{username}}}}:{{{{password}}}}@127.0.0.1:{}/postgres?sslmode=disable", pg.port),
+                "connection_url": format!("postgresql://{{{{username}}}}:{{{{password}}}}@{}:{}/postgres?sslmode=disable", pg.host, pg.port),
                 "username": pg.superuser,
                 "password": pg.password,
                 "allowed_roles": "*",
@@ -193,7 +290,7 @@ impl OpenBao {
             "POST",
             "auth/kubernetes/config",
             Some(json!({
-                "kubernetes_host": kube.url,
+                "kubernetes_host": kube.url_for_servers(),
                 "kubernetes_ca_cert": kube.ca_pem,
                 "token_reviewer_jwt": kube.admin_token,
                 "disable_local_ca_jwt": true,
@@ -222,4 +319,14 @@ impl OpenBao {
         let r = self.api_with_token("", "POST", "auth/kubernetes/login", Some(json!({"role": role, "jwt": jwt})))?;
         Ok(r["auth"]["client_token"].as_str().unwrap_or_default().to_owned())
     }
+}
+
+/// The in-cluster OpenBao's stdout (its log and audit entries).
+fn pod_log(kubeconfig: &std::path::Path) -> String {
+    let out = Command::new("kubectl")
+        .arg(format!("--kubeconfig={}", kubeconfig.display()))
+        .args(["-n", POD_NS, "logs", POD])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).into_owned()
 }

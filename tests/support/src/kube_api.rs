@@ -2,7 +2,9 @@
 //! `make testenv`) on loopback: serving certs from a throwaway CA, a
 //! service-account issuer and signing key (TokenRequest and TokenReview
 //! work), the PodSecurity and admission-webhook plugins, and a kubeconfig for
-//! kubectl and kube-rs. No kubelet or controllers: pods are stored, not run.
+//! kubectl and kube-rs. Alone it has no kubelet or controllers: pods are
+//! stored, not run; [`crate::Cluster`] starts it inside a node's network
+//! namespace with everything else a node needs.
 
 use std::net::{IpAddr, Ipv4Addr};
 use std::path::PathBuf;
@@ -13,7 +15,8 @@ use base64::Engine;
 use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair, KeyUsagePurpose, SanType};
 use tempfile::TempDir;
 
-use crate::{Process, free_port, tool, wait_until};
+use crate::node::Node;
+use crate::{Process, TcpProxy, free_port, tool, wait_until};
 
 /// A running etcd + kube-apiserver pair.
 pub struct KubeApi {
@@ -29,6 +32,8 @@ pub struct KubeApi {
     ca_key_pem: String,
     apiserver: Process,
     etcd: Process,
+    /// Inside a node: the forwarder from the host's loopback to the apiserver.
+    forward: Option<TcpProxy>,
     dir: TempDir,
 }
 
@@ -51,13 +56,24 @@ fn ca_params() -> CertificateParams {
 impl KubeApi {
     /// Starts etcd and kube-apiserver and waits until the API is ready.
     pub fn start() -> KubeApi {
+        Self::start_on(None)
+    }
+
+    /// Starts etcd and kube-apiserver, on the host's loopback or inside
+    /// `node`'s namespaces: there the apiserver listens on the node's address
+    /// (pods reach it through the `kubernetes` Service, it reaches webhooks
+    /// and kubelets directly) and the host reaches it through a forwarder on
+    /// 127.0.0.1.
+    pub(crate) fn start_on(node: Option<&Node>) -> KubeApi {
+        let launch = |bin: PathBuf| node.map_or_else(|| Command::new(&bin), |n| n.command(&bin));
         let etcd_bin = tool("SIDEKEY_ETCD");
         let apiserver_bin = tool("SIDEKEY_KUBE_APISERVER");
         let dir = tempfile::Builder::new().prefix("sidekey-kube").tempdir().unwrap();
         let d = dir.path();
 
-        let (client_port, peer_port) = (free_port(), free_port());
-        let mut etcd_cmd = Command::new(etcd_bin);
+        // In a node's own network namespace nothing else can take a port.
+        let (client_port, peer_port) = if node.is_some() { (2379, 2380) } else { (free_port(), free_port()) };
+        let mut etcd_cmd = launch(etcd_bin);
         etcd_cmd
             .arg(format!("--data-dir={}", d.join("etcd").display()))
             .arg(format!("--listen-client-urls=http://127.0.0.1:{client_port}"))
@@ -72,7 +88,11 @@ impl KubeApi {
         let ca_key = KeyPair::generate().unwrap();
         let ca_cert = ca_params().self_signed(&ca_key).unwrap();
         let issuer = Issuer::new(ca_params(), &ca_key);
-        let serving = Self::sign_with(&issuer, &["localhost", "kubernetes.default.svc"]);
+        let mut names = vec!["localhost", "kubernetes.default.svc", "kubernetes.default", "kubernetes"];
+        if node.is_some() {
+            names.extend([crate::node::NODE_IP, crate::node::API_SERVICE_IP]);
+        }
+        let serving = Self::sign_with(&issuer, &names);
         let sa_key = KeyPair::generate().unwrap();
         let admin_token = "sidekey-admin-test-token".to_owned();
         std::fs::write(d.join("ca.pem"), ca_cert.pem()).unwrap();
@@ -82,24 +102,47 @@ impl KubeApi {
         std::fs::write(d.join("sa.pub"), sa_key.public_key_pem()).unwrap();
         std::fs::write(d.join("tokens.csv"), format!("{admin_token},admin,admin,system:masters\n")).unwrap();
 
-        wait_until(
-            "etcd to be ready",
-            Duration::from_secs(30),
-            || {
-                etcd.assert_running();
-                crate::http()
-                    .get(format!("http://127.0.0.1:{client_port}/health"))
-                    .call()
-                    .is_ok_and(|r| r.status() == 200)
-            },
-            || etcd.log(),
-        );
+        // Inside a node the host cannot reach etcd; the apiserver's
+        // readiness below covers it (the apiserver waits for etcd).
+        if node.is_none() {
+            wait_until(
+                "etcd to be ready",
+                Duration::from_secs(30),
+                || {
+                    etcd.assert_running();
+                    crate::http()
+                        .get(format!("http://127.0.0.1:{client_port}/health"))
+                        .call()
+                        .is_ok_and(|r| r.status() == 200)
+                },
+                || etcd.log(),
+            );
+        }
 
-        let port = free_port();
-        let mut cmd = Command::new(apiserver_bin);
-        cmd.arg(format!("--etcd-servers=http://127.0.0.1:{client_port}"))
-            .args(["--bind-address=127.0.0.1", "--advertise-address=127.0.0.1"])
-            .arg(format!("--secure-port={port}"))
+        let port = if node.is_some() { 6443 } else { free_port() };
+        let mut cmd = launch(apiserver_bin);
+        cmd.arg(format!("--etcd-servers=http://127.0.0.1:{client_port}")).arg(format!("--secure-port={port}"));
+        if node.is_some() {
+            // The apiserver calls kubelets (exec, logs) with a client
+            // certificate in system:masters and checks their serving
+            // certificates against the cluster CA.
+            let client = Self::sign_client(&issuer, "kube-apiserver-kubelet-client", "system:masters");
+            std::fs::write(d.join("kubelet-client.pem"), &client.cert_pem).unwrap();
+            std::fs::write(d.join("kubelet-client-key.pem"), &client.key_pem).unwrap();
+            cmd.args(["--bind-address=0.0.0.0", &format!("--advertise-address={}", crate::node::NODE_IP)])
+                .arg(format!("--kubelet-client-certificate={}", d.join("kubelet-client.pem").display()))
+                .arg(format!("--kubelet-client-key={}", d.join("kubelet-client-key.pem").display()))
+                .arg(format!("--kubelet-certificate-authority={}", d.join("ca.pem").display()))
+                .arg("--kubelet-preferred-address-types=InternalIP")
+                .arg(format!("--service-cluster-ip-range={}", crate::node::SERVICE_CIDR));
+        } else {
+            cmd.args([
+                "--bind-address=127.0.0.1",
+                "--advertise-address=127.0.0.1",
+                "--service-cluster-ip-range=10.96.0.0/16",
+            ]);
+        }
+        cmd
             .arg(format!("--cert-dir={}", d.join("certs").display()))
             .arg(format!("--tls-cert-file={}", d.join("serving.pem").display()))
             .arg(format!("--tls-private-key-file={}", d.join("serving-key.pem").display()))
@@ -109,14 +152,17 @@ impl KubeApi {
             .arg(format!("--service-account-signing-key-file={}", d.join("sa.pem").display()))
             .args([
                 "--authorization-mode=RBAC",
-                "--service-cluster-ip-range=10.96.0.0/16",
                 "--enable-admission-plugins=NamespaceLifecycle,ServiceAccount,PodSecurity,MutatingAdmissionWebhook,ValidatingAdmissionWebhook",
                 "--disable-admission-plugins=DefaultStorageClass,DefaultTolerationSeconds,StorageObjectInUseProtection,PersistentVolumeClaimResize,RuntimeClass,CertificateApproval,CertificateSigning,ClusterTrustBundleAttest,CertificateSubjectRestriction,TaintNodesByCondition,Priority,ResourceQuota,LimitRanger",
                 "--allow-privileged=true",
                 "--v=1",
             ]);
         let apiserver = Process::spawn("kube-apiserver", cmd, d);
-        let url = format!("https://127.0.0.1:{port}");
+        let forward = node.map(|n| TcpProxy::start_in(&format!("{}:{port}", crate::node::NODE_IP), Some(&n.netns())));
+        let url = match &forward {
+            Some(f) => format!("https://{}", f.addr),
+            None => format!("https://127.0.0.1:{port}"),
+        };
         let ca_pem = ca_cert.pem();
 
         let kubeconfig = d.join("kubeconfig");
@@ -129,8 +175,17 @@ impl KubeApi {
         )
         .unwrap();
 
-        let api =
-            KubeApi { url, ca_pem, admin_token, kubeconfig, ca_key_pem: ca_key.serialize_pem(), apiserver, etcd, dir };
+        let api = KubeApi {
+            url,
+            ca_pem,
+            admin_token,
+            kubeconfig,
+            ca_key_pem: ca_key.serialize_pem(),
+            apiserver,
+            etcd,
+            forward,
+            dir,
+        };
         wait_until(
             "kube-apiserver to be ready",
             Duration::from_secs(90),
@@ -151,11 +206,26 @@ impl KubeApi {
         api
     }
 
+    /// A serving certificate for `names` (IP addresses among them become IP
+    /// SANs) and 127.0.0.1.
     fn sign_with(issuer: &Issuer<'_, &KeyPair>, names: &[&str]) -> SignedCert {
         let key = KeyPair::generate().unwrap();
-        let mut p = CertificateParams::new(names.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>()).unwrap();
+        let (ips, dns): (Vec<&str>, Vec<&str>) = names.iter().partition(|n| n.parse::<IpAddr>().is_ok());
+        let mut p = CertificateParams::new(dns.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>()).unwrap();
         p.subject_alt_names.push(SanType::IpAddress(IpAddr::V4(Ipv4Addr::LOCALHOST)));
+        p.subject_alt_names.extend(ips.iter().map(|ip| SanType::IpAddress(ip.parse().unwrap())));
         p.distinguished_name.push(DnType::CommonName, names.first().copied().unwrap_or("localhost"));
+        let cert = p.signed_by(&key, issuer).unwrap();
+        SignedCert { cert_pem: cert.pem(), key_pem: key.serialize_pem() }
+    }
+
+    /// A client certificate for user `cn` in group `org`.
+    fn sign_client(issuer: &Issuer<'_, &KeyPair>, cn: &str, org: &str) -> SignedCert {
+        let key = KeyPair::generate().unwrap();
+        let mut p = CertificateParams::new(Vec::<String>::new()).unwrap();
+        p.distinguished_name.push(DnType::CommonName, cn);
+        p.distinguished_name.push(DnType::OrganizationName, org);
+        p.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ClientAuth];
         let cert = p.signed_by(&key, issuer).unwrap();
         SignedCert { cert_pem: cert.pem(), key_pem: key.serialize_pem() }
     }
@@ -166,6 +236,13 @@ impl KubeApi {
         let ca_key = KeyPair::from_pem(&self.ca_key_pem).unwrap();
         let issuer = Issuer::new(ca_params(), &ca_key);
         Self::sign_with(&issuer, names)
+    }
+
+    /// Where a server that calls the apiserver (OpenBao's TokenReview)
+    /// reaches it: the host URL, or inside a cluster the `kubernetes`
+    /// Service's name.
+    pub fn url_for_servers(&self) -> String {
+        if self.forward.is_some() { "https://kubernetes.default.svc".into() } else { self.url.clone() }
     }
 
     /// The apiserver log so far.

@@ -12,7 +12,10 @@
 //!   service-account issuer (TokenRequest, TokenReview), PodSecurity and
 //!   admission webhooks, and a kubeconfig for kubectl and kube-rs;
 //! - [`TcpProxy`]: a loopback TCP proxy that can cut a server off, for
-//!   outage tests.
+//!   outage tests, or forward into a node's network namespace;
+//! - [`Cluster`]: a real single-node cluster (kubelet, containerd, the
+//!   control plane, kube-proxy, CoreDNS) in namespaces of its own, where
+//!   pods really run.
 //!
 //! Tools come from `make testenv` (see [`tool`]); a missing one fails the
 //! test with the command that installs it, never a silent skip. Every server
@@ -31,6 +34,7 @@
 mod bao;
 mod kube_api;
 mod moto;
+pub mod node;
 mod postgres;
 mod proxy;
 
@@ -43,6 +47,7 @@ use std::time::{Duration, Instant};
 pub use bao::OpenBao;
 pub use kube_api::{KubeApi, SignedCert};
 pub use moto::Moto;
+pub use node::Cluster;
 pub use postgres::Postgres;
 pub use proxy::TcpProxy;
 
@@ -163,6 +168,11 @@ impl Process {
         cmd.stdin(Stdio::null()).stdout(out.try_clone().unwrap()).stderr(out);
         let child = cmd.spawn().unwrap_or_else(|e| panic!("cannot start {name} ({:?}): {e}", cmd.get_program()));
         Process { name: name.to_owned(), child: std::sync::Mutex::new(Some(child)), log }
+    }
+
+    /// The name it was started under (its log is `<name>.log`).
+    pub fn name(&self) -> &str {
+        &self.name
     }
 
     /// Everything the process printed so far.

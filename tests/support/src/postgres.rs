@@ -12,13 +12,18 @@ use crate::{Process, free_port, tool, wait_until};
 
 /// A running PostgreSQL server with password (SCRAM) authentication over TCP.
 pub struct Postgres {
-    /// The TCP port on 127.0.0.1.
+    /// The address clients connect to: 127.0.0.1, or a node's address when
+    /// the server runs in the node's network namespace.
+    pub host: String,
+    /// The TCP port.
     pub port: u16,
     /// The superuser's name.
     pub superuser: String,
     /// The superuser's password.
     pub password: String,
     bin: PathBuf,
+    /// `nsenter` into a node's network namespace, when there.
+    netns_pid: Option<u32>,
     process: Process,
     _dir: TempDir,
 }
@@ -44,18 +49,45 @@ fn run_as() -> Option<(u32, u32)> {
     Some((f[2].parse().unwrap(), f[3].parse().unwrap()))
 }
 
-fn command(bin: &Path, name: &str, user: Option<(u32, u32)>) -> Command {
-    let mut cmd = Command::new(bin.join(name));
-    if let Some((uid, gid)) = user {
-        cmd.uid(uid).gid(gid);
-    }
+/// `bin/name`, run as `user`; inside the network namespace of process
+/// `netns_pid` when given (nsenter enters it as root, then drops to `user`).
+fn command(bin: &Path, name: &str, user: Option<(u32, u32)>, netns_pid: Option<u32>) -> Command {
+    let mut cmd = match netns_pid {
+        Some(pid) => {
+            let mut c = Command::new("nsenter");
+            c.arg(format!("--target={pid}")).arg("--net");
+            if let Some((uid, gid)) = user {
+                c.arg(format!("--setuid={uid}")).arg(format!("--setgid={gid}"));
+            }
+            c.arg("--").arg(bin.join(name));
+            c
+        }
+        None => {
+            let mut c = Command::new(bin.join(name));
+            if let Some((uid, gid)) = user {
+                c.uid(uid).gid(gid);
+            }
+            c
+        }
+    };
     cmd.env("LC_ALL", "C.UTF-8");
     cmd
 }
 
 impl Postgres {
-    /// Creates and starts a cluster.
+    /// Creates and starts a cluster on 127.0.0.1.
     pub fn start() -> Postgres {
+        Self::start_on(None)
+    }
+
+    /// Creates and starts a cluster inside `node`'s network namespace,
+    /// listening on its loopback and on the node's address, where pods reach
+    /// it (a database outside the cluster, as most are).
+    pub fn start_in(node: &crate::node::Node) -> Postgres {
+        Self::start_on(Some(node.pid()))
+    }
+
+    fn start_on(netns_pid: Option<u32>) -> Postgres {
         let bin = tool("SIDEKEY_PG_BIN");
         let user = run_as();
         let dir = tempfile::Builder::new().prefix("sidekey-pg").tempdir().unwrap();
@@ -66,7 +98,7 @@ impl Postgres {
             std::os::unix::fs::chown(dir.path().join("pwfile"), Some(uid), Some(gid)).unwrap();
         }
         let data = dir.path().join("data");
-        let out = command(&bin, "initdb", user)
+        let out = command(&bin, "initdb", user, None)
             .arg("-D")
             .arg(&data)
             .args(["-U", "postgres", "--auth-local=trust", "--auth-host=scram-sha-256", "-E", "UTF8", "--no-sync"])
@@ -74,9 +106,19 @@ impl Postgres {
             .output()
             .unwrap();
         assert!(out.status.success(), "initdb failed: {}", String::from_utf8_lossy(&out.stderr));
-        let port = free_port();
-        let mut cmd = command(&bin, "postgres", user);
-        cmd.arg("-D").arg(&data).args(["-p", &port.to_string(), "-h", "127.0.0.1", "-k"]).arg(dir.path()).args([
+        if netns_pid.is_some() {
+            // Pods connect from the pod network (still with a password).
+            let hba = data.join("pg_hba.conf");
+            let mut text = std::fs::read_to_string(&hba).unwrap();
+            text.push_str(&format!("host all all {} scram-sha-256\n", crate::node::POD_CIDR));
+            std::fs::write(&hba, text).unwrap();
+        }
+        let (port, host, listen) = match netns_pid {
+            Some(_) => (5432, crate::node::NODE_IP.to_owned(), format!("127.0.0.1,{}", crate::node::NODE_IP)),
+            None => (free_port(), "127.0.0.1".to_owned(), "127.0.0.1".to_owned()),
+        };
+        let mut cmd = command(&bin, "postgres", user, netns_pid);
+        cmd.arg("-D").arg(&data).args(["-p", &port.to_string(), "-h", &listen, "-k"]).arg(dir.path()).args([
             "-c",
             "fsync=off",
             "-c",
@@ -87,10 +129,10 @@ impl Postgres {
         let process = Process::spawn("postgres", cmd, dir.path());
         let pg = |process: &Process| {
             process.assert_running();
-            psql_raw(&bin, port, "postgres", &password, "select 1").is_ok()
+            psql_raw(&bin, netns_pid, port, "postgres", &password, "select 1").is_ok()
         };
         wait_until("PostgreSQL to accept connections", Duration::from_secs(30), || pg(&process), || process.log());
-        Postgres { port, superuser: "postgres".into(), password, bin, process, _dir: dir }
+        Postgres { host, port, superuser: "postgres".into(), password, bin, netns_pid, process, _dir: dir }
     }
 
     /// The server log so far.
@@ -103,12 +145,19 @@ impl Postgres {
     /// # Errors
     /// psql's error output when the login or the statement fails.
     pub fn psql(&self, user: &str, password: &str, sql: &str) -> Result<String, String> {
-        psql_raw(&self.bin, self.port, user, password, sql)
+        psql_raw(&self.bin, self.netns_pid, self.port, user, password, sql)
     }
 }
 
-fn psql_raw(bin: &Path, port: u16, user: &str, password: &str, sql: &str) -> Result<String, String> {
-    let out = Command::new(bin.join("psql"))
+fn psql_raw(
+    bin: &Path,
+    netns_pid: Option<u32>,
+    port: u16,
+    user: &str,
+    password: &str,
+    sql: &str,
+) -> Result<String, String> {
+    let out = command(bin, "psql", None, netns_pid)
         .args([
             "-h",
             "127.0.0.1",

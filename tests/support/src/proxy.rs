@@ -21,6 +21,15 @@ pub struct TcpProxy {
 impl TcpProxy {
     /// Starts forwarding to `target` (`host:port`).
     pub fn start(target: &str) -> TcpProxy {
+        Self::start_in(target, None)
+    }
+
+    /// Starts forwarding from `127.0.0.1` on the host to `target` inside the
+    /// network namespace `netns` (a `/proc/PID/ns/net` path): the listening
+    /// socket is made here, the thread that connects enters the namespace
+    /// first, and sockets keep the namespace they were made in.
+    pub fn start_in(target: &str, netns: Option<&std::path::Path>) -> TcpProxy {
+        let netns = netns.map(|p| std::fs::File::open(p).unwrap_or_else(|e| panic!("{}: {e}", p.display())));
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = listener.local_addr().unwrap().to_string();
         let up = Arc::new(AtomicBool::new(true));
@@ -28,6 +37,13 @@ impl TcpProxy {
         let conns: Arc<Mutex<Vec<TcpStream>>> = Arc::default();
         let (up2, stop2, conns2, target) = (up.clone(), stop.clone(), conns.clone(), target.to_owned());
         thread::spawn(move || {
+            if let Some(ns) = netns {
+                rustix::thread::move_into_link_name_space(
+                    std::os::fd::AsFd::as_fd(&ns),
+                    Some(rustix::thread::LinkNameSpaceType::Network),
+                )
+                .expect("setns into the node's network namespace");
+            }
             for client in listener.incoming() {
                 if stop2.load(Ordering::SeqCst) {
                     break;
