@@ -6,7 +6,7 @@ CACHE ?= $(HOME)/.cache/sidekey
 export SIDEKEY_CACHE := $(CACHE)
 CARGO ?= cargo
 
-.PHONY: all build test testenv lint fmt bench demo clean static manifests
+.PHONY: all build test testenv lint fmt bench demo clean static images manifests
 
 all: build
 
@@ -23,14 +23,20 @@ lint:
 	$(CARGO) clippy --workspace --all-targets --locked -- -D warnings
 	$(CARGO) clippy -p sidekey --no-default-features --locked -- -D warnings
 
-## test: provision the test environment, lint, run every test, build the static release binaries
+## test: provision the test environment, lint, build the static binaries and the images (the
+## real-node tests run them in pods), run every test
 test: testenv lint
+	scripts/build-images.sh --test
 	source "$(CACHE)/env.sh" && $(CARGO) test --workspace --locked
-	scripts/build-static.sh
 
 ## static: the musl binaries the images ship, with their sizes
 static:
 	scripts/build-static.sh
+
+## images: the static binaries, then the agent, injector and example-app images from
+## deploy/docker with docker, podman or buildah, saved in target/images/
+images:
+	scripts/build-images.sh
 
 ## manifests: regenerate deploy/manifests from the chart (a test checks they match)
 manifests: testenv

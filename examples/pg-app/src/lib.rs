@@ -136,6 +136,7 @@ pub async fn run(s: Settings) -> Summary {
             match connect(&s).await {
                 Ok((c, user)) => {
                     client = Some(c);
+                    eprintln!("connected as {user}");
                     if !summary.users.contains(&user) {
                         summary.users.push(user);
                     }
