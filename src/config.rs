@@ -464,9 +464,11 @@ mod tests {
 
     #[test]
     fn refuses_plain_http_vault_unless_allowed() {
-        let e = InjectorConfig::from_yaml("vault:\n  addr: http://vault.vault.svc:8200\n  allowedAddrs: [\"http://other:8200\"]\n")
-            .unwrap_err()
-            .to_string();
+        let e = InjectorConfig::from_yaml(
+            "vault:\n  addr: http://vault.vault.svc:8200\n  allowedAddrs: [\"http://other:8200\"]\n",
+        )
+        .unwrap_err()
+        .to_string();
         assert!(e.contains("vault.addr: plain http:// is refused"), "{e}");
         assert!(e.contains("vault.allowedAddrs[0]: plain http:// is refused"), "{e}");
         let c = InjectorConfig::from_yaml("vault:\n  addr: http://127.0.0.1:8200\n  allowHttp: true\n").unwrap();
@@ -479,8 +481,11 @@ mod tests {
         let e = InjectorConfig::from_yaml("vault:\n  caCert: not a certificate\n").unwrap_err().to_string();
         assert!(e.contains("vault.caCert: must hold PEM certificates"), "{e}");
         let pem = "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n";
-        let c = InjectorConfig::from_yaml(&format!("vault:\n  caCert: |\n    {}\n", pem.trim_end().replace('\n', "\n    ")))
-            .unwrap();
+        let c = InjectorConfig::from_yaml(&format!(
+            "vault:\n  caCert: |\n    {}\n",
+            pem.trim_end().replace('\n', "\n    ")
+        ))
+        .unwrap();
         assert_eq!(c.vault.ca_cert.as_deref(), Some(pem));
     }
 

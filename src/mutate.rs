@@ -1273,15 +1273,14 @@ mod tests {
     fn plain_http_vault_addr_annotation_is_denied_and_the_ca_reaches_the_agent() {
         let mut config = InjectorConfig::default();
         config.vault.ca_cert = Some("-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n".into());
-        let annotations = |addr: &str| {
-            json!({"sidekey.dev/inject": "true", "sidekey.dev/vault-addr": addr, "sidekey.dev/secret-k": "vault:a/b#c"})
-        };
+        let annotations = |addr: &str| json!({"sidekey.dev/inject": "true", "sidekey.dev/vault-addr": addr, "sidekey.dev/secret-k": "vault:a/b#c"});
         let spec = json!({"containers": [{"name": "app", "image": "x"}]});
         let e = mutate_template(&mut pod(annotations("http://vault.example:8200"), spec.clone()), &config).unwrap_err();
         assert!(e.to_string().contains("sidekey.dev/vault-addr: plain http:// is refused"), "{e}");
         let mut p = pod(annotations("https://vault.example:8200"), spec);
         mutate_template(&mut p, &config).unwrap();
-        let agent = p["spec"]["initContainers"].as_array().unwrap().iter().find(|c| c["name"] == "sidekey-agent").unwrap();
+        let agent =
+            p["spec"]["initContainers"].as_array().unwrap().iter().find(|c| c["name"] == "sidekey-agent").unwrap();
         let cfg = agent["env"].as_array().unwrap().iter().find(|e| e["name"] == "SIDEKEY_CONFIG").unwrap();
         let cfg: Value = serde_json::from_str(cfg["value"].as_str().unwrap()).unwrap();
         assert_eq!(cfg["vault"]["caPem"], json!(config.vault.ca_cert));
