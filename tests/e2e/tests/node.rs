@@ -346,13 +346,13 @@ fn the_example_app_runs_with_its_secrets_in_files(w: &World) -> String {
 }
 
 /// The app follows rotating database credentials (TTL 10 s, max 30 s) for
-/// 60 s in its pod: no failed query, at least three distinct users.
-fn the_app_follows_rotating_credentials_for_a_minute(w: &World, pod: &str) {
+/// 60 s in its pod (counted from `begun`, its start: the other steps run
+/// meanwhile): no failed query, at least three distinct users.
+fn the_app_follows_rotating_credentials_for_a_minute(w: &World, pod: &str, begun: Instant) {
     let env = &w.env;
     let users = |log: &str| -> std::collections::BTreeSet<String> {
-        log.lines().filter_map(|l| l.split(" as ").nth(1)).filter(|_| true).map(str::to_owned).collect()
+        log.lines().filter_map(|l| l.split(" as ").nth(1)).map(str::to_owned).collect()
     };
-    let begun = Instant::now();
     let mut log = String::new();
     while begun.elapsed() < Duration::from_secs(60) || users(&log).len() < 3 {
         assert!(begun.elapsed() < Duration::from_secs(120), "fewer than 3 users in 120 s: {log}");
@@ -384,6 +384,181 @@ fn a_kv_update_reaches_the_app_container_within_refresh(w: &World, pod: &str) {
     eprintln!("kv update visible in the app container after {:.2}s", written.elapsed().as_secs_f64());
 }
 
+/// A pod in `shop` that opts in with the `orders` role and reads the KV
+/// secret, running busybox `script` as its app (UID 10001, fsGroup 10001).
+fn shop_pod(name: &str, annotations: Value, spec_extra: Value, script: &str) -> String {
+    let mut ann = json!({"sidekey.dev/inject": "true", "sidekey.dev/vault-role": "orders",
+        "sidekey.dev/secret-api-key": "vault:secret/data/shop/orders#api_key", "sidekey.dev/refresh": "1s"});
+    ann.as_object_mut().unwrap().extend(annotations.as_object().unwrap().clone());
+    let mut spec = json!({"serviceAccountName": "orders", "automountServiceAccountToken": false,
+        "securityContext": {"runAsNonRoot": true, "runAsUser": 10001, "fsGroup": 10001,
+                            "seccompProfile": {"type": "RuntimeDefault"}},
+        "containers": [{"name": "app", "image": "sidekey.test/testbox:1", "imagePullPolicy": "Never",
+            "command": ["/bin/busybox", "sh", "-c", script],
+            "securityContext": {"allowPrivilegeEscalation": false, "readOnlyRootFilesystem": true,
+                                "capabilities": {"drop": ["ALL"]}},
+            "resources": {"requests": {"cpu": "10m", "memory": "16Mi"}, "limits": {"cpu": "100m", "memory": "32Mi"}}}]});
+    spec.as_object_mut().unwrap().extend(spec_extra.as_object().unwrap().clone());
+    json!({"apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": name, "namespace": "shop", "labels": {"sidekey.dev/inject": "true"}, "annotations": ann},
+        "spec": spec})
+    .to_string()
+}
+
+/// Waits until the log of `container` in `shop/pod` contains `text`.
+fn wait_log(env: &Env, pod: &str, container: &str, text: &str, timeout: Duration) -> String {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let out = env.cluster.api.kubectl(&["-n", "shop", "logs", pod, "-c", container]);
+        let log = String::from_utf8_lossy(&out.stdout).into_owned();
+        if log.contains(text) {
+            return log;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{pod}/{container} did not log {text:?} in {timeout:?}: {log}\nagent: {}",
+            String::from_utf8_lossy(
+                &env.cluster.api.kubectl(&["-n", "shop", "logs", pod, "-c", "sidekey-agent"]).stdout
+            )
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+fn sha256_hex(s: &str) -> String {
+    use sha2::Digest;
+    sha2::Sha256::digest(s.as_bytes()).iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// `on-change: signal:SIGHUP` with `shareProcessNamespace` reaches the app
+/// process, and an `http://127.0.0.1:PORT/PATH` on-change reaches an app
+/// that listens there, each after a KV update.
+fn on_change_reaches_the_app_by_signal_and_by_http(w: &World) {
+    let env = &w.env;
+    env.apply_ok(&shop_pod(
+        "on-signal",
+        json!({"sidekey.dev/on-change": "signal:SIGHUP"}),
+        json!({"shareProcessNamespace": true}),
+        "trap 'echo got-SIGHUP' HUP; echo started; while true; do /bin/busybox sleep 1 & wait $!; done",
+    ));
+    env.apply_ok(&shop_pod(
+        "on-http",
+        json!({"sidekey.dev/on-change": "http://127.0.0.1:9000/reload"}),
+        json!({}),
+        "echo started; while true; do printf 'HTTP/1.1 200 OK\\r\\nContent-Length: 0\\r\\nConnection: close\\r\\n\\r\\n' | /bin/busybox nc -l -p 9000; done",
+    ));
+    env.wait_ready("shop", "on-signal", Duration::from_secs(60));
+    env.wait_ready("shop", "on-http", Duration::from_secs(60));
+    wait_log(env, "on-signal", "app", "started", Duration::from_secs(10));
+    wait_log(env, "on-http", "app", "started", Duration::from_secs(10));
+    w.bao.kv_put("shop/orders", json!({"api_key": format!("{}-v3", w.api_key)}));
+    wait_log(env, "on-signal", "app", "got-SIGHUP", Duration::from_secs(10));
+    let log = wait_log(env, "on-http", "app", "POST /reload", Duration::from_secs(10));
+    assert!(log.contains("POST /reload HTTP/1.1"), "{log}");
+    env.kubectl(&["-n", "shop", "delete", "pod", "on-signal", "on-http", "--wait=false"]);
+}
+
+/// `env: exec`: the variable exists only in the app's process, started by
+/// `sidekey-agent exec` that `sidekey-install` copied into the pod; the
+/// stored spec holds the reference, never the value.
+fn exec_mode_puts_the_value_only_in_the_process(w: &World) {
+    let env = &w.env;
+    let pod = shop_pod(
+        "exec-mode",
+        json!({"sidekey.dev/env": "exec"}),
+        json!({}),
+        "echo \"sha=$(printf %s \"$API_KEY\" | /bin/busybox sha256sum | cut -d' ' -f1)\"; /bin/busybox sleep 3600",
+    );
+    let mut pod: Value = serde_json::from_str(&pod).unwrap();
+    pod["spec"]["containers"][0]["env"] =
+        json!([{"name": "API_KEY", "value": "vault:secret/data/shop/orders#api_key"}]);
+    env.apply_ok(&pod.to_string());
+    env.wait_ready("shop", "exec-mode", Duration::from_secs(60));
+    let current = w.bao.kv_get("shop/orders")["api_key"].as_str().unwrap().to_owned();
+    wait_log(env, "exec-mode", "app", &format!("sha={}", sha256_hex(&current)), Duration::from_secs(10));
+    let stored = env.json(&["-n", "shop", "get", "pod", "exec-mode"]);
+    let text = stored.to_string();
+    assert!(!text.contains(&current), "the value is not in the spec");
+    let app = &stored["spec"]["containers"][0];
+    assert_eq!(app["command"][0], "/sidekey/bin/sidekey-agent");
+    assert!(!app["env"].as_array().into_iter().flatten().any(|e| e["name"] == "API_KEY"));
+    let inits: Vec<&str> =
+        stored["spec"]["initContainers"].as_array().unwrap().iter().map(|c| c["name"].as_str().unwrap()).collect();
+    assert!(inits.contains(&"sidekey-install"), "{inits:?}");
+    env.kubectl(&["-n", "shop", "delete", "pod", "exec-mode", "--wait=false"]);
+}
+
+/// `lifecycle: init-only` in a Job: the agent renders once as a plain init
+/// container, the job's container reads the file and exits, the pod
+/// Succeeds (nothing keeps it alive).
+fn an_init_only_job_completes(w: &World) {
+    let env = &w.env;
+    let pod: Value = serde_json::from_str(&shop_pod(
+        "unused",
+        json!({"sidekey.dev/lifecycle": "init-only"}),
+        json!({"restartPolicy": "Never"}),
+        "echo \"sha=$(/bin/busybox sha256sum < /run/secrets/sidekey/api-key | cut -d' ' -f1)\"",
+    ))
+    .unwrap();
+    let job = json!({"apiVersion": "batch/v1", "kind": "Job", "metadata": {"name": "report", "namespace": "shop"},
+        "spec": {"backoffLimit": 0, "template": {"metadata": pod["metadata"].clone(), "spec": pod["spec"].clone()}}});
+    let mut job = job;
+    job["spec"]["template"]["metadata"].as_object_mut().unwrap().remove("name");
+    job["spec"]["template"]["metadata"].as_object_mut().unwrap().remove("namespace");
+    env.apply_ok(&job.to_string());
+    let deadline = Instant::now() + Duration::from_secs(90);
+    loop {
+        let j = env.json(&["-n", "shop", "get", "job", "report"]);
+        if j["status"]["succeeded"] == 1 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline && j["status"]["failed"].is_null(),
+            "the init-only job did not complete: {j}\n{}",
+            env.kubectl(&["-n", "shop", "get", "pods,events"])
+        );
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    let pods = env.json(&["-n", "shop", "get", "pods", "-l", "job-name=report"]);
+    let p = &pods["items"][0];
+    assert_eq!(p["status"]["phase"], "Succeeded");
+    assert_eq!(p["spec"]["initContainers"][0]["name"], "sidekey-agent");
+    assert!(p["spec"]["initContainers"][0]["restartPolicy"].is_null(), "a plain init container");
+    let name = p["metadata"]["name"].as_str().unwrap();
+    let current = w.bao.kv_get("shop/orders")["api_key"].as_str().unwrap().to_owned();
+    let log = env.kubectl(&["-n", "shop", "logs", name, "-c", "app"]);
+    assert!(log.contains(&format!("sha={}", sha256_hex(&current))), "{log}");
+}
+
+/// `lifecycle: legacy` (clusters before native sidecars): `sidekey-init`
+/// renders before the app, `sidekey-agent` runs beside it and keeps the
+/// file current.
+fn the_legacy_shape_renders_first_and_keeps_files_current(w: &World) {
+    let env = &w.env;
+    env.apply_ok(&shop_pod(
+        "legacy",
+        json!({"sidekey.dev/lifecycle": "legacy"}),
+        json!({}),
+        "echo \"first=$(/bin/busybox sha256sum < /run/secrets/sidekey/api-key | cut -d' ' -f1)\"; /bin/busybox sleep 3600",
+    ));
+    env.wait_ready("shop", "legacy", Duration::from_secs(60));
+    let stored = env.json(&["-n", "shop", "get", "pod", "legacy"]);
+    assert_eq!(stored["spec"]["initContainers"][0]["name"], "sidekey-init");
+    assert!(stored["spec"]["containers"].as_array().unwrap().iter().any(|c| c["name"] == "sidekey-agent"));
+    let current = w.bao.kv_get("shop/orders")["api_key"].as_str().unwrap().to_owned();
+    wait_log(env, "legacy", "app", &format!("first={}", sha256_hex(&current)), Duration::from_secs(10));
+    let next = format!("{}-legacy", w.api_key);
+    w.bao.kv_put("shop/orders", json!({"api_key": next}));
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while env.exec("shop", "legacy", "app", &["/bin/busybox", "cat", "/run/secrets/sidekey/api-key"]).stdout
+        != next.as_bytes()
+    {
+        assert!(Instant::now() < deadline, "the legacy agent did not follow the update");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    env.kubectl(&["-n", "shop", "delete", "pod", "legacy", "--wait=false"]);
+}
+
 /// Runs one step, saying what it proves and how long it took.
 fn step<T>(name: &str, f: impl FnOnce() -> T) -> T {
     let t = Instant::now();
@@ -405,10 +580,18 @@ fn the_product_in_real_pods_on_a_real_node() {
     });
     let pod =
         step("the example app runs with its secrets in files", || the_example_app_runs_with_its_secrets_in_files(&w));
+    // The rotation check below counts from here; the other steps run meanwhile.
+    let app_started = Instant::now();
     step("a KV update reaches the app container within refresh", || {
         a_kv_update_reaches_the_app_container_within_refresh(&w, &pod)
     });
+    step("on-change reaches the app by signal and by HTTP", || on_change_reaches_the_app_by_signal_and_by_http(&w));
+    step("exec mode puts the value only in the process", || exec_mode_puts_the_value_only_in_the_process(&w));
+    step("an init-only Job completes", || an_init_only_job_completes(&w));
+    step("the legacy shape renders first and keeps files current", || {
+        the_legacy_shape_renders_first_and_keeps_files_current(&w)
+    });
     step("the app follows rotating credentials for a minute", || {
-        the_app_follows_rotating_credentials_for_a_minute(&w, &pod)
+        the_app_follows_rotating_credentials_for_a_minute(&w, &pod, app_started)
     });
 }
