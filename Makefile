@@ -6,7 +6,7 @@ CACHE ?= $(HOME)/.cache/sidekey
 export SIDEKEY_CACHE := $(CACHE)
 CARGO ?= cargo
 
-.PHONY: all build test testenv lint fmt bench demo clean static images manifests
+.PHONY: all build test testenv lint fmt bench demo demo-cluster clean static images manifests
 
 all: build
 
@@ -49,6 +49,11 @@ bench:
 ## demo: the main job end to end on local defaults
 demo:
 	scripts/demo.sh
+
+## demo-cluster: the same story in real pods on a single-node cluster, then torn down (root)
+demo-cluster: testenv
+	scripts/build-images.sh --test
+	source "$(CACHE)/env.sh" && $(CARGO) run --locked -q -p sidekey-testenv --bin demo-cluster
 
 fmt:
 	$(CARGO) fmt --all

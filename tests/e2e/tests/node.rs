@@ -4,123 +4,29 @@
 //! workload applied with kubectl into a namespace that enforces Pod Security
 //! `restricted`; and what the pod does, observed from inside it.
 //!
-//! One cluster serves every step (it takes ~30 s to start); each step is a
+//! One cluster serves every step (it starts in 5-10 s); each step is a
 //! function named after what it proves, run in order.
 
 #![allow(clippy::unwrap_used, clippy::disallowed_methods, missing_docs)]
 
-use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
-use sidekey_testenv::node::NODE_IP;
-use sidekey_testenv::{Cluster, OpenBao, Postgres, tool};
-
-fn repo() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
-
-/// The image tarballs `scripts/build-images.sh --test` wrote.
-fn images() -> Vec<PathBuf> {
-    let dir = std::env::var_os("SIDEKEY_IMAGES").map_or_else(|| repo().join("target/images"), PathBuf::from);
-    let names = [
-        "pause",
-        "sidekey-agent",
-        "sidekey-injector",
-        "sidekey-example-app",
-        "openbao",
-        "testbox",
-        "example-app-debug",
-    ];
-    names
-        .iter()
-        .map(|n| {
-            let p = dir.join(format!("{n}.tar"));
-            assert!(
-                p.exists(),
-                "image {} is missing: run `scripts/build-images.sh --test` (make test does)",
-                p.display()
-            );
-            p
-        })
-        .collect()
-}
-
-struct Env {
-    cluster: Cluster,
-}
-
-impl Env {
-    fn kubectl(&self, args: &[&str]) -> String {
-        self.cluster.api.kubectl_ok(args)
-    }
-
-    fn apply(&self, yaml: &str) -> std::process::Output {
-        self.cluster.api.kubectl_stdin(&["apply", "-f", "-"], yaml)
-    }
-
-    fn apply_ok(&self, yaml: &str) {
-        let out = self.apply(yaml);
-        assert!(out.status.success(), "kubectl apply: {}", String::from_utf8_lossy(&out.stderr));
-    }
-
-    fn json(&self, args: &[&str]) -> Value {
-        let mut a = args.to_vec();
-        a.extend(["-o", "json"]);
-        serde_json::from_str(&self.kubectl(&a)).unwrap()
-    }
-
-    /// Waits until `ns/pod` has condition Ready, or fails with its state,
-    /// its events and the node's logs.
-    fn wait_ready(&self, ns: &str, pod: &str, timeout: Duration) {
-        self.wait_pod(ns, pod, timeout, |p| {
-            p["status"]["conditions"]
-                .as_array()
-                .is_some_and(|c| c.iter().any(|c| c["type"] == "Ready" && c["status"] == "True"))
-        });
-    }
-
-    fn wait_pod(&self, ns: &str, pod: &str, timeout: Duration, check: impl Fn(&Value) -> bool) {
-        let deadline = Instant::now() + timeout;
-        loop {
-            let out = self.cluster.api.kubectl(&["-n", ns, "get", "pod", pod, "-o", "json"]);
-            if out.status.success() && check(&serde_json::from_slice(&out.stdout).unwrap()) {
-                return;
-            }
-            if Instant::now() > deadline {
-                let state = self.cluster.api.kubectl(&["-n", ns, "get", "pod", pod, "-o", "yaml"]);
-                let events = self.cluster.api.kubectl(&["-n", ns, "get", "events", "--sort-by=.lastTimestamp"]);
-                panic!(
-                    "pod {ns}/{pod} not as expected after {timeout:?}\n{}\n{}\n{}",
-                    String::from_utf8_lossy(&state.stdout),
-                    String::from_utf8_lossy(&events.stdout),
-                    self.cluster.logs()
-                );
-            }
-            self.cluster.assert_running();
-            std::thread::sleep(Duration::from_millis(200));
-        }
-    }
-
-    fn exec(&self, ns: &str, pod: &str, container: &str, cmd: &[&str]) -> std::process::Output {
-        let mut args = vec!["-n", ns, "exec", pod, "-c", container, "--"];
-        args.extend_from_slice(cmd);
-        self.cluster.api.kubectl(&args)
-    }
-}
+use sidekey_testenv::Cluster;
+use sidekey_testenv::shop::{Shop, images};
 
 /// A pod on the node: it runs, resolves a Service name through cluster DNS
 /// and reaches the apiserver through the `kubernetes` Service.
-fn a_pod_runs_and_reaches_services_by_name(env: &Env) {
-    env.apply_ok(
+fn a_pod_runs_and_reaches_services_by_name(c: &Cluster) {
+    c.apply_ok(
         r#"{"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "probe", "namespace": "default"},
             "spec": {"containers": [{"name": "sh", "image": "sidekey.test/testbox:1", "imagePullPolicy": "Never",
               "command": ["/bin/busybox", "sleep", "3600"],
               "securityContext": {"allowPrivilegeEscalation": false, "capabilities": {"drop": ["ALL"]},
                                   "runAsNonRoot": true, "seccompProfile": {"type": "RuntimeDefault"}}}]}}"#,
     );
-    env.wait_ready("default", "probe", Duration::from_secs(60));
-    let out = env.exec("default", "probe", "sh", &["/bin/busybox", "nslookup", "kubernetes.default.svc.cluster.local"]);
+    c.wait_ready("default", "probe", Duration::from_secs(60));
+    let out = c.exec("default", "probe", "sh", &["/bin/busybox", "nslookup", "kubernetes.default.svc.cluster.local"]);
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(
         out.status.success() && text.contains(sidekey_testenv::node::API_SERVICE_IP),
@@ -130,81 +36,33 @@ fn a_pod_runs_and_reaches_services_by_name(env: &Env) {
     // A TCP connection to the apiserver through the `kubernetes` Service
     // (kube-proxy's rules to the advertised node address). OpenBao's
     // TokenReview calls below go the same way over TLS.
-    let out = env.exec(
+    let out = c.exec(
         "default",
         "probe",
         "sh",
         &["/bin/busybox", "sh", "-c", "/bin/busybox nc -w 2 kubernetes.default.svc 443 </dev/null"],
     );
     assert!(out.status.success(), "kubernetes Service: {}", String::from_utf8_lossy(&out.stderr));
-    let closed = env.exec(
+    let closed = c.exec(
         "default",
         "probe",
         "sh",
         &["/bin/busybox", "sh", "-c", "/bin/busybox nc -w 2 kubernetes.default.svc 444 </dev/null"],
     );
     assert!(!closed.status.success(), "nc must fail on a port nothing serves");
-    env.kubectl(&["delete", "pod", "probe", "--wait=false"]);
-}
-
-/// What the steps share: the cluster and the servers in and beside it.
-struct World {
-    env: Env,
-    bao: OpenBao,
-    pg: Postgres,
-    /// The KV value behind `sidekey.dev/secret-api-key`.
-    api_key: String,
-}
-
-/// OpenBao in the cluster behind TLS with KV, the database engine against
-/// PostgreSQL on the node, and Kubernetes auth through the apiserver's
-/// `kubernetes` Service (TokenReview from a pod).
-fn openbao_in_the_cluster(env: Env) -> World {
-    let bao = OpenBao::in_cluster(&env.cluster);
-    let pg = Postgres::start_in(env.cluster.node());
-    bao.enable_postgres(&pg, "orders", 10, 30);
-    bao.put_policy(
-        "orders",
-        "path \"database/creds/orders\" { capabilities = [\"read\"] }\npath \"sys/leases/renew\" { capabilities = [\"update\"] }\npath \"secret/data/shop/*\" { capabilities = [\"read\"] }\npath \"secret/metadata/shop/*\" { capabilities = [\"read\"] }\n",
-    );
-    let api_key = format!("node-api-key-{:x}", std::process::id() as u64 * 104_729);
-    bao.kv_put("shop/orders", json!({"api_key": api_key}));
-    bao.enable_kubernetes_auth(&env.cluster.api, "orders", "shop", "orders", "sidekey", &["orders"]);
-    World { env, bao, pg, api_key }
+    c.api.kubectl_ok(&["delete", "pod", "probe", "--wait=false"]);
 }
 
 /// `helm install` of deploy/helm/sidekey with self-managed TLS: both
 /// injector replicas run, the webhook configuration gets its caBundle, and
 /// the apiserver reaches the webhook through its Service.
-fn helm_installs_the_injector(w: &World) {
-    let env = &w.env;
-    let (vault_addr, ca_pem) = w.bao.in_cluster.clone().unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let ca = dir.path().join("vault-ca.pem");
-    std::fs::write(&ca, ca_pem).unwrap();
-    env.kubectl(&["create", "namespace", "sidekey"]);
-    env.kubectl(&["label", "namespace", "sidekey", "pod-security.kubernetes.io/enforce=restricted"]);
-    let out = std::process::Command::new(tool("SIDEKEY_HELM"))
-        .arg(format!("--kubeconfig={}", env.cluster.api.kubeconfig.display()))
-        .args(["install", "sidekey"])
-        .arg(repo().join("deploy/helm/sidekey"))
-        .args(["--namespace", "sidekey", "--wait", "--timeout", "120s"])
-        .args(["--set", &format!("config.vault.addr={vault_addr}")])
-        .arg("--set-file")
-        .arg(format!("config.vault.caCert={}", ca.display()))
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "helm install: {}{}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr),
-        env.cluster.api.kubectl(&["-n", "sidekey", "get", "pods,events", "-o", "wide"]).stdout.escape_ascii()
-    );
-    let pods = env.json(&["-n", "sidekey", "get", "pods", "-l", "app.kubernetes.io/name=sidekey-injector"]);
+fn helm_installs_the_injector(w: &Shop) {
+    let c = &w.cluster;
+    w.helm_install();
+    let pods = c.get_json(&["-n", "sidekey", "get", "pods", "-l", "app.kubernetes.io/name=sidekey-injector"]);
     let running = pods["items"].as_array().unwrap().iter().filter(|p| p["status"]["phase"] == "Running").count();
     assert_eq!(running, 2, "two injector replicas run: {pods}");
-    let webhook = env.json(&["get", "mutatingwebhookconfiguration", "sidekey-injector"]);
+    let webhook = c.get_json(&["get", "mutatingwebhookconfiguration", "sidekey-injector"]);
     let ca_bundle = webhook["webhooks"][0]["clientConfig"]["caBundle"].as_str().unwrap_or_default();
     assert!(!ca_bundle.is_empty(), "the injector filled in the caBundle: {webhook}");
     assert_eq!(webhook["webhooks"][0]["clientConfig"]["service"]["name"], "sidekey-injector");
@@ -212,8 +70,8 @@ fn helm_installs_the_injector(w: &World) {
 
 /// Through the webhook: a pod with a bad annotation is refused with the
 /// injector's message; a pod that does not opt in is stored unchanged.
-fn the_webhook_refuses_bad_pods_and_leaves_others_alone(w: &World) {
-    let env = &w.env;
+fn the_webhook_refuses_bad_pods_and_leaves_others_alone(w: &Shop) {
+    let c = &w.cluster;
     let pod = |name: &str, labels: Value, annotations: Value| {
         json!({"apiVersion": "v1", "kind": "Pod",
             "metadata": {"name": name, "namespace": "default", "labels": labels, "annotations": annotations},
@@ -222,7 +80,7 @@ fn the_webhook_refuses_bad_pods_and_leaves_others_alone(w: &World) {
                 "env": [{"name": "TOKEN", "value": "vault:secret/data/x#y"}]}]}})
         .to_string()
     };
-    let out = env.apply(&pod(
+    let out = c.apply(&pod(
         "bad",
         json!({"sidekey.dev/inject": "true"}),
         json!({"sidekey.dev/inject": "true", "sidekey.dev/secret-../../etc/passwd": "vault:secret/data/x#y"}),
@@ -234,58 +92,29 @@ fn the_webhook_refuses_bad_pods_and_leaves_others_alone(w: &World) {
             && err.contains("sidekey.dev/secret-../../etc/passwd"),
         "{err}"
     );
-    assert!(env.cluster.api.kubectl(&["get", "pod", "bad"]).stdout.is_empty());
+    assert!(c.api.kubectl(&["get", "pod", "bad"]).stdout.is_empty());
 
     let plain = pod("plain", json!({"app": "plain"}), json!({"team": "a"}));
-    env.apply_ok(&plain);
-    let stored = env.json(&["get", "pod", "plain"]);
+    c.apply_ok(&plain);
+    let stored = c.get_json(&["get", "pod", "plain"]);
     assert_eq!(stored["spec"]["containers"].as_array().unwrap().len(), 1);
     assert!(stored["spec"]["initContainers"].is_null(), "no agent: {stored}");
     assert!(stored["metadata"]["annotations"]["sidekey.dev/status"].is_null());
     assert_eq!(stored["spec"]["containers"][0]["env"][0]["value"], "vault:secret/data/x#y");
-    env.kubectl(&["delete", "pod", "plain", "--wait=false"]);
+    c.api.kubectl_ok(&["delete", "pod", "plain", "--wait=false"]);
 }
 
 /// The example workload, applied as users would into a namespace that
 /// enforces `restricted`: the agent is a native sidecar, the app starts
 /// after every file exists, the volume is tmpfs and read-only in the app,
 /// files follow the access rule, and no value reaches the spec or etcd.
-fn the_example_app_runs_with_its_secrets_in_files(w: &World) -> String {
-    let env = &w.env;
-    env.kubectl(&["create", "namespace", "shop"]);
-    env.kubectl(&["label", "namespace", "shop", "pod-security.kubernetes.io/enforce=restricted"]);
-    env.kubectl(&["-n", "shop", "create", "serviceaccount", "orders"]);
-    // orders-db.shop.svc: PostgreSQL beside the cluster, as most databases are.
-    env.apply_ok(
-        &json!({"apiVersion": "v1", "kind": "List", "items": [
-            {"apiVersion": "v1", "kind": "Service", "metadata": {"name": "orders-db", "namespace": "shop"},
-                "spec": {"ports": [{"name": "pg", "port": 5432, "targetPort": 5432}]}},
-            {"apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
-                "metadata": {"name": "orders-db-1", "namespace": "shop", "labels": {"kubernetes.io/service-name": "orders-db"}},
-                "addressType": "IPv4", "ports": [{"name": "pg", "port": 5432}],
-                "endpoints": [{"addresses": [NODE_IP]}]}]})
-        .to_string(),
-    );
+fn the_example_app_runs_with_its_secrets_in_files(w: &Shop) -> String {
+    let c = &w.cluster;
     // The example as it is, but the image with a busybox beside the app so
-    // the test can look inside the container, and rotation every few
-    // seconds for the KV check below.
-    let manifest = std::fs::read_to_string(repo().join("examples/workloads/orders-app.yaml"))
-        .unwrap()
-        .replace("ghcr.io/sidekey/sidekey-example-app:0.1.0", "sidekey.test/example-app-debug:1")
-        .replace("sidekey.dev/vault-role: orders", "sidekey.dev/vault-role: orders\n        sidekey.dev/refresh: 2s");
-    assert!(manifest.contains("example-app-debug"));
-    env.apply_ok(&manifest);
-    let deadline = Instant::now() + Duration::from_secs(90);
-    let pod = loop {
-        let pods = env.json(&["-n", "shop", "get", "pods", "-l", "app=orders"]);
-        if let Some(name) = pods["items"][0]["metadata"]["name"].as_str() {
-            break name.to_owned();
-        }
-        assert!(Instant::now() < deadline, "no orders pod: {}", env.kubectl(&["-n", "shop", "get", "events"]));
-        std::thread::sleep(Duration::from_millis(200));
-    };
-    env.wait_ready("shop", &pod, Duration::from_secs(90));
-    let stored = env.json(&["-n", "shop", "get", "pod", &pod]);
+    // the test can look inside the container, and a short refresh for the
+    // KV check below.
+    let pod = w.apply_orders_app("sidekey.test/example-app-debug:1", &[("sidekey.dev/refresh", "2s")]);
+    let stored = c.get_json(&["-n", "shop", "get", "pod", &pod]);
 
     // The agent is a native sidecar, first among the init containers.
     let agent = &stored["spec"]["initContainers"][0];
@@ -302,12 +131,12 @@ fn the_example_app_runs_with_its_secrets_in_files(w: &World) -> String {
         st["state"]["running"]["startedAt"].as_str().unwrap().to_owned()
     };
     assert!(started("containerStatuses", "app") >= started("initContainerStatuses", "sidekey-agent"));
-    let app_log = env.kubectl(&["-n", "shop", "logs", &pod, "-c", "app"]);
+    let app_log = c.api.kubectl_ok(&["-n", "shop", "logs", &pod, "-c", "app"]);
     assert!(app_log.lines().next().is_some_and(|l| l.starts_with("connected as ")), "{app_log}");
 
     // Inside the app container: tmpfs, read-only, files by the access rule
     // (fsGroup 10001: mode 0440, group 10001).
-    let sh = |cmd: &str| env.exec("shop", &pod, "app", &["/bin/busybox", "sh", "-c", cmd]);
+    let sh = |cmd: &str| c.exec("shop", &pod, "app", &["/bin/busybox", "sh", "-c", cmd]);
     let mounts = String::from_utf8(sh("cat /proc/mounts").stdout).unwrap();
     let line = mounts.lines().find(|l| l.split(' ').nth(1) == Some("/run/secrets/sidekey")).unwrap();
     assert!(line.starts_with("tmpfs ") && line.split(' ').nth(3).unwrap().split(',').any(|o| o == "ro"), "{line}");
@@ -335,11 +164,11 @@ fn the_example_app_runs_with_its_secrets_in_files(w: &World) -> String {
     assert!(password.len() >= 16, "the password file holds a password");
     let api_key = String::from_utf8(sh("cat /run/secrets/sidekey/api-key").stdout).unwrap();
     assert_eq!(api_key, w.api_key);
-    let pod_yaml = env.kubectl(&["-n", "shop", "get", "pod", &pod, "-o", "yaml"]);
+    let pod_yaml = c.api.kubectl_ok(&["-n", "shop", "get", "pod", &pod, "-o", "yaml"]);
     for value in [&password, &w.api_key] {
         assert!(!pod_yaml.contains(value.as_str()), "a secret value is in the pod spec");
         let needle = value.as_bytes();
-        let in_etcd = env.cluster.etcd_values().iter().any(|v| v.windows(needle.len()).any(|w| w == needle));
+        let in_etcd = c.etcd_values().iter().any(|v| v.windows(needle.len()).any(|w| w == needle));
         assert!(!in_etcd, "a secret value is in etcd");
     }
     pod
@@ -348,8 +177,8 @@ fn the_example_app_runs_with_its_secrets_in_files(w: &World) -> String {
 /// The app follows rotating database credentials (TTL 10 s, max 30 s) for
 /// 60 s in its pod (counted from `begun`, its start: the other steps run
 /// meanwhile): no failed query, at least three distinct users.
-fn the_app_follows_rotating_credentials_for_a_minute(w: &World, pod: &str, begun: Instant) {
-    let env = &w.env;
+fn the_app_follows_rotating_credentials_for_a_minute(w: &Shop, pod: &str, begun: Instant) {
+    let c = &w.cluster;
     let users = |log: &str| -> std::collections::BTreeSet<String> {
         log.lines().filter_map(|l| l.split(" as ").nth(1)).map(str::to_owned).collect()
     };
@@ -357,7 +186,7 @@ fn the_app_follows_rotating_credentials_for_a_minute(w: &World, pod: &str, begun
     while begun.elapsed() < Duration::from_secs(60) || users(&log).len() < 3 {
         assert!(begun.elapsed() < Duration::from_secs(120), "fewer than 3 users in 120 s: {log}");
         std::thread::sleep(Duration::from_secs(2));
-        log = env.kubectl(&["-n", "shop", "logs", pod, "-c", "app"]);
+        log = c.api.kubectl_ok(&["-n", "shop", "logs", pod, "-c", "app"]);
     }
     assert!(!log.contains("failed"), "the app saw a failure: {log}");
     let rotations = log.lines().filter(|l| l.starts_with("credentials rotated")).count();
@@ -369,12 +198,12 @@ fn the_app_follows_rotating_credentials_for_a_minute(w: &World, pod: &str, begun
 
 /// A new KV version reaches the file in the app container within the
 /// pod's `refresh` (2 s) plus 1 s.
-fn a_kv_update_reaches_the_app_container_within_refresh(w: &World, pod: &str) {
+fn a_kv_update_reaches_the_app_container_within_refresh(w: &Shop, pod: &str) {
     let rotated = format!("{}-v2", w.api_key);
     w.bao.kv_put("shop/orders", json!({"api_key": rotated}));
     let written = Instant::now();
     loop {
-        let out = w.env.exec("shop", pod, "app", &["/bin/busybox", "cat", "/run/secrets/sidekey/api-key"]);
+        let out = w.cluster.exec("shop", pod, "app", &["/bin/busybox", "cat", "/run/secrets/sidekey/api-key"]);
         if out.stdout == rotated.as_bytes() {
             break;
         }
@@ -406,10 +235,10 @@ fn shop_pod(name: &str, annotations: Value, spec_extra: Value, script: &str) -> 
 }
 
 /// Waits until the log of `container` in `shop/pod` contains `text`.
-fn wait_log(env: &Env, pod: &str, container: &str, text: &str, timeout: Duration) -> String {
+fn wait_log(c: &Cluster, pod: &str, container: &str, text: &str, timeout: Duration) -> String {
     let deadline = Instant::now() + timeout;
     loop {
-        let out = env.cluster.api.kubectl(&["-n", "shop", "logs", pod, "-c", container]);
+        let out = c.api.kubectl(&["-n", "shop", "logs", pod, "-c", container]);
         let log = String::from_utf8_lossy(&out.stdout).into_owned();
         if log.contains(text) {
             return log;
@@ -417,9 +246,7 @@ fn wait_log(env: &Env, pod: &str, container: &str, text: &str, timeout: Duration
         assert!(
             Instant::now() < deadline,
             "{pod}/{container} did not log {text:?} in {timeout:?}: {log}\nagent: {}",
-            String::from_utf8_lossy(
-                &env.cluster.api.kubectl(&["-n", "shop", "logs", pod, "-c", "sidekey-agent"]).stdout
-            )
+            String::from_utf8_lossy(&c.api.kubectl(&["-n", "shop", "logs", pod, "-c", "sidekey-agent"]).stdout)
         );
         std::thread::sleep(Duration::from_millis(200));
     }
@@ -433,36 +260,36 @@ fn sha256_hex(s: &str) -> String {
 /// `on-change: signal:SIGHUP` with `shareProcessNamespace` reaches the app
 /// process, and an `http://127.0.0.1:PORT/PATH` on-change reaches an app
 /// that listens there, each after a KV update.
-fn on_change_reaches_the_app_by_signal_and_by_http(w: &World) {
-    let env = &w.env;
-    env.apply_ok(&shop_pod(
+fn on_change_reaches_the_app_by_signal_and_by_http(w: &Shop) {
+    let c = &w.cluster;
+    c.apply_ok(&shop_pod(
         "on-signal",
         json!({"sidekey.dev/on-change": "signal:SIGHUP"}),
         json!({"shareProcessNamespace": true}),
         "trap 'echo got-SIGHUP' HUP; echo started; while true; do /bin/busybox sleep 1 & wait $!; done",
     ));
-    env.apply_ok(&shop_pod(
+    c.apply_ok(&shop_pod(
         "on-http",
         json!({"sidekey.dev/on-change": "http://127.0.0.1:9000/reload"}),
         json!({}),
         "echo started; while true; do printf 'HTTP/1.1 200 OK\\r\\nContent-Length: 0\\r\\nConnection: close\\r\\n\\r\\n' | /bin/busybox nc -l -p 9000; done",
     ));
-    env.wait_ready("shop", "on-signal", Duration::from_secs(60));
-    env.wait_ready("shop", "on-http", Duration::from_secs(60));
-    wait_log(env, "on-signal", "app", "started", Duration::from_secs(10));
-    wait_log(env, "on-http", "app", "started", Duration::from_secs(10));
+    c.wait_ready("shop", "on-signal", Duration::from_secs(60));
+    c.wait_ready("shop", "on-http", Duration::from_secs(60));
+    wait_log(c, "on-signal", "app", "started", Duration::from_secs(10));
+    wait_log(c, "on-http", "app", "started", Duration::from_secs(10));
     w.bao.kv_put("shop/orders", json!({"api_key": format!("{}-v3", w.api_key)}));
-    wait_log(env, "on-signal", "app", "got-SIGHUP", Duration::from_secs(10));
-    let log = wait_log(env, "on-http", "app", "POST /reload", Duration::from_secs(10));
+    wait_log(c, "on-signal", "app", "got-SIGHUP", Duration::from_secs(10));
+    let log = wait_log(c, "on-http", "app", "POST /reload", Duration::from_secs(10));
     assert!(log.contains("POST /reload HTTP/1.1"), "{log}");
-    env.kubectl(&["-n", "shop", "delete", "pod", "on-signal", "on-http", "--wait=false"]);
+    c.api.kubectl_ok(&["-n", "shop", "delete", "pod", "on-signal", "on-http", "--wait=false"]);
 }
 
 /// `env: exec`: the variable exists only in the app's process, started by
 /// `sidekey-agent exec` that `sidekey-install` copied into the pod; the
 /// stored spec holds the reference, never the value.
-fn exec_mode_puts_the_value_only_in_the_process(w: &World) {
-    let env = &w.env;
+fn exec_mode_puts_the_value_only_in_the_process(w: &Shop) {
+    let c = &w.cluster;
     let pod = shop_pod(
         "exec-mode",
         json!({"sidekey.dev/env": "exec"}),
@@ -472,11 +299,11 @@ fn exec_mode_puts_the_value_only_in_the_process(w: &World) {
     let mut pod: Value = serde_json::from_str(&pod).unwrap();
     pod["spec"]["containers"][0]["env"] =
         json!([{"name": "API_KEY", "value": "vault:secret/data/shop/orders#api_key"}]);
-    env.apply_ok(&pod.to_string());
-    env.wait_ready("shop", "exec-mode", Duration::from_secs(60));
+    c.apply_ok(&pod.to_string());
+    c.wait_ready("shop", "exec-mode", Duration::from_secs(60));
     let current = w.bao.kv_get("shop/orders")["api_key"].as_str().unwrap().to_owned();
-    wait_log(env, "exec-mode", "app", &format!("sha={}", sha256_hex(&current)), Duration::from_secs(10));
-    let stored = env.json(&["-n", "shop", "get", "pod", "exec-mode"]);
+    wait_log(c, "exec-mode", "app", &format!("sha={}", sha256_hex(&current)), Duration::from_secs(10));
+    let stored = c.get_json(&["-n", "shop", "get", "pod", "exec-mode"]);
     let text = stored.to_string();
     assert!(!text.contains(&current), "the value is not in the spec");
     let app = &stored["spec"]["containers"][0];
@@ -485,14 +312,14 @@ fn exec_mode_puts_the_value_only_in_the_process(w: &World) {
     let inits: Vec<&str> =
         stored["spec"]["initContainers"].as_array().unwrap().iter().map(|c| c["name"].as_str().unwrap()).collect();
     assert!(inits.contains(&"sidekey-install"), "{inits:?}");
-    env.kubectl(&["-n", "shop", "delete", "pod", "exec-mode", "--wait=false"]);
+    c.api.kubectl_ok(&["-n", "shop", "delete", "pod", "exec-mode", "--wait=false"]);
 }
 
 /// `lifecycle: init-only` in a Job: the agent renders once as a plain init
 /// container, the job's container reads the file and exits, the pod
 /// Succeeds (nothing keeps it alive).
-fn an_init_only_job_completes(w: &World) {
-    let env = &w.env;
+fn an_init_only_job_completes(w: &Shop) {
+    let c = &w.cluster;
     let pod: Value = serde_json::from_str(&shop_pod(
         "unused",
         json!({"sidekey.dev/lifecycle": "init-only"}),
@@ -505,58 +332,58 @@ fn an_init_only_job_completes(w: &World) {
     let mut job = job;
     job["spec"]["template"]["metadata"].as_object_mut().unwrap().remove("name");
     job["spec"]["template"]["metadata"].as_object_mut().unwrap().remove("namespace");
-    env.apply_ok(&job.to_string());
+    c.apply_ok(&job.to_string());
     let deadline = Instant::now() + Duration::from_secs(90);
     loop {
-        let j = env.json(&["-n", "shop", "get", "job", "report"]);
+        let j = c.get_json(&["-n", "shop", "get", "job", "report"]);
         if j["status"]["succeeded"] == 1 {
             break;
         }
         assert!(
             Instant::now() < deadline && j["status"]["failed"].is_null(),
             "the init-only job did not complete: {j}\n{}",
-            env.kubectl(&["-n", "shop", "get", "pods,events"])
+            c.api.kubectl_ok(&["-n", "shop", "get", "pods,events"])
         );
         std::thread::sleep(Duration::from_millis(300));
     }
-    let pods = env.json(&["-n", "shop", "get", "pods", "-l", "job-name=report"]);
+    let pods = c.get_json(&["-n", "shop", "get", "pods", "-l", "job-name=report"]);
     let p = &pods["items"][0];
     assert_eq!(p["status"]["phase"], "Succeeded");
     assert_eq!(p["spec"]["initContainers"][0]["name"], "sidekey-agent");
     assert!(p["spec"]["initContainers"][0]["restartPolicy"].is_null(), "a plain init container");
     let name = p["metadata"]["name"].as_str().unwrap();
     let current = w.bao.kv_get("shop/orders")["api_key"].as_str().unwrap().to_owned();
-    let log = env.kubectl(&["-n", "shop", "logs", name, "-c", "app"]);
+    let log = c.api.kubectl_ok(&["-n", "shop", "logs", name, "-c", "app"]);
     assert!(log.contains(&format!("sha={}", sha256_hex(&current))), "{log}");
 }
 
 /// `lifecycle: legacy` (clusters before native sidecars): `sidekey-init`
 /// renders before the app, `sidekey-agent` runs beside it and keeps the
 /// file current.
-fn the_legacy_shape_renders_first_and_keeps_files_current(w: &World) {
-    let env = &w.env;
-    env.apply_ok(&shop_pod(
+fn the_legacy_shape_renders_first_and_keeps_files_current(w: &Shop) {
+    let c = &w.cluster;
+    c.apply_ok(&shop_pod(
         "legacy",
         json!({"sidekey.dev/lifecycle": "legacy"}),
         json!({}),
         "echo \"first=$(/bin/busybox sha256sum < /run/secrets/sidekey/api-key | cut -d' ' -f1)\"; /bin/busybox sleep 3600",
     ));
-    env.wait_ready("shop", "legacy", Duration::from_secs(60));
-    let stored = env.json(&["-n", "shop", "get", "pod", "legacy"]);
+    c.wait_ready("shop", "legacy", Duration::from_secs(60));
+    let stored = c.get_json(&["-n", "shop", "get", "pod", "legacy"]);
     assert_eq!(stored["spec"]["initContainers"][0]["name"], "sidekey-init");
     assert!(stored["spec"]["containers"].as_array().unwrap().iter().any(|c| c["name"] == "sidekey-agent"));
     let current = w.bao.kv_get("shop/orders")["api_key"].as_str().unwrap().to_owned();
-    wait_log(env, "legacy", "app", &format!("first={}", sha256_hex(&current)), Duration::from_secs(10));
+    wait_log(c, "legacy", "app", &format!("first={}", sha256_hex(&current)), Duration::from_secs(10));
     let next = format!("{}-legacy", w.api_key);
     w.bao.kv_put("shop/orders", json!({"api_key": next}));
     let deadline = Instant::now() + Duration::from_secs(5);
-    while env.exec("shop", "legacy", "app", &["/bin/busybox", "cat", "/run/secrets/sidekey/api-key"]).stdout
+    while c.exec("shop", "legacy", "app", &["/bin/busybox", "cat", "/run/secrets/sidekey/api-key"]).stdout
         != next.as_bytes()
     {
         assert!(Instant::now() < deadline, "the legacy agent did not follow the update");
         std::thread::sleep(Duration::from_millis(200));
     }
-    env.kubectl(&["-n", "shop", "delete", "pod", "legacy", "--wait=false"]);
+    c.api.kubectl_ok(&["-n", "shop", "delete", "pod", "legacy", "--wait=false"]);
 }
 
 /// Runs one step, saying what it proves and how long it took.
@@ -570,10 +397,9 @@ fn step<T>(name: &str, f: impl FnOnce() -> T) -> T {
 
 #[test]
 fn the_product_in_real_pods_on_a_real_node() {
-    let images = images();
-    let env = Env { cluster: Cluster::start(&images) };
-    step("a pod runs and reaches Services by name", || a_pod_runs_and_reaches_services_by_name(&env));
-    let w = step("OpenBao in the cluster behind TLS", || openbao_in_the_cluster(env));
+    let cluster = Cluster::start(&images());
+    step("a pod runs and reaches Services by name", || a_pod_runs_and_reaches_services_by_name(&cluster));
+    let w = step("OpenBao in the cluster behind TLS, PostgreSQL on the node", || Shop::on(cluster));
     step("helm installs the injector", || helm_installs_the_injector(&w));
     step("the webhook refuses bad pods and leaves others alone", || {
         the_webhook_refuses_bad_pods_and_leaves_others_alone(&w)

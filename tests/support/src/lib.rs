@@ -37,6 +37,7 @@ mod moto;
 pub mod node;
 mod postgres;
 mod proxy;
+pub mod shop;
 
 use std::fs::File;
 use std::net::TcpListener;

@@ -479,6 +479,65 @@ impl Cluster {
         );
     }
 
+    /// `kubectl apply -f -` of `manifest` (YAML or JSON).
+    pub fn apply(&self, manifest: &str) -> std::process::Output {
+        self.api.kubectl_stdin(&["apply", "-f", "-"], manifest)
+    }
+
+    /// [`Cluster::apply`], failing with kubectl's message.
+    pub fn apply_ok(&self, manifest: &str) {
+        let out = self.apply(manifest);
+        assert!(out.status.success(), "kubectl apply: {}", String::from_utf8_lossy(&out.stderr));
+    }
+
+    /// `kubectl get … -o json`, parsed.
+    pub fn get_json(&self, args: &[&str]) -> serde_json::Value {
+        let mut a = args.to_vec();
+        a.extend(["-o", "json"]);
+        serde_json::from_str(&self.api.kubectl_ok(&a)).unwrap()
+    }
+
+    /// `kubectl exec` into `container` of `ns/pod`.
+    pub fn exec(&self, ns: &str, pod: &str, container: &str, cmd: &[&str]) -> std::process::Output {
+        let mut args = vec!["-n", ns, "exec", pod, "-c", container, "--"];
+        args.extend_from_slice(cmd);
+        self.api.kubectl(&args)
+    }
+
+    /// Waits until `ns/pod` is Ready, or fails with its state, its events and
+    /// the node's logs.
+    pub fn wait_ready(&self, ns: &str, pod: &str, timeout: Duration) {
+        self.wait_pod(ns, pod, timeout, |p| {
+            p["status"]["conditions"]
+                .as_array()
+                .is_some_and(|c| c.iter().any(|c| c["type"] == "Ready" && c["status"] == "True"))
+        });
+    }
+
+    /// Waits until `check` holds for `ns/pod` (as JSON), or fails like
+    /// [`Cluster::wait_ready`].
+    pub fn wait_pod(&self, ns: &str, pod: &str, timeout: Duration, check: impl Fn(&serde_json::Value) -> bool) {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let out = self.api.kubectl(&["-n", ns, "get", "pod", pod, "-o", "json"]);
+            if out.status.success() && check(&serde_json::from_slice(&out.stdout).unwrap()) {
+                return;
+            }
+            if Instant::now() > deadline {
+                let state = self.api.kubectl(&["-n", ns, "get", "pod", pod, "-o", "yaml"]);
+                let events = self.api.kubectl(&["-n", ns, "get", "events", "--sort-by=.lastTimestamp"]);
+                panic!(
+                    "pod {ns}/{pod} not as expected after {timeout:?}\n{}\n{}\n{}",
+                    String::from_utf8_lossy(&state.stdout),
+                    String::from_utf8_lossy(&events.stdout),
+                    self.logs()
+                );
+            }
+            self.assert_running();
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
     /// Every value stored in etcd (all keys, through etcd's JSON gateway),
     /// for checks that something never reached the cluster's storage.
     pub fn etcd_values(&self) -> Vec<Vec<u8>> {
