@@ -24,6 +24,11 @@ pub const ENV_VAR: &str = "SIDEKEY_CONFIG";
 pub struct AgentConfig {
     /// Where the files go (the tmpfs mount).
     pub mount_path: String,
+    /// Where the agent keeps its Vault token and leases so that a restart
+    /// adopts them instead of issuing new credentials (a volume only the
+    /// agent mounts); absent: nothing is kept.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub state_dir: Option<String>,
     /// Sidecar (keep files fresh), init-only (render once) or legacy.
     #[serde(default)]
     pub lifecycle: Lifecycle,
@@ -225,6 +230,9 @@ impl AgentConfig {
         if let Some(p) = crate::annotations::mount_path_problem(&self.mount_path) {
             problems.push(format!("mountPath: {p}"));
         }
+        if let Some(p) = self.state_dir.as_deref().and_then(crate::annotations::mount_path_problem) {
+            problems.push(format!("stateDir: {p}"));
+        }
         let mut seen = BTreeMap::new();
         for (i, f) in self.files.iter().enumerate() {
             if let Some(p) = dns_label_problem(&f.name) {
@@ -254,6 +262,7 @@ mod tests {
     fn sample() -> AgentConfig {
         AgentConfig {
             mount_path: "/run/secrets/sidekey".into(),
+            state_dir: None,
             lifecycle: Lifecycle::Sidecar,
             refresh: Duration::from_secs(300),
             startup_timeout: Duration::from_secs(120),

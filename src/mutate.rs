@@ -28,6 +28,11 @@ pub const SECRETS_VOLUME: &str = "sidekey-secrets";
 pub const TOKEN_VOLUME: &str = "sidekey-token";
 /// The in-memory volume the `exec` wrapper binary is copied into.
 pub const BIN_VOLUME: &str = "sidekey-bin";
+/// The in-memory volume, mounted into the agent only, where it keeps its
+/// Vault token and leases across its own restarts.
+pub const STATE_VOLUME: &str = "sidekey-state";
+/// Where the agent mounts [`STATE_VOLUME`].
+pub const STATE_DIR: &str = "/sidekey/state";
 /// The agent container (native sidecar, init-only, or legacy regular container).
 pub const AGENT_CONTAINER: &str = "sidekey-agent";
 /// The legacy shape's one-shot init container.
@@ -43,7 +48,7 @@ pub const AGENT_BINARY: &str = "/sidekey-agent";
 /// The value of the `status` annotation after injection.
 pub const STATUS_INJECTED: &str = "injected";
 
-const RESERVED_VOLUMES: [&str; 3] = [SECRETS_VOLUME, TOKEN_VOLUME, BIN_VOLUME];
+const RESERVED_VOLUMES: [&str; 4] = [SECRETS_VOLUME, TOKEN_VOLUME, BIN_VOLUME, STATE_VOLUME];
 const RESERVED_CONTAINERS: [&str; 3] = [AGENT_CONTAINER, INIT_CONTAINER, INSTALL_CONTAINER];
 
 /// What the mutation did.
@@ -843,8 +848,13 @@ fn inject(
         ));
     }
 
+    // A restarted agent adopts its token and leases instead of issuing new
+    // credentials; only Vault has either, and only a long-running agent
+    // restarts (the legacy one-shot init hands them to the agent).
+    let keeps_state = vault.is_some() && lifecycle != Lifecycle::InitOnly;
     let agent_config = AgentConfig {
         mount_path: mount_path.clone(),
+        state_dir: keeps_state.then(|| STATE_DIR.to_owned()),
         lifecycle,
         refresh: a.refresh.unwrap_or(config.defaults.refresh),
         startup_timeout: config.agent.startup_timeout,
@@ -915,6 +925,9 @@ fn inject(
     if exec_used {
         volumes.push(json!({"name": BIN_VOLUME, "emptyDir": {"medium": "Memory", "sizeLimit": "64Mi"}}));
     }
+    if keeps_state {
+        volumes.push(json!({"name": STATE_VOLUME, "emptyDir": {"medium": "Memory", "sizeLimit": "1Mi"}}));
+    }
     ops.append(spec, "volumes", &["spec"], volumes);
 
     // The agent.
@@ -925,6 +938,9 @@ fn inject(
         let mut mounts = vec![json!({"name": SECRETS_VOLUME, "mountPath": mount_path})];
         if uses_vault {
             mounts.push(json!({"name": TOKEN_VOLUME, "mountPath": TOKEN_DIR, "readOnly": true}));
+        }
+        if keeps_state {
+            mounts.push(json!({"name": STATE_VOLUME, "mountPath": STATE_DIR}));
         }
         let v = json!({
             "name": name,
@@ -1267,6 +1283,40 @@ mod tests {
         );
         let e = mutate_template(&mut p, &config).unwrap_err();
         assert!(e.to_string().contains("sidekey.dev/vault-addr"), "{e}");
+    }
+
+    #[test]
+    fn a_long_running_vault_agent_keeps_its_state_in_a_volume_only_it_mounts() {
+        let config = InjectorConfig::default();
+        let shape = |lifecycle: &str, reference: &str| {
+            let mut p = pod(
+                json!({"sidekey.dev/inject": "true", "sidekey.dev/lifecycle": lifecycle, "sidekey.dev/secret-k": reference}),
+                json!({"containers": [{"name": "app", "image": "x"}]}),
+            );
+            mutate_template(&mut p, &config).unwrap();
+            p
+        };
+        let mounts_state =
+            |c: &Value| c["volumeMounts"].as_array().into_iter().flatten().any(|m| m["name"] == STATE_VOLUME);
+        for lifecycle in ["sidecar", "legacy"] {
+            let p = shape(lifecycle, "vault:database/creds/app");
+            let volume = p["spec"]["volumes"].as_array().unwrap().iter().find(|v| v["name"] == STATE_VOLUME).unwrap();
+            assert_eq!(volume["emptyDir"]["medium"], "Memory");
+            let all: Vec<&Value> =
+                ["initContainers", "containers"].iter().flat_map(|k| p["spec"][k].as_array().unwrap().iter()).collect();
+            for c in all {
+                let is_agent = c["name"] == AGENT_CONTAINER || c["name"] == INIT_CONTAINER;
+                assert_eq!(mounts_state(c), is_agent, "{lifecycle}: {}", c["name"]);
+                if is_agent {
+                    let cfg = c["env"][0]["value"].as_str().unwrap();
+                    assert!(cfg.contains(&format!("\"stateDir\":\"{STATE_DIR}\"")), "{cfg}");
+                }
+            }
+        }
+        for (lifecycle, reference) in [("init-only", "vault:database/creds/app"), ("sidecar", "aws-sm:prod/db")] {
+            let p = shape(lifecycle, reference);
+            assert!(!p["spec"]["volumes"].as_array().unwrap().iter().any(|v| v["name"] == STATE_VOLUME), "{lifecycle}");
+        }
     }
 
     #[test]

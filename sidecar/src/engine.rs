@@ -15,11 +15,12 @@ use sidekey::reference::Reference;
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 
-use crate::backend::{Backend, BackendError, Lease};
+use crate::backend::{Backend, BackendError, Fetched, Lease};
 use crate::metrics::Metrics;
 use crate::render::{render, render_dir};
 use crate::schedule::{Backoff, capped, jitter, renew_after, replace_after};
 use crate::secret::{Secret, SecretBytes};
+use crate::state::StateStore;
 use crate::writer::{AtomicWriter, Payload, PayloadFile};
 
 /// A distinct secret to read.
@@ -106,6 +107,8 @@ pub struct SourceTask {
     pub shutdown: watch::Receiver<bool>,
     /// Leases held, for revocation at shutdown.
     pub leases: HeldLeases,
+    /// Where leases are kept across restarts of the agent, when configured.
+    pub state: Option<Arc<StateStore>>,
 }
 
 async fn changed(rx: &mut Option<watch::Receiver<u64>>) {
@@ -141,12 +144,53 @@ impl SourceTask {
         }
     }
 
+    /// The lease a previous run of the agent held for this source, adopted
+    /// as if just read: its data is what the files hold already, and
+    /// renewal goes on where that run stopped.
+    #[cfg(feature = "vault")]
+    fn adopt(&self) -> Option<(Fetched, Duration)> {
+        let saved = self.state.as_ref()?.lease(&self.source.name)?;
+        tracing::info!(lease = %saved.lease.id, left_s = saved.lease.ttl.as_secs(), "adopted the lease of the previous run");
+        let fetched = Fetched {
+            secret: Arc::new(Secret { fields: saved.fields, raw: None }),
+            version: None,
+            lease: Some(saved.lease),
+            check: None,
+            owner: crate::backend::vault::ADOPTED_GENERATION,
+        };
+        Some((fetched, saved.issued_ttl))
+    }
+
+    #[cfg(not(feature = "vault"))]
+    fn adopt(&self) -> Option<(Fetched, Duration)> {
+        None
+    }
+
+    /// Records what this source holds now, for a restart of the agent.
+    fn save(&self, fetched: &Fetched) {
+        if let Some(state) = &self.state {
+            match &fetched.lease {
+                Some(l) => state.set_lease(&self.source.name, l, l.ttl, &fetched.secret.fields),
+                None => state.forget(&self.source.name),
+            }
+        }
+    }
+
     /// Runs until shutdown (or after the first read with `once`).
     pub async fn run(mut self) {
         let name = self.source.name.clone();
         let mut backoff = Backoff::default();
+        let mut adopted = if self.once { None } else { self.adopt() };
         'fetch: loop {
-            let fetched = match self.backend.read(&self.source.reference).await {
+            let mut issued_ttl = None;
+            let read = match adopted.take() {
+                Some((f, issued)) => {
+                    issued_ttl = Some(issued);
+                    Ok(f)
+                }
+                None => self.backend.read(&self.source.reference).await.inspect(|f| self.save(f)),
+            };
+            let fetched = match read {
                 Ok(f) => {
                     self.metrics.fetch(&name, true);
                     backoff.reset();
@@ -191,7 +235,7 @@ impl SourceTask {
             let check = fetched.check;
             let lease = fetched.lease;
             let owner = fetched.owner;
-            let issued_ttl = lease.as_ref().map_or(Duration::ZERO, |l| l.ttl);
+            let issued_ttl = issued_ttl.unwrap_or_else(|| lease.as_ref().map_or(Duration::ZERO, |l| l.ttl));
             let now = Instant::now();
             let far = now + Duration::from_secs(365 * 24 * 3600);
             let mut replace_at: Option<Instant> = None;
@@ -230,6 +274,9 @@ impl SourceTask {
                         Ok(granted) => {
                             self.metrics.renewal(&name, true);
                             backoff.reset();
+                            if let Some(state) = &self.state {
+                                state.renewed(&name, granted);
+                            }
                             lease_end = Some(now + granted);
                             self.metrics.lease_expiry(&name, Some(SystemTime::now() + granted));
                             if capped(issued_ttl, granted) {

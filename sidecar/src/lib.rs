@@ -17,6 +17,7 @@ pub mod notify;
 pub mod render;
 pub mod schedule;
 pub mod secret;
+pub mod state;
 pub mod writer;
 
 use std::future::Future;
@@ -67,11 +68,12 @@ pub fn harden_process() {
     }
 }
 
-/// Backends created so far (one per kind).
+/// Backends created so far (one per kind), and the state they keep.
 #[derive(Default)]
 struct Backends {
     vault: Option<Backend>,
     aws: Option<Backend>,
+    state: Option<Arc<state::StateStore>>,
 }
 
 fn backend_for(
@@ -94,7 +96,8 @@ fn backend_for(
                         "files use vault: references but there are no vault settings".into(),
                     ));
                 };
-                let v = backend::vault::Vault::new(vc, metrics.clone()).map_err(AgentError::Config)?;
+                let v =
+                    backend::vault::Vault::new(vc, metrics.clone(), made.state.clone()).map_err(AgentError::Config)?;
                 let b = Backend::Vault(Arc::new(v));
                 *vault = Some(b.clone());
                 Ok(b)
@@ -156,6 +159,9 @@ pub async fn run(
     let (tx, rx) = mpsc::channel(64);
     let leases: HeldLeases = HeldLeases::default();
     let mut made = Backends::default();
+    if let (Some(dir), Some(vault)) = (&config.state_dir, &config.vault) {
+        made.state = Some(Arc::new(state::StateStore::open(std::path::Path::new(dir), &vault.addr)));
+    }
     let mut tasks = Vec::new();
     for (index, source) in plan.sources.iter().enumerate() {
         let backend = backend_for(source.reference.backend(), &config, &metrics, &mut made)?;
@@ -177,6 +183,7 @@ pub async fn run(
             once: options.once,
             shutdown: stop_rx.clone(),
             leases: leases.clone(),
+            state: made.state.clone(),
         };
         let span = tracing::info_span!("source", source = %source.name);
         tasks.push((task, span));

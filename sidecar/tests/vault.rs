@@ -169,6 +169,62 @@ fn token_renewals_do_not_reissue_credentials_and_a_relogin_does_not_reread_stati
 }
 
 #[test]
+fn a_killed_agent_adopts_its_token_and_lease_instead_of_issuing_new_credentials() {
+    let pg = Postgres::start();
+    let bao = OpenBao::start();
+    bao.enable_postgres(&pg, "app", 10, 120);
+    let api = unique("api");
+    bao.kv_put("app/static", json!({"api_key": api}));
+    let tmp = tempfile::tempdir().unwrap();
+    let token = token_file(&bao, tmp.path(), "1h");
+    let state = tmp.path().join("state");
+    std::fs::create_dir(&state).unwrap();
+    let files = json!([
+        {"name": "db-user", "ref": "vault:database/creds/app#username", "mode": "0400"},
+        {"name": "db-password", "ref": "vault:database/creds/app#password", "mode": "0400"},
+        {"name": "api-key", "ref": "vault:secret/data/app/static#api_key", "mode": "0400"},
+    ]);
+    let mut cfg = config(&bao.addr, &token, files, "5s");
+    cfg["stateDir"] = json!(state);
+    let mut agent = AgentProc::spawn(cfg, &[]);
+    agent.wait_for("api-key", Duration::from_secs(20));
+    let (user, password) = (agent.read("db-user"), agent.read("db-password"));
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(state.join("state.json")).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600, "the state holds the token: owner only");
+    let issued = || bao.count_requests(|p| p == "database/creds/app");
+    let lookups = || bao.count_requests(|p| p == "auth/token/lookup-self");
+    let renewals = || bao.count_requests(|p| p == "sys/leases/renew");
+    assert_eq!((issued(), lookups()), (1, 1));
+
+    // Killed and started again (twice): the same credential stays on disk
+    // and keeps working; no new login, no new database user.
+    for _ in 0..2 {
+        agent.kill_and_restart();
+        wait_until(
+            "the restarted agent to adopt its state",
+            Duration::from_secs(10),
+            || agent.log().matches("adopted the lease of the previous run").count() >= 1,
+            || agent.log(),
+        );
+        std::thread::sleep(Duration::from_millis(500));
+        let same = agent.read("db-user") == user && agent.read("db-password") == password;
+        assert!(same, "the restarted agent wrote another credential: {}", agent.log());
+    }
+    assert_eq!(agent.log().matches("adopted the Vault token of the previous run").count(), 2, "{}", agent.log());
+    let before = renewals();
+    // The adopted lease (TTL 10 s) is renewed on, by the adopted token.
+    wait_until("a renewal of the adopted lease", Duration::from_secs(15), || renewals() > before, || agent.log());
+    pg.psql(&user, &password, "select 1").unwrap();
+    assert_eq!(issued(), 1, "a restart issued a new database credential");
+    assert_eq!(lookups(), 1, "a restart logged in again");
+    assert_eq!(bao.count_reads("secret/data/app/static"), 3, "static secrets are simply read again");
+    agent.assert_log_has_no(&[&password, &api]);
+    let state_text = std::fs::read_to_string(state.join("state.json")).unwrap();
+    assert!(state_text.contains(&password) && !state_text.contains(&api), "leased data kept, static data not");
+}
+
+#[test]
 fn keeps_the_last_good_files_through_a_20s_outage_and_recovers() {
     let bao = OpenBao::start();
     let proxy = TcpProxy::start(bao.addr.trim_start_matches("http://"));

@@ -29,6 +29,11 @@ use super::{BackendError, Fetched, Lease};
 use crate::metrics::Metrics;
 use crate::schedule::{Backoff, capped, jitter, renew_after};
 use crate::secret::Secret;
+use crate::state::StateStore;
+
+/// The login generation of a token adopted from an earlier run of the agent
+/// (the leases adopted with it belong to it).
+pub const ADOPTED_GENERATION: u64 = 1;
 
 struct TokenState {
     token: Option<SecretString>,
@@ -51,6 +56,8 @@ pub struct Vault {
     /// mounts, so a known mount path that prefixes a path is its mount.
     mounts: Mutex<Vec<(String, bool)>>,
     metrics: Arc<Metrics>,
+    /// Where the token is kept across restarts, when configured.
+    store: Option<Arc<StateStore>>,
 }
 
 fn short(s: &str) -> String {
@@ -66,11 +73,13 @@ fn errors_of(body: &str) -> String {
 }
 
 impl Vault {
-    /// A client for `config`; logs in lazily.
+    /// A client for `config`; logs in lazily, unless `store` holds a token
+    /// of an earlier run, which it adopts (a refused one is replaced by a
+    /// login, as any refused token is).
     ///
     /// # Errors
     /// When the CA bundle cannot be read or the HTTP client not built.
-    pub fn new(config: &VaultConfig, metrics: Arc<Metrics>) -> Result<Self, String> {
+    pub fn new(config: &VaultConfig, metrics: Arc<Metrics>, store: Option<Arc<StateStore>>) -> Result<Self, String> {
         let mut builder = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(5))
             .timeout(Duration::from_secs(30))
@@ -104,23 +113,41 @@ impl Vault {
         }
         let http = builder.build().map_err(|e| format!("vault HTTP client: {e}"))?;
         let (changes, _) = watch::channel(0);
+        let mut state =
+            TokenState { token: None, generation: 0, ttl: Duration::ZERO, renewable: false, obtained: Instant::now() };
+        if let Some(saved) = store.as_ref().and_then(|s| s.token()) {
+            tracing::info!(
+                ttl_s = saved.ttl.as_secs(),
+                age_s = saved.age.as_secs(),
+                "adopted the Vault token of the previous run"
+            );
+            state = TokenState {
+                token: Some(saved.token),
+                generation: ADOPTED_GENERATION,
+                ttl: saved.ttl,
+                renewable: saved.renewable,
+                obtained: Instant::now().checked_sub(saved.age).unwrap_or_else(Instant::now),
+            };
+        }
         Ok(Vault {
             http,
             addr: config.addr.trim_end_matches('/').to_owned(),
             namespace: config.namespace.clone(),
             auth: config.auth.clone(),
-            state: Mutex::new(TokenState {
-                token: None,
-                generation: 0,
-                ttl: Duration::ZERO,
-                renewable: false,
-                obtained: Instant::now(),
-            }),
+            state: Mutex::new(state),
             deadlines: std::sync::Mutex::default(),
             changes,
             mounts: Mutex::default(),
             metrics,
+            store,
         })
+    }
+
+    /// Keeps the current token for a restart of the agent.
+    fn save_token(&self, state: &TokenState) {
+        if let (Some(store), Some(token)) = (&self.store, &state.token) {
+            store.set_token(token, state.ttl, state.renewable);
+        }
     }
 
     /// Changes whenever the login changes or an old token's end is known.
@@ -191,6 +218,7 @@ impl Vault {
                 state.ttl = Duration::from_secs(v["data"]["ttl"].as_u64().unwrap_or(0));
                 state.renewable = v["data"]["renewable"].as_bool().unwrap_or(false);
                 state.obtained = Instant::now();
+                self.save_token(state);
                 self.metrics.login(true);
                 let _ = self.changes.send(state.generation);
                 tracing::info!(
@@ -218,6 +246,7 @@ impl Vault {
         state.ttl = Duration::from_secs(v["auth"]["lease_duration"].as_u64().unwrap_or(0));
         state.renewable = v["auth"]["renewable"].as_bool().unwrap_or(false);
         state.obtained = Instant::now();
+        self.save_token(state);
         crate::secret::SecretValue::new(std::mem::take(&mut v));
         self.metrics.login(true);
         let _ = self.changes.send(state.generation);
@@ -461,6 +490,7 @@ impl Vault {
                                     "renewed the Vault token"
                                 );
                                 state.obtained = Instant::now();
+                                self.save_token(&state);
                                 Ok(())
                             }
                         }

@@ -23,6 +23,8 @@ path "sys/internal/ui/mounts/*" { capabilities = ["read"] }
 /// A running agent process with its mount directory and log.
 pub struct AgentProc {
     child: Option<Child>,
+    /// The config and arguments it was started with, for a restart.
+    started: (Value, Vec<String>, Vec<(String, String)>),
     pub dir: TempDir,
     pub mount: PathBuf,
     pub log: PathBuf,
@@ -65,8 +67,26 @@ impl AgentProc {
         config["mountPath"] = json!(mount);
         config["metricsAddr"] = json!(format!("127.0.0.1:{port}"));
         let log = dir.path().join("agent.log");
-        let out = std::fs::File::create(&log).unwrap();
-        let child = Command::new(env!("CARGO_BIN_EXE_sidekey-agent"))
+        let started = (
+            config,
+            extra.iter().map(|s| s.to_string()).collect(),
+            env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+        );
+        let child = Self::start(&started, &log);
+        AgentProc {
+            child: Some(child),
+            started,
+            dir,
+            mount,
+            log,
+            metrics_url: format!("http://127.0.0.1:{port}/metrics"),
+        }
+    }
+
+    fn start(started: &(Value, Vec<String>, Vec<(String, String)>), log: &Path) -> Child {
+        let (config, extra, env) = started;
+        let out = std::fs::File::options().create(true).append(true).open(log).unwrap();
+        Command::new(env!("CARGO_BIN_EXE_sidekey-agent"))
             .arg("run")
             .args(extra)
             .env("SIDEKEY_CONFIG", config.to_string())
@@ -75,13 +95,23 @@ impl AgentProc {
             .env_remove("AWS_SECRET_ACCESS_KEY")
             .env_remove("AWS_PROFILE")
             .env("AWS_EC2_METADATA_DISABLED", "true")
-            .envs(env.iter().copied())
+            .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .stdin(Stdio::null())
             .stdout(out.try_clone().unwrap())
             .stderr(out)
             .spawn()
-            .unwrap();
-        AgentProc { child: Some(child), dir, mount, log, metrics_url: format!("http://127.0.0.1:{port}/metrics") }
+            .unwrap()
+    }
+
+    /// Kills the agent with SIGKILL (no chance to clean up, as when the
+    /// kubelet or the OOM killer ends it) and starts it again with the same
+    /// config, mount and log, as the kubelet restarts a sidecar.
+    pub fn kill_and_restart(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        self.child = Some(Self::start(&self.started, &self.log));
     }
 
     /// Everything the agent logged.

@@ -130,6 +130,10 @@ fn agent_from_spec(pod: &Value, root: &Path, token: Option<&str>) -> (Vec<String
             let mut cfg: Value = serde_json::from_str(&value).unwrap();
             assert_eq!(cfg["mountPath"], MOUNT);
             cfg["mountPath"] = json!(root.join("secrets"));
+            if cfg.get("stateDir").is_some() {
+                std::fs::create_dir_all(root.join("state")).unwrap();
+                cfg["stateDir"] = json!(root.join("state"));
+            }
             if let (Some(t), Some(_)) = (token, cfg.get("vault")) {
                 let path = root.join("token");
                 std::fs::write(&path, t).unwrap();

@@ -213,6 +213,73 @@ fn a_kv_update_reaches_the_app_container_within_refresh(w: &Shop, pod: &str) {
     eprintln!("kv update visible in the app container after {:.2}s", written.elapsed().as_secs_f64());
 }
 
+/// The agent container killed (as the OOM killer or a crash would): the
+/// kubelet restarts it, the app reads its files the whole time, and the new
+/// agent adopts the token and lease of the old one from its state volume,
+/// so no database credential is issued that rotation did not need.
+fn a_killed_agent_is_restarted_without_new_credentials(w: &Shop, pod: &str) {
+    let c = &w.cluster;
+    // Right after a rotation the credential has most of its 30 s ahead, so
+    // nothing is due while we watch.
+    let rotations = |log: &str| log.lines().filter(|l| l.starts_with("credentials rotated")).count();
+    let seen = rotations(&c.api.kubectl_ok(&["-n", "shop", "logs", pod, "-c", "app"]));
+    let deadline = Instant::now() + Duration::from_secs(40);
+    while rotations(&c.api.kubectl_ok(&["-n", "shop", "logs", pod, "-c", "app"])) == seen {
+        assert!(Instant::now() < deadline, "no rotation within 40 s");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let stored = c.get_json(&["-n", "shop", "get", "pod", pod]);
+    let file = |name: &str| -> String {
+        stored["spec"]["containers"][0]["env"].as_array().unwrap().iter().find(|e| e["name"] == name).unwrap()["value"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    };
+    let (user_file, password_file) = (file("DB_USERNAME_FILE"), file("DB_PASSWORD_FILE"));
+    let read = |f: &str| c.exec("shop", pod, "app", &["/bin/busybox", "cat", f]);
+    let user = read(&user_file).stdout;
+    let issued = w.bao.count_requests(|p| p == "database/creds/orders");
+    let restarts = |p: &Value| -> u64 {
+        p["status"]["initContainerStatuses"].as_array().unwrap().iter().find(|s| s["name"] == "sidekey-agent").unwrap()
+            ["restartCount"]
+            .as_u64()
+            .unwrap()
+    };
+    let before = restarts(&stored);
+    c.kill_container("shop", pod, "sidekey-agent");
+    let killed = Instant::now();
+    let mut reads = 0;
+    loop {
+        for f in [&user_file, &password_file] {
+            let out = read(f);
+            assert!(
+                out.status.success() && !out.stdout.is_empty(),
+                "the app could not read {f} while the agent restarted"
+            );
+            reads += 1;
+        }
+        let p = c.get_json(&["-n", "shop", "get", "pod", pod]);
+        let ready = p["status"]["initContainerStatuses"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|s| s["name"] == "sidekey-agent" && s["ready"] == true && s["started"] == true);
+        if restarts(&p) > before && ready {
+            break;
+        }
+        assert!(killed.elapsed() < Duration::from_secs(30), "the kubelet did not restart the agent: {p}");
+    }
+    eprintln!(
+        "agent restarted {:.1}s after the kill; {reads} reads in the app meanwhile",
+        killed.elapsed().as_secs_f64()
+    );
+    let log = c.api.kubectl_ok(&["-n", "shop", "logs", pod, "-c", "sidekey-agent"]);
+    assert!(log.contains("adopted the lease of the previous run"), "{log}");
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(w.bao.count_requests(|p| p == "database/creds/orders"), issued, "the restart issued a credential");
+    assert_eq!(read(&user_file).stdout, user, "the restart changed the credential");
+}
+
 /// A pod in `shop` that opts in with the `orders` role and reads the KV
 /// secret, running busybox `script` as its app (UID 10001, fsGroup 10001).
 fn shop_pod(name: &str, annotations: Value, spec_extra: Value, script: &str) -> String {
@@ -410,6 +477,9 @@ fn the_product_in_real_pods_on_a_real_node() {
     let app_started = Instant::now();
     step("a KV update reaches the app container within refresh", || {
         a_kv_update_reaches_the_app_container_within_refresh(&w, &pod)
+    });
+    step("a killed agent is restarted without new credentials", || {
+        a_killed_agent_is_restarted_without_new_credentials(&w, &pod)
     });
     step("on-change reaches the app by signal and by HTTP", || on_change_reaches_the_app_by_signal_and_by_http(&w));
     step("exec mode puts the value only in the process", || exec_mode_puts_the_value_only_in_the_process(&w));

@@ -538,6 +538,37 @@ impl Cluster {
         }
     }
 
+    /// Kills every process of `container` in `ns/pod` with SIGKILL (found
+    /// through its cgroup, as the OOM killer or a crash would end it); the
+    /// kubelet then restarts it per the pod's policy.
+    pub fn kill_container(&self, ns: &str, pod: &str, container: &str) {
+        let p = self.get_json(&["-n", ns, "get", "pod", pod]);
+        let id = ["initContainerStatuses", "containerStatuses"]
+            .iter()
+            .flat_map(|k| p["status"][k].as_array().cloned().unwrap_or_default())
+            .find(|c| c["name"] == container)
+            .and_then(|c| c["containerID"].as_str().map(|s| s.trim_start_matches("containerd://").to_owned()))
+            .unwrap_or_else(|| panic!("no running container {container} in {ns}/{pod}"));
+        fn find(dir: &Path, name: &str) -> Option<PathBuf> {
+            for e in fs::read_dir(dir).ok()?.flatten() {
+                if e.file_type().is_ok_and(|t| t.is_dir()) {
+                    if e.file_name().to_string_lossy() == name {
+                        return Some(e.path());
+                    }
+                    if let Some(found) = find(&e.path(), name) {
+                        return Some(found);
+                    }
+                }
+            }
+            None
+        }
+        let root = Path::new("/sys/fs/cgroup/pids").join(&self.node.cgroup_root);
+        let dir = find(&root, &id).unwrap_or_else(|| panic!("no cgroup for container {id} under {}", root.display()));
+        let pids = cgroup_pids(&dir);
+        assert!(!pids.is_empty(), "container {container} has no process");
+        kill_all(&pids);
+    }
+
     /// Every value stored in etcd (all keys, through etcd's JSON gateway),
     /// for checks that something never reached the cluster's storage.
     pub fn etcd_values(&self) -> Vec<Vec<u8>> {
