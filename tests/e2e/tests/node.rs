@@ -154,12 +154,7 @@ fn the_example_app_runs_with_its_secrets_in_files(w: &Shop) -> String {
     assert!(!mounts.contains("sidekey-token") && !sh("ls /var/run/secrets/kubernetes.io").status.success());
 
     // No value in the stored pod, nor anywhere in etcd.
-    let env_files = |name: &str| -> String {
-        stored["spec"]["containers"][0]["env"].as_array().unwrap().iter().find(|e| e["name"] == name).unwrap()["value"]
-            .as_str()
-            .unwrap()
-            .to_owned()
-    };
+    let env_files = |name: &str| app_env(&stored, name);
     let password = String::from_utf8(sh(&format!("cat {}", env_files("DB_PASSWORD_FILE"))).stdout).unwrap();
     assert!(password.len() >= 16, "the password file holds a password");
     let api_key = String::from_utf8(sh("cat /run/secrets/sidekey/api-key").stdout).unwrap();
@@ -229,12 +224,7 @@ fn a_killed_agent_is_restarted_without_new_credentials(w: &Shop, pod: &str) {
         std::thread::sleep(Duration::from_millis(200));
     }
     let stored = c.get_json(&["-n", "shop", "get", "pod", pod]);
-    let file = |name: &str| -> String {
-        stored["spec"]["containers"][0]["env"].as_array().unwrap().iter().find(|e| e["name"] == name).unwrap()["value"]
-            .as_str()
-            .unwrap()
-            .to_owned()
-    };
+    let file = |name: &str| app_env(&stored, name);
     let (user_file, password_file) = (file("DB_USERNAME_FILE"), file("DB_PASSWORD_FILE"));
     let read = |f: &str| c.exec("shop", pod, "app", &["/bin/busybox", "cat", f]);
     let user = read(&user_file).stdout;
@@ -451,6 +441,12 @@ fn the_legacy_shape_renders_first_and_keeps_files_current(w: &Shop) {
         std::thread::sleep(Duration::from_millis(200));
     }
     c.api.kubectl_ok(&["-n", "shop", "delete", "pod", "legacy", "--wait=false"]);
+}
+
+/// The value of env var `name` of the first container of `pod` (JSON).
+fn app_env(pod: &Value, name: &str) -> String {
+    let env = pod["spec"]["containers"][0]["env"].as_array().unwrap();
+    env.iter().find(|e| e["name"] == name).unwrap()["value"].as_str().unwrap().to_owned()
 }
 
 /// Runs one step, saying what it proves and how long it took.

@@ -131,16 +131,23 @@ impl Node {
             .env("STATE", &dir);
         let holder = Process::spawn("node-namespaces", cmd, &dir);
         fs::write(dir.join("holder.pid"), holder.pid().to_string()).unwrap();
+        let node = Node { dir, cgroup_root, holder, _lock: lock };
         wait_until(
             "the node's namespaces",
             Duration::from_secs(10),
             || {
-                holder.assert_running();
-                dir.join("holder.ready").exists()
+                node.holder.assert_running();
+                node.dir.join("holder.ready").exists()
             },
-            || holder.log(),
+            || node.holder.log(),
         );
-        Node { dir, cgroup_root, holder, _lock: lock }
+        // The namespaces by identity, so a teardown finds every process in
+        // them even when the holder is gone (a crashed run).
+        for ns in ["mnt", "net"] {
+            let link = fs::read_link(format!("/proc/{}/ns/{ns}", node.pid())).unwrap();
+            fs::write(node.dir.join(format!("ns-{ns}")), link.to_string_lossy().as_bytes()).unwrap();
+        }
+        node
     }
 
     /// A command that runs `program` inside the node's namespaces.
@@ -221,13 +228,14 @@ fn remove_cgroup(dir: &Path) {
     let _ = fs::remove_dir(dir);
 }
 
-/// The processes whose mount namespace is `ns` (a `mnt:[…]` link text).
-fn pids_in_mount_ns(ns: &str) -> Vec<i32> {
+/// The processes whose `kind` namespace (`mnt`, `net`) is `ns` (the link
+/// text, `mnt:[…]`).
+fn pids_in_ns(kind: &str, ns: &str) -> Vec<i32> {
     let Ok(entries) = fs::read_dir("/proc") else { return Vec::new() };
     entries
         .flatten()
         .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
-        .filter(|pid| fs::read_link(format!("/proc/{pid}/ns/mnt")).is_ok_and(|l| l.to_string_lossy() == ns))
+        .filter(|pid| fs::read_link(format!("/proc/{pid}/ns/{kind}")).is_ok_and(|l| l.to_string_lossy() == ns))
         .collect()
 }
 
@@ -246,14 +254,18 @@ fn kill_all(pids: &[i32]) {
 /// back, the directories created on the host removed. Safe to run twice.
 pub(crate) fn teardown(dir: &Path) {
     let cgroup_root = fs::read_to_string(dir.join("cgroup-root")).unwrap_or_default();
-    let holder: Option<i32> = fs::read_to_string(dir.join("holder.pid")).ok().and_then(|p| p.trim().parse().ok());
-    // The holder's mount namespace, if it still runs (and is still ours: a
-    // reused pid would be in the host's namespace, which we never sweep).
-    let host_ns = fs::read_link("/proc/self/ns/mnt").map(|l| l.to_string_lossy().into_owned()).unwrap_or_default();
-    let node_ns = holder
-        .and_then(|pid| fs::read_link(format!("/proc/{pid}/ns/mnt")).ok())
-        .map(|l| l.to_string_lossy().into_owned())
-        .filter(|ns| *ns != host_ns);
+    // The node's namespaces as recorded at start (never the host's own, which
+    // is never swept): every daemon, shim and the holder are in its mount
+    // namespace, and servers started beside the node (PostgreSQL) in its
+    // network namespace.
+    let node_ns: Vec<(String, String)> = ["mnt", "net"]
+        .iter()
+        .filter_map(|ns| {
+            let host = fs::read_link(format!("/proc/self/ns/{ns}")).ok()?.to_string_lossy().into_owned();
+            let node = fs::read_to_string(dir.join(format!("ns-{ns}"))).ok()?;
+            (node != host && !node.is_empty()).then(|| (ns.to_string(), node))
+        })
+        .collect();
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
         let mut pids = Vec::new();
@@ -262,8 +274,8 @@ pub(crate) fn teardown(dir: &Path) {
                 pids.extend(cgroup_pids(&h.join(&cgroup_root)));
             }
         }
-        if let Some(ns) = &node_ns {
-            pids.extend(pids_in_mount_ns(ns));
+        for (kind, ns) in &node_ns {
+            pids.extend(pids_in_ns(kind, ns));
         }
         pids.sort_unstable();
         pids.dedup();
@@ -299,7 +311,7 @@ pub(crate) fn teardown(dir: &Path) {
 }
 
 /// A running single-node cluster; see the module docs. Dropping it tears
-/// everything down.
+/// everything down (the node goes last, sweeping whatever is left).
 pub struct Cluster {
     /// The control plane: kubeconfig, CA, kubectl, kube-rs client.
     pub api: KubeApi,
@@ -633,10 +645,11 @@ impl Node {
     }
 }
 
-impl Drop for Cluster {
+impl Drop for Node {
+    /// Tears the node down (also when its start failed half-way).
     fn drop(&mut self) {
         let started = Instant::now();
-        teardown(self.node.dir());
+        teardown(&self.dir);
         eprintln!("node: torn down in {:.1}s", started.elapsed().as_secs_f64());
     }
 }

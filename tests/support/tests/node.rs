@@ -3,7 +3,9 @@
 
 #![allow(clippy::unwrap_used, clippy::disallowed_methods, missing_docs)]
 
-use std::process::Command;
+use std::io::BufRead;
+use std::process::{Command, Stdio};
+use std::sync::Mutex;
 
 use sidekey_testenv::Cluster;
 use sidekey_testenv::node::NODE_NAME;
@@ -38,7 +40,18 @@ fn host_state() -> HostState {
         .filter(|l| l.contains("kubelet") || l.contains("containerd") || l.contains("node-state"))
         .map(str::to_owned)
         .collect();
-    let wanted = ["kubelet", "containerd", "containerd-shim", "kube-proxy", "kube-apiserver", "etcd", "coredns"];
+    let wanted = [
+        "kubelet",
+        "containerd",
+        "kube-proxy",
+        "kube-apiserver",
+        "kube-controller",
+        "kube-scheduler",
+        "etcd",
+        "coredns",
+        "bao",
+        "postgres",
+    ];
     let mut node_processes = Vec::new();
     for e in std::fs::read_dir("/proc").unwrap().flatten() {
         if let Ok(comm) = std::fs::read_to_string(e.path().join("comm")) {
@@ -67,8 +80,12 @@ fn host_state() -> HostState {
     }
 }
 
+/// One test at a time: each compares the whole host before and after.
+static HOST: Mutex<()> = Mutex::new(());
+
 #[test]
 fn node_comes_up_ready_and_its_teardown_restores_the_host() {
+    let _host = HOST.lock().unwrap_or_else(|e| e.into_inner());
     let before = host_state();
     {
         let cluster = Cluster::start(&[]);
@@ -79,6 +96,31 @@ fn node_comes_up_ready_and_its_teardown_restores_the_host() {
         assert_eq!(std::fs::read_to_string("/proc/sys/vm/overcommit_memory").unwrap().trim(), "1");
         // And kube-proxy's rules live in the node's namespace, not the host's.
         assert_eq!(host_state().iptables_kube_rules, 0);
+    }
+    assert_eq!(host_state(), before);
+}
+
+#[test]
+fn a_crashed_run_is_cleaned_up_by_the_next_start() {
+    let _host = HOST.lock().unwrap_or_else(|e| e.into_inner());
+    let before = host_state();
+    // `make demo-cluster`'s program, killed with SIGKILL once its cluster
+    // runs: no Drop, its daemons and PostgreSQL orphaned, as after a crash.
+    let mut demo =
+        Command::new(env!("CARGO_BIN_EXE_demo-cluster")).stdout(Stdio::piped()).stderr(Stdio::null()).spawn().unwrap();
+    let mut out = std::io::BufReader::new(demo.stdout.take().unwrap());
+    let mut line = String::new();
+    while !line.starts_with("ready in") {
+        line.clear();
+        assert!(out.read_line(&mut line).unwrap() > 0, "demo-cluster ended before its cluster was ready");
+    }
+    demo.kill().unwrap();
+    demo.wait().unwrap();
+    let left = host_state();
+    assert!(left.node_processes.len() >= 5 && !left.cgroups.is_empty(), "the crash left its node behind: {left:?}");
+    {
+        let cluster = Cluster::start(&[]);
+        cluster.api.kubectl_ok(&["get", "nodes"]);
     }
     assert_eq!(host_state(), before);
 }

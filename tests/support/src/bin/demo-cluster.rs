@@ -37,30 +37,11 @@ fn main() {
     say("kubectl apply -f examples/workloads/orders-app.yaml (namespace shop enforces Pod Security restricted)");
     println!("(the app image carries a busybox here, so we can look inside its container)");
     let pod = shop.apply_orders_app("sidekey.test/example-app-debug:1", &[]);
-    show(
-        &shop,
-        &[
-            "-n",
-            "shop",
-            "get",
-            "pod",
-            &pod,
-            "-o",
-            "custom-columns=INIT:.spec.initContainers[*].name,CONTAINERS:.spec.containers[*].name,STATUS:.status.phase",
-        ],
+    let show_pod = |output: &str| show(&shop, &["-n", "shop", "get", "pod", &pod, "-o", output]);
+    show_pod(
+        "custom-columns=INIT:.spec.initContainers[*].name,CONTAINERS:.spec.containers[*].name,STATUS:.status.phase",
     );
-    show(
-        &shop,
-        &[
-            "-n",
-            "shop",
-            "get",
-            "pod",
-            &pod,
-            "-o",
-            "jsonpath={range .spec.containers[0].env[*]}{.name}={.value}{\"\\n\"}{end}",
-        ],
-    );
+    show_pod("jsonpath={range .spec.containers[0].env[*]}{.name}={.value}{\"\\n\"}{end}");
 
     say("Inside the app container: a read-only tmpfs, files readable by the app's group only");
     let sh = |cmd: &str| {
