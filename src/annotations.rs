@@ -239,6 +239,21 @@ pub fn mount_path_problem(path: &str) -> Option<String> {
     None
 }
 
+/// Why `path` cannot be the secrets' mount path: it is malformed
+/// ([`mount_path_problem`]), or it overlaps a directory sidekey mounts
+/// itself (the `exec` wrapper, the agent's state, its login token), where
+/// one mount would hide or shadow the other.
+pub fn secrets_mount_problem(path: &str) -> Option<String> {
+    if let Some(p) = mount_path_problem(path) {
+        return Some(p);
+    }
+    let overlaps =
+        |dir: &str| path == dir || dir.starts_with(&format!("{path}/")) || path.starts_with(&format!("{dir}/"));
+    ["/sidekey", crate::mutate::TOKEN_DIR].iter().find(|d| overlaps(d)).map(|d| {
+        format!("overlaps {d}, where sidekey mounts its own volumes; choose another path such as /run/secrets/sidekey")
+    })
+}
+
 /// Bounds of `refresh`: often enough to matter, rarely enough not to hammer
 /// the backend.
 pub fn refresh_problem(d: Duration) -> Option<String> {
@@ -283,12 +298,21 @@ fn parse_command(s: &str) -> Result<Vec<String>, String> {
     Ok(cmd)
 }
 
-fn check_path_like(s: &str) -> Result<String, String> {
-    if s.is_empty() || s.starts_with('/') || s.ends_with('/') || s.split('/').any(|p| p.is_empty() || p == "..") {
-        return Err("must be a path such as kubernetes or team-a/kubernetes".into());
-    }
-    if s.contains(|c: char| c.is_whitespace() || c.is_control() || "#?%".contains(c)) {
-        return Err("contains a character that is not allowed".into());
+/// One strict grammar for the path-like values a pod may choose (the
+/// Vault auth mount, the Vault namespace): `/`-separated segments of
+/// `A-Z a-z 0-9 . _ -`, each starting with a letter or digit (so no `.`,
+/// `..`, empty segment, `\`, `%`-escape, `?` or `#` can steer the login to
+/// another API path), at most 256 characters.
+pub(crate) fn check_path_like(s: &str) -> Result<String, String> {
+    let segment_ok = |p: &str| {
+        p.bytes().next().is_some_and(|b| b.is_ascii_alphanumeric())
+            && p.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
+    };
+    if s.is_empty() || s.len() > 256 || !s.split('/').all(segment_ok) {
+        return Err(
+            "must be a path such as kubernetes or team-a/kubernetes: segments of A-Z a-z 0-9 . _ - starting with a letter or digit, at most 256 characters"
+                .into(),
+        );
     }
     Ok(s.to_owned())
 }
@@ -420,7 +444,7 @@ pub fn parse(annotations: Option<&Map<String, Value>>) -> Result<PodAnnotations,
         };
         match key.as_str() {
             "inject" | "status" => {}
-            "mount-path" => match mount_path_problem(value) {
+            "mount-path" => match secrets_mount_problem(value) {
                 None => out.mount_path = Some(value.clone()),
                 Some(p) => bad(p),
             },
@@ -634,6 +658,40 @@ mod tests {
     }
 
     #[test]
+    fn vault_auth_mount_and_namespace_follow_one_strict_path_grammar() {
+        for bad in [
+            "..\\sys\\raw",
+            "kubernetes\\..\\x",
+            "a/../b",
+            "./a",
+            "a//b",
+            "/a",
+            "a/",
+            "a%2fb",
+            "a?x",
+            "a#b",
+            ".hidden",
+            "",
+        ] {
+            let e = parse_json(json!({"sidekey.dev/inject": "true", "sidekey.dev/vault-auth-mount": bad,
+                "sidekey.dev/vault-namespace": bad}))
+            .unwrap_err();
+            assert_eq!(
+                keys(&e),
+                ["annotation sidekey.dev/vault-auth-mount", "annotation sidekey.dev/vault-namespace"],
+                "{bad:?}"
+            );
+        }
+        let long = "a".repeat(257);
+        assert!(parse_json(json!({"sidekey.dev/inject": "true", "sidekey.dev/vault-auth-mount": long})).is_err());
+        let a =
+            parse_json(json!({"sidekey.dev/inject": "true", "sidekey.dev/vault-auth-mount": "team-a/k8s.cluster_1",
+            "sidekey.dev/vault-namespace": "admin/team-a"}))
+            .unwrap();
+        assert_eq!(a.vault_auth_mount.as_deref(), Some("team-a/k8s.cluster_1"));
+    }
+
+    #[test]
     fn not_opted_in_is_not_checked() {
         let a = parse_json(json!({"sidekey.dev/inject": "false", "sidekey.dev/secret-../x": "gcp:x"})).unwrap();
         assert!(!a.inject);
@@ -754,6 +812,11 @@ mod tests {
     #[test]
     fn mount_paths_are_absolute_and_normalized() {
         assert_eq!(mount_path_problem("/run/secrets/x"), None);
+        for taken in ["/sidekey", "/sidekey/bin", "/sidekey/state/x", "/var", "/var/run/secrets/sidekey.dev"] {
+            assert!(secrets_mount_problem(taken).is_some_and(|p| p.contains("overlaps")), "{taken}");
+        }
+        assert_eq!(secrets_mount_problem("/sidekey2"), None);
+        assert_eq!(secrets_mount_problem("/run/secrets/sidekey"), None);
         for bad in ["run/x", "/", "/a/../b", "/a//b", "/a/", "/a b", "/a:b"] {
             assert!(mount_path_problem(bad).is_some(), "{bad}");
         }

@@ -397,7 +397,7 @@ impl InjectorConfig {
         if self.agent.startup_timeout < Duration::from_secs(1) {
             problems.push("agent.startupTimeout: must be at least 1s".to_owned());
         }
-        if let Some(p) = crate::annotations::mount_path_problem(&self.defaults.mount_path) {
+        if let Some(p) = crate::annotations::secrets_mount_problem(&self.defaults.mount_path) {
             problems.push(format!("defaults.mountPath: {p}"));
         }
         if let Some(p) = crate::annotations::refresh_problem(self.defaults.refresh) {
@@ -416,8 +416,11 @@ impl InjectorConfig {
                 problems.push("vault.caCert: must hold PEM certificates (-----BEGIN CERTIFICATE-----)".to_owned());
             }
         }
-        if self.vault.auth_mount.is_empty() || self.vault.auth_mount.contains(['#', '?', ' ']) {
-            problems.push("vault.authMount: must be a non-empty mount path".to_owned());
+        if let Err(p) = crate::annotations::check_path_like(&self.vault.auth_mount) {
+            problems.push(format!("vault.authMount: {p}"));
+        }
+        if let Some(Err(p)) = self.vault.namespace.as_deref().map(crate::annotations::check_path_like) {
+            problems.push(format!("vault.namespace: {p}"));
         }
         if self.vault.audience.is_empty() {
             problems.push("vault.audience: must not be empty".to_owned());

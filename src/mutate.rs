@@ -451,10 +451,27 @@ fn inject(
             ));
         }
     }
+    let ephemeral: &[Value] = spec.get("ephemeralContainers").and_then(Value::as_array).map_or(&[], Vec::as_slice);
     for c in init.iter().chain(regular) {
         let name = container_name(c);
         if RESERVED_CONTAINERS.contains(&name) {
             problems.push(spec_problem(&format!("container {name}"), "this container name is reserved for sidekey"));
+        }
+    }
+    // The pod's own containers must not mount what only the agent may: the
+    // login token, the state, the secrets read-write (a writable mount would
+    // let the app plant files and links the agent then acts on). A mount of
+    // a volume the pod does not declare yet becomes valid once sidekey adds it.
+    for c in init.iter().chain(regular).chain(ephemeral) {
+        let name = container_name(c);
+        for m in c.get("volumeMounts").and_then(Value::as_array).into_iter().flatten() {
+            let volume = str_at(m, "name").unwrap_or("");
+            if RESERVED_VOLUMES.contains(&volume) {
+                problems.push(spec_problem(
+                    &format!("container {name} volumeMounts {volume}"),
+                    "this volume is sidekey's: only the agent mounts it (sidekey adds the read-only secrets mount itself; select the container with sidekey.dev/containers)",
+                ));
+            }
         }
     }
 
@@ -601,8 +618,21 @@ fn inject(
                 };
                 used_maps.insert(secret.to_owned());
                 let key = str_at(skr, "key").unwrap_or("");
-                if key.is_empty() || key.chars().any(char::is_whitespace) {
-                    problems.push(Problem { field, reason: "secretKeyRef.key is empty or has whitespace".into() });
+                // The key joins the mapped reference (`…#<key>`): only the
+                // grammar Kubernetes allows for Secret keys, so it can never
+                // add `?version-stage=…`, a nested key path or a control
+                // character to what the agent reads.
+                let key_ok = !key.is_empty()
+                    && key.len() <= 253
+                    && key != "."
+                    && key != ".."
+                    && key.bytes().all(|b| b.is_ascii_alphanumeric() || b"-._".contains(&b));
+                if !key_ok {
+                    problems.push(Problem {
+                        field,
+                        reason: "secretKeyRef.key must be a Kubernetes Secret key (1 to 253 of A-Z a-z 0-9 - _ .)"
+                            .into(),
+                    });
                     continue;
                 }
                 (base.with_key(key), skr.get("optional").and_then(Value::as_bool) == Some(true))
@@ -1060,17 +1090,21 @@ fn rewrite_env(c: &mut Map<String, Value>, entries: &[Migrated], mode: EnvMode, 
         let mut cmd = vec![json!(format!("{BIN_DIR}/sidekey-agent")), json!("exec")];
         // With on-change, env-only apps are restarted when their secrets
         // change (the value in a process's environment cannot change).
+        // Options and their values as one token each (`--env=VAR=FILE`): a
+        // variable named like an option (`--restart-on-change` is a valid env
+        // var name) must stay a value, never become a flag of the wrapper.
         if a.on_change.as_ref().is_some_and(|o| *o != OnChange::None) {
-            cmd.push(json!("--restart-on-change"));
-            cmd.push(json!(mount_path));
+            cmd.push(json!(format!("--restart-on-change={mount_path}")));
         }
         for (var, path) in var_files.values() {
-            cmd.push(json!("--env"));
-            cmd.push(json!(format!("{var}={path}")));
+            cmd.push(json!(format!("--env={var}={path}")));
         }
         for (dir, prefix) in dirs.values() {
-            cmd.push(json!("--env-dir"));
-            cmd.push(json!(if prefix.is_empty() { dir.clone() } else { format!("{dir}:{prefix}") }));
+            cmd.push(json!(if prefix.is_empty() {
+                format!("--env-dir={dir}")
+            } else {
+                format!("--env-dir={dir}:{prefix}")
+            }));
         }
         cmd.push(json!("--"));
         cmd.extend(original);
@@ -1208,9 +1242,9 @@ mod tests {
         ));
         let app = &p["spec"]["containers"][0];
         let cmd: Vec<&str> = app["command"].as_array().unwrap().iter().map(|v| v.as_str().unwrap()).collect();
-        assert_eq!(cmd[..3], ["/sidekey/bin/sidekey-agent", "exec", "--env"]);
-        assert!(cmd[3].starts_with("PW=/run/secrets/sidekey/pw-"));
-        assert_eq!(cmd[4..], ["--", "/app"]);
+        assert_eq!(cmd[..2], ["/sidekey/bin/sidekey-agent", "exec"]);
+        assert!(cmd[2].starts_with("--env=PW=/run/secrets/sidekey/pw-"));
+        assert_eq!(cmd[3..], ["--", "/app"]);
         assert_eq!(app["args"], json!(["serve"]));
         assert_eq!(app["env"], json!([{"name": "K", "value": "v"}]));
         assert_eq!(p["spec"]["initContainers"][1]["name"], INSTALL_CONTAINER);
@@ -1226,8 +1260,7 @@ mod tests {
             json!({"containers": [{"name": "app", "image": "x", "command": ["/app"], "env": [{"name": "PW", "value": "vault:a/b#c"}]}]}),
         ));
         let cmd = &p["spec"]["containers"][0]["command"];
-        assert_eq!(cmd[2], "--restart-on-change");
-        assert_eq!(cmd[3], "/run/secrets/sidekey");
+        assert_eq!(cmd[2], "--restart-on-change=/run/secrets/sidekey");
     }
 
     #[test]
@@ -1283,6 +1316,45 @@ mod tests {
         );
         let e = mutate_template(&mut p, &config).unwrap_err();
         assert!(e.to_string().contains("sidekey.dev/vault-addr"), "{e}");
+    }
+
+    #[test]
+    fn a_mapped_secret_key_cannot_change_what_is_read() {
+        for key in ["password?version-stage=AWSPREVIOUS", "pw\u{1}", "a#b", "a b", "..", ""] {
+            let e = err(pod(
+                json!({"sidekey.dev/inject": "true", "sidekey.dev/map-db": "aws-sm:prod/db"}),
+                json!({"containers": [{"name": "app", "image": "x",
+                    "env": [{"name": "PW", "valueFrom": {"secretKeyRef": {"name": "db", "key": key}}}]}]}),
+            ));
+            assert!(
+                e.iter().any(|p| p.contains("PW") && p.contains("must be a Kubernetes Secret key")),
+                "{key:?}: {e:?}"
+            );
+        }
+        let (p, _) = run(pod(
+            json!({"sidekey.dev/inject": "true", "sidekey.dev/map-db": "aws-sm:prod/db"}),
+            json!({"containers": [{"name": "app", "image": "x",
+                "env": [{"name": "PW", "valueFrom": {"secretKeyRef": {"name": "db", "key": "db.password-2_x"}}}]}]}),
+        ));
+        assert!(p.to_string().contains("PW_FILE"));
+    }
+
+    #[test]
+    fn denies_app_containers_that_mount_sidekeys_volumes() {
+        for volume in [TOKEN_VOLUME, SECRETS_VOLUME, STATE_VOLUME, BIN_VOLUME] {
+            let e = err(pod(
+                json!({"sidekey.dev/inject": "true", "sidekey.dev/secret-k": "vault:a/b#c"}),
+                json!({"containers": [{"name": "app", "image": "x",
+                    "volumeMounts": [{"name": volume, "mountPath": "/steal", "readOnly": false}]}]}),
+            ));
+            assert!(e.iter().any(|p| p.contains(&format!("container app volumeMounts {volume}"))), "{e:?}");
+        }
+        let e = err(pod(
+            json!({"sidekey.dev/inject": "true", "sidekey.dev/secret-k": "vault:a/b#c"}),
+            json!({"containers": [{"name": "app", "image": "x"}],
+                "ephemeralContainers": [{"name": "dbg", "image": "x", "volumeMounts": [{"name": TOKEN_VOLUME, "mountPath": "/t"}]}]}),
+        ));
+        assert!(e.iter().any(|p| p.contains("container dbg volumeMounts sidekey-token")), "{e:?}");
     }
 
     #[test]

@@ -72,6 +72,9 @@ fn load_config(path: Option<&PathBuf>) -> Result<AgentConfig, String> {
 
 /// Runs the command line; returns the exit code.
 pub fn main() -> ExitCode {
+    // Before arguments, config or logs: from its first instruction a
+    // same-UID process of the pod must not reach into this one.
+    let hardened = crate::harden_process();
     let cli = Cli::parse();
     match cli.command {
         Command::Ready { config } => match load_config(config.as_ref()) {
@@ -110,7 +113,9 @@ pub fn main() -> ExitCode {
                     return ExitCode::from(64);
                 }
             };
-            crate::harden_process();
+            if let Err(e) = hardened {
+                tracing::warn!(error = %e, "could not make the agent non-dumpable");
+            }
             let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
                 Ok(r) => r,
                 Err(e) => {

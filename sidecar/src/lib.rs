@@ -61,11 +61,13 @@ pub struct Handle {
 
 /// Makes the process non-dumpable, so that a same-UID process in a shared
 /// process namespace cannot read its memory, environment, files or token
-/// through `/proc/<pid>/`.
-pub fn harden_process() {
-    if let Err(e) = rustix::process::set_dumpable_behavior(rustix::process::DumpableBehavior::NotDumpable) {
-        tracing::warn!(error = %e, "could not make the agent non-dumpable");
-    }
+/// through `/proc/<pid>/` (nor pin `/proc/<pid>/root`). Called first thing
+/// in `main`, for every command, before anything is read or logged.
+///
+/// # Errors
+/// The `prctl` error, for the caller to report once logging is up.
+pub fn harden_process() -> Result<(), String> {
+    rustix::process::set_dumpable_behavior(rustix::process::DumpableBehavior::NotDumpable).map_err(|e| e.to_string())
 }
 
 /// Backends created so far (one per kind), and the state they keep.

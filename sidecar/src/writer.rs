@@ -102,6 +102,7 @@ impl AtomicWriter {
     }
 
     fn new_version_dir(&self) -> PathBuf {
+        // Keep in step with `is_version_name`.
         let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
         // Seconds and nanoseconds since the epoch; a random suffix keeps two
         // writes in the same nanosecond apart.
@@ -176,8 +177,14 @@ impl AtomicWriter {
                 }
             }
         }
-        if let Some(old) = old.filter(|o| *o != target) {
-            let _ = fs::remove_dir_all(self.root.join(old));
+        // Remove the previous version only if it is one of ours: a plain
+        // name of our pattern, a real directory in the mount. A `..data`
+        // planted to point elsewhere (`../../etc`) is replaced, never followed.
+        if let Some(old) = old.filter(|o| *o != target && is_version_name(o)) {
+            let path = self.root.join(old);
+            if fs::symlink_metadata(&path).is_ok_and(|m| m.is_dir()) {
+                let _ = fs::remove_dir_all(path);
+            }
         }
         Ok(())
     }
@@ -186,6 +193,17 @@ impl AtomicWriter {
     pub fn has_all<'a>(&self, names: impl IntoIterator<Item = &'a str>) -> bool {
         names.into_iter().all(|n| self.root.join(n).exists())
     }
+}
+
+/// Whether `name` is a version directory name this writer makes:
+/// `..<seconds>.<9-digit nanoseconds>.<4 hex digits>`, one path component.
+fn is_version_name(name: &Path) -> bool {
+    let Some(rest) = name.to_str().and_then(|n| n.strip_prefix("..")) else { return false };
+    let parts: Vec<&str> = rest.split('.').collect();
+    matches!(parts.as_slice(), [secs, nanos, suffix]
+        if !secs.is_empty() && secs.bytes().all(|b| b.is_ascii_digit())
+            && nanos.len() == 9 && nanos.bytes().all(|b| b.is_ascii_digit())
+            && suffix.len() == 4 && suffix.bytes().all(|b| b.is_ascii_hexdigit()))
 }
 
 #[cfg(test)]
@@ -219,6 +237,27 @@ mod tests {
         let meta = fs::metadata(dir.path().join(&version).join("a")).unwrap();
         assert_eq!(meta.permissions().mode() & 0o777, 0o440);
         assert!(w.has_all(["a", "b", "keys"]));
+    }
+
+    #[test]
+    fn never_follows_a_planted_data_link_out_of_the_mount() {
+        let outside = tempfile::tempdir().unwrap();
+        let victim = outside.path().join("victim");
+        fs::create_dir(&victim).unwrap();
+        fs::write(victim.join("keep"), "x").unwrap();
+        let root = outside.path().join("mount");
+        fs::create_dir(&root).unwrap();
+        let w = AtomicWriter::new(&root);
+        w.write(&payload(&[("a", "1")])).unwrap();
+        for planted in ["../victim", "..1.000000000.abcd/../../victim"] {
+            fs::remove_file(root.join(DATA_DIR)).unwrap();
+            std::os::unix::fs::symlink(planted, root.join(DATA_DIR)).unwrap();
+            w.write(&payload(&[("a", "2")])).unwrap();
+            assert!(victim.join("keep").exists(), "the writer removed a directory it does not own ({planted})");
+            assert_eq!(fs::read_to_string(root.join("a")).unwrap(), "2");
+        }
+        assert!(is_version_name(Path::new("..1764380000.123456789.0a1f")));
+        assert!(!is_version_name(Path::new("..data")) && !is_version_name(Path::new("../x")));
     }
 
     #[test]

@@ -42,6 +42,23 @@ fn exec_sets_variables_from_files_and_replaces_itself() {
 }
 
 #[test]
+fn variables_named_like_options_stay_values_in_the_injected_form() {
+    let dir = tempfile::tempdir().unwrap();
+    write(&AtomicWriter::new(dir.path()), "v");
+    let d = dir.path().display();
+    // `--restart-on-change` is a valid env var name in Kubernetes; the
+    // injector writes each option and its value as one token.
+    let out = Command::new(env!("CARGO_BIN_EXE_sidekey-agent"))
+        .args(["exec", &format!("--env=--restart-on-change={d}/a"), &format!("--env-dir={d}/d:--P_"), "--", "env"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let env = String::from_utf8_lossy(&out.stdout);
+    assert!(env.lines().any(|l| l == "--restart-on-change=v"), "{env}");
+    assert!(env.lines().any(|l| l == "--P_K1=v1"), "{env}");
+}
+
+#[test]
 fn exec_times_out_naming_the_missing_file() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path().display();
@@ -86,4 +103,37 @@ fn the_supervisor_restarts_the_command_when_secrets_change() {
     Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
     child.wait().unwrap();
     assert!(start.elapsed() < Duration::from_secs(5));
+}
+
+/// The owner of `/proc/<pid>/environ`: root for a non-dumpable process,
+/// whatever its UID.
+fn proc_owner(pid: u32) -> u32 {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata(format!("/proc/{pid}/environ")).unwrap().uid()
+}
+
+#[test]
+fn every_command_is_non_dumpable_before_it_reads_anything() {
+    use std::os::unix::process::CommandExt;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(dir.path(), std::os::unix::fs::PermissionsExt::from_mode(0o777)).unwrap();
+    let fifo = dir.path().join("config");
+    assert!(Command::new("mkfifo").arg(&fifo).status().unwrap().success());
+    std::fs::set_permissions(&fifo, std::os::unix::fs::PermissionsExt::from_mode(0o666)).unwrap();
+    let f = fifo.display().to_string();
+    // As an unprivileged UID (the tests run as root), each command blocks
+    // reading its config from a FIFO: it must already be non-dumpable.
+    for args in [vec!["ready", "--config", &f], vec!["run", "--config", &f]] {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_sidekey-agent"))
+            .args(&args)
+            .uid(65534)
+            .gid(65534)
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(300));
+        assert_eq!(proc_owner(child.id()), 0, "{args:?} is dumpable while it reads its config");
+        std::fs::write(&fifo, "{}").unwrap();
+        child.wait().unwrap();
+    }
 }
