@@ -199,6 +199,8 @@ pub struct PodAnnotations {
     pub env: Option<EnvMode>,
     /// `refresh`.
     pub refresh: Option<Duration>,
+    /// `revoke-on-shutdown`.
+    pub revoke_on_shutdown: Option<bool>,
     /// `on-change`.
     pub on_change: Option<OnChange>,
     /// `lifecycle`.
@@ -352,13 +354,14 @@ fn check_role_arn(s: &str) -> Result<String, String> {
 }
 
 /// Known keys without a name suffix, for the "unknown annotation" hint.
-const PLAIN_KEYS: [&str; 21] = [
+const PLAIN_KEYS: [&str; 22] = [
     "inject",
     "status",
     "mount-path",
     "containers",
     "env",
     "refresh",
+    "revoke-on-shutdown",
     "on-change",
     "lifecycle",
     "vault-addr",
@@ -461,6 +464,11 @@ pub fn parse(annotations: Option<&Map<String, Value>>) -> Result<PodAnnotations,
                 "exec" => out.env = Some(EnvMode::Exec),
                 "remove" => out.env = Some(EnvMode::Remove),
                 _ => bad("must be file, exec or remove".into()),
+            },
+            "revoke-on-shutdown" => match value.as_str() {
+                "true" => out.revoke_on_shutdown = Some(true),
+                "false" => out.revoke_on_shutdown = Some(false),
+                _ => bad("must be \"true\" or \"false\"".into()),
             },
             "refresh" => match duration::parse(value) {
                 Ok(d) => match refresh_problem(d) {

@@ -293,6 +293,12 @@ pub struct VaultDefaults {
     /// `sidekey.dev/vault-addr`. Off: the pod's login token and every secret
     /// would cross the network unencrypted. For development only.
     pub allow_http: bool,
+    /// Whether a native-sidecar agent revokes its leases and token when the
+    /// pod stops (SIGTERM, after the app containers have exited), unless
+    /// `sidekey.dev/revoke-on-shutdown` says otherwise. Never in the legacy
+    /// shape (its agent stops beside the app, which may still be draining)
+    /// nor init-only (its credentials outlive the agent by design).
+    pub revoke_on_shutdown: bool,
 }
 
 impl Default for VaultDefaults {
@@ -307,6 +313,7 @@ impl Default for VaultDefaults {
             token_expiration_seconds: 3600,
             ca_cert: None,
             allow_http: false,
+            revoke_on_shutdown: true,
         }
     }
 }

@@ -861,7 +861,11 @@ fn inject(
         },
         ca_cert: None,
         ca_pem: config.vault.ca_cert.clone(),
-        revoke_on_shutdown: false,
+        // When the pod ends its credentials are of no use to anyone: revoke
+        // them rather than leave them valid for the rest of their TTL. Only a
+        // native sidecar stops after the app has.
+        revoke_on_shutdown: lifecycle == Lifecycle::Sidecar
+            && a.revoke_on_shutdown.unwrap_or(config.vault.revoke_on_shutdown),
     });
     let aws = backends.contains(&Backend::Aws).then(|| AwsConfig {
         region: a.aws_region.clone().or_else(|| config.aws.region.clone()),
@@ -1337,6 +1341,34 @@ mod tests {
                 "env": [{"name": "PW", "valueFrom": {"secretKeyRef": {"name": "db", "key": "db.password-2_x"}}}]}]}),
         ));
         assert!(p.to_string().contains("PW_FILE"));
+    }
+
+    #[test]
+    fn a_native_sidecar_revokes_its_credentials_when_the_pod_stops_unless_told_not_to() {
+        let revoke = |extra: Value| {
+            let mut ann = json!({"sidekey.dev/inject": "true", "sidekey.dev/secret-k": "vault:database/creds/app"});
+            ann.as_object_mut().unwrap().extend(extra.as_object().unwrap().clone());
+            let (p, _) = run(pod(ann, json!({"containers": [{"name": "app", "image": "x"}]})));
+            let agent = p["spec"]["initContainers"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .chain(p["spec"]["containers"].as_array().unwrap())
+                .find(|c| c["name"] == INIT_CONTAINER || c["name"] == AGENT_CONTAINER)
+                .unwrap()
+                .clone();
+            let cfg: Value = serde_json::from_str(agent["env"][0]["value"].as_str().unwrap()).unwrap();
+            cfg["vault"]["revokeOnShutdown"] == true
+        };
+        assert!(revoke(json!({})));
+        assert!(!revoke(json!({"sidekey.dev/revoke-on-shutdown": "false"})));
+        assert!(!revoke(json!({"sidekey.dev/lifecycle": "legacy", "sidekey.dev/revoke-on-shutdown": "true"})));
+        assert!(!revoke(json!({"sidekey.dev/lifecycle": "init-only"})));
+        let e = err(pod(
+            json!({"sidekey.dev/inject": "true", "sidekey.dev/revoke-on-shutdown": "yes", "sidekey.dev/secret-k": "vault:a/b#c"}),
+            json!({"containers": [{"name": "app", "image": "x"}]}),
+        ));
+        assert!(e.iter().any(|p| p.contains("sidekey.dev/revoke-on-shutdown")), "{e:?}");
     }
 
     #[test]

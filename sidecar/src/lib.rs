@@ -220,6 +220,10 @@ pub async fn run(
     let _ = stop_tx.send(true);
     if config.vault.as_ref().is_some_and(|v| v.revoke_on_shutdown) && !options.once {
         revoke_all(&leases, vault.as_ref()).await;
+        // Revoked: nothing is left for a restart to adopt.
+        if let Some(state) = &made.state {
+            state.clear();
+        }
     }
     result.map_err(AgentError::from)
 }

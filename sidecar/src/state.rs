@@ -228,6 +228,15 @@ impl StateStore {
         });
     }
 
+    /// Forgets everything (the token and leases were revoked).
+    pub fn clear(&self) {
+        if let Ok(mut d) = self.disk.lock() {
+            d.token = None;
+            d.leases.clear();
+        }
+        let _ = std::fs::remove_file(&self.path);
+    }
+
     /// Applies `change` and writes the file atomically; a failed write is
     /// logged (the agent works on, it only loses what a restart could adopt).
     fn update(&self, change: impl FnOnce(&mut Disk)) {

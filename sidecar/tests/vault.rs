@@ -225,6 +225,40 @@ fn a_killed_agent_adopts_its_token_and_lease_instead_of_issuing_new_credentials(
 }
 
 #[test]
+fn never_follows_a_redirect_so_the_token_stays_with_vault() {
+    use std::io::{Read, Write};
+    // Where a hostile or misconfigured server points: it must never hear
+    // from the agent.
+    let elsewhere = std::net::TcpListener::bind("127.0.0.2:0").unwrap();
+    let target = elsewhere.local_addr().unwrap();
+    elsewhere.set_nonblocking(true).unwrap();
+    // "Vault": every request answered with a redirect there.
+    let vault = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = format!("http://{}", vault.local_addr().unwrap());
+    std::thread::spawn(move || {
+        for conn in vault.incoming() {
+            let Ok(mut conn) = conn else { continue };
+            let mut buf = [0u8; 4096];
+            let _ = conn.read(&mut buf);
+            let reply = format!(
+                "HTTP/1.1 307 Temporary Redirect\r\nLocation: http://{target}/v1/auth/token/lookup-self\r\nContent-Length: 0\r\n\r\n"
+            );
+            let _ = conn.write_all(reply.as_bytes());
+        }
+    });
+    let tmp = tempfile::tempdir().unwrap();
+    let token = tmp.path().join("vault-token");
+    std::fs::write(&token, "hvs.must-not-travel").unwrap();
+    let files = json!([{"name": "a", "ref": "vault:secret/data/app/a#k", "mode": "0400"}]);
+    let mut agent = AgentProc::spawn(config(&addr, &token, files, "5s"), &["--once"]);
+    let status = agent.wait_exit(Duration::from_secs(20));
+    assert!(!status.success());
+    assert!(agent.log().contains("does not follow redirects"), "{}", agent.log());
+    assert!(elsewhere.accept().is_err(), "the agent followed the redirect to another address");
+    agent.assert_log_has_no(&["hvs.must-not-travel"]);
+}
+
+#[test]
 fn keeps_the_last_good_files_through_a_20s_outage_and_recovers() {
     let bao = OpenBao::start();
     let proxy = TcpProxy::start(bao.addr.trim_start_matches("http://"));
@@ -327,8 +361,12 @@ fn sigterm_exits_promptly_and_revokes_leases_when_configured() {
     let files = json!([{"name": "db", "ref": "vault:database/creds/app", "mode": "0440"}]);
     let mut cfg = config(&bao.addr, &token, files, "5m");
     cfg["vault"]["revokeOnShutdown"] = json!(true);
+    let state = tmp.path().join("state");
+    std::fs::create_dir(&state).unwrap();
+    cfg["stateDir"] = json!(state);
     let mut agent = AgentProc::spawn(cfg, &[]);
     agent.wait_for("db", Duration::from_secs(20));
+    assert!(state.join("state.json").exists());
     let creds: serde_json::Value = serde_json::from_str(&agent.read("db")).unwrap();
     let (user, password) =
         (creds["username"].as_str().unwrap().to_owned(), creds["password"].as_str().unwrap().to_owned());
@@ -337,6 +375,7 @@ fn sigterm_exits_promptly_and_revokes_leases_when_configured() {
     assert!(status.success(), "{}", agent.log());
     assert!(took < Duration::from_secs(3), "exit took {took:?}");
     assert!(pg.psql(&user, &password, "select 1").is_err(), "the lease was not revoked");
+    assert!(!state.join("state.json").exists(), "revoked credentials are not left for a restart to adopt");
     agent.assert_log_has_no(&[&password]);
 }
 

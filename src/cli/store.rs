@@ -128,6 +128,8 @@ impl Vault {
                 )?,
         };
         let mut builder = reqwest::Client::builder()
+            // Never follow a redirect: it would carry X-Vault-Token along.
+            .redirect(reqwest::redirect::Policy::none())
             .connect_timeout(Duration::from_secs(5))
             .timeout(Duration::from_secs(30))
             .user_agent(concat!("sidekey/", env!("CARGO_PKG_VERSION")));

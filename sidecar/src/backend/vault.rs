@@ -81,6 +81,11 @@ impl Vault {
     /// When the CA bundle cannot be read or the HTTP client not built.
     pub fn new(config: &VaultConfig, metrics: Arc<Metrics>, store: Option<Arc<StateStore>>) -> Result<Self, String> {
         let mut builder = reqwest::Client::builder()
+            // A redirect would carry X-Vault-Token to wherever it points
+            // (reqwest strips only standard credential headers), even from
+            // https to http: never follow one (Vault forwards requests from
+            // standbys itself).
+            .redirect(reqwest::redirect::Policy::none())
             .connect_timeout(Duration::from_secs(5))
             .timeout(Duration::from_secs(30))
             .pool_idle_timeout(Duration::from_secs(90))
@@ -284,6 +289,9 @@ impl Vault {
             404 => BackendError::Permanent(format!("{what}: not found")),
             400 | 405 => BackendError::Permanent(format!("{what}: {detail}")),
             429 => BackendError::Transient(format!("{what}: rate limited")),
+            300..=399 => BackendError::Permanent(format!(
+                "{what}: Vault answered with a redirect (HTTP {status}); sidekey does not follow redirects, the token would go along: point vault.addr at the address that answers"
+            )),
             s => BackendError::Transient(format!("{what}: HTTP {s} ({detail})")),
         }
     }
