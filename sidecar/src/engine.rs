@@ -515,7 +515,8 @@ impl Renderer {
                     tracing::info!(files = payload.files.len() + payload.dirs.len(), "wrote the secret files");
                     previous = rendered;
                     if written {
-                        crate::notify::notify(&self.config.on_change, &http, &self.metrics).await;
+                        crate::notify::notify(&self.config.on_change, &self.config.mount_path, &http, &self.metrics)
+                            .await;
                     } else {
                         written = true;
                         self.metrics.set_ready();

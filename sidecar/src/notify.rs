@@ -7,9 +7,17 @@ use sidekey::annotations::OnChange;
 
 use crate::metrics::Metrics;
 
-/// Signals every process that is not the agent, PID 1 or a pause
-/// container; returns how many were signalled.
-fn signal_processes(name: &str) -> Result<usize, String> {
+/// Whether a `/proc/<pid>/mountinfo` text has a mount at `path`: the
+/// secrets volume, mounted only into the containers the pod selected
+/// (mount points with spaces are octal-escaped; `path` has none, validated).
+fn has_mount_at(mountinfo: &str, path: &str) -> bool {
+    mountinfo.lines().any(|l| l.split(' ').nth(4) == Some(path))
+}
+
+/// Signals the processes of the selected containers (those that mount the
+/// secrets at `mount_path`), never the agent, PID 1, a pause container or
+/// another container of the pod; returns how many were signalled.
+fn signal_processes(name: &str, mount_path: &str) -> Result<usize, String> {
     let sig = match name {
         "SIGHUP" => rustix::process::Signal::HUP,
         "SIGUSR1" => rustix::process::Signal::USR1,
@@ -32,6 +40,10 @@ fn signal_processes(name: &str) -> Result<usize, String> {
         if comm.trim() == "pause" || comm.trim().starts_with("sidekey-agent") {
             continue;
         }
+        let mountinfo = std::fs::read_to_string(e.path().join("mountinfo")).unwrap_or_default();
+        if !has_mount_at(&mountinfo, mount_path) {
+            continue;
+        }
         let Some(pid) = rustix::process::Pid::from_raw(pid) else { continue };
         match rustix::process::kill_process(pid, sig) {
             Ok(()) => sent += 1,
@@ -40,17 +52,18 @@ fn signal_processes(name: &str) -> Result<usize, String> {
     }
     if sent == 0 {
         return Err(format!(
-            "no process could be signalled ({denied} refused): the app must share the process namespace and run as the agent's UID"
+            "no process could be signalled ({denied} refused): the app must share the process namespace, run as the agent's UID and mount the secrets (sidekey.dev/containers)"
         ));
     }
     Ok(sent)
 }
 
-/// Notifies the app per `on_change`, retrying HTTP up to 3 times.
-pub async fn notify(on_change: &OnChange, http: &reqwest_like::Client, metrics: &Metrics) {
+/// Notifies the app per `on_change` (signals go to the containers that
+/// mount `mount_path`), retrying HTTP up to 3 times.
+pub async fn notify(on_change: &OnChange, mount_path: &str, http: &reqwest_like::Client, metrics: &Metrics) {
     match on_change {
         OnChange::None => {}
-        OnChange::Signal(sig) => match signal_processes(sig) {
+        OnChange::Signal(sig) => match signal_processes(sig, mount_path) {
             Ok(n) => {
                 metrics.notification(true);
                 tracing::info!(signal = %sig, processes = n, "notified the app");
@@ -118,5 +131,21 @@ pub mod reqwest_like {
             };
             tokio::time::timeout(Duration::from_secs(5), fut).await.map_err(|_| "timed out".to_owned())?
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_processes_that_mount_the_secrets_are_selected() {
+        let app = "1 0 0:1 / / ro - overlay overlay ro\n\
+                   20 1 0:30 / /run/secrets/sidekey ro,relatime - tmpfs tmpfs ro,size=4096k\n";
+        let other = "1 0 0:1 / / ro - overlay overlay ro\n\
+                     21 1 0:31 / /run/secrets/sidekey-other ro - tmpfs tmpfs ro\n";
+        assert!(has_mount_at(app, "/run/secrets/sidekey"));
+        assert!(!has_mount_at(other, "/run/secrets/sidekey"));
+        assert!(!has_mount_at("", "/run/secrets/sidekey"));
     }
 }

@@ -315,16 +315,25 @@ fn sha256_hex(s: &str) -> String {
 }
 
 /// `on-change: signal:SIGHUP` with `shareProcessNamespace` reaches the app
-/// process, and an `http://127.0.0.1:PORT/PATH` on-change reaches an app
+/// process and no other container's, and an `http://127.0.0.1:PORT/PATH`
+/// on-change reaches an app
 /// that listens there, each after a KV update.
 fn on_change_reaches_the_app_by_signal_and_by_http(w: &Shop) {
     let c = &w.cluster;
-    c.apply_ok(&shop_pod(
+    // Two containers share the process namespace; only `app` is selected,
+    // so only its processes may be signalled.
+    let trap = "trap 'echo got-SIGHUP' HUP; echo started; while true; do /bin/busybox sleep 1 & wait $!; done";
+    let mut on_signal: Value = serde_json::from_str(&shop_pod(
         "on-signal",
-        json!({"sidekey.dev/on-change": "signal:SIGHUP"}),
+        json!({"sidekey.dev/on-change": "signal:SIGHUP", "sidekey.dev/containers": "app"}),
         json!({"shareProcessNamespace": true}),
-        "trap 'echo got-SIGHUP' HUP; echo started; while true; do /bin/busybox sleep 1 & wait $!; done",
-    ));
+        trap,
+    ))
+    .unwrap();
+    let mut other = on_signal["spec"]["containers"][0].clone();
+    other["name"] = json!("other");
+    on_signal["spec"]["containers"].as_array_mut().unwrap().push(other);
+    c.apply_ok(&on_signal.to_string());
     c.apply_ok(&shop_pod(
         "on-http",
         json!({"sidekey.dev/on-change": "http://127.0.0.1:9000/reload"}),
@@ -337,6 +346,10 @@ fn on_change_reaches_the_app_by_signal_and_by_http(w: &Shop) {
     wait_log(c, "on-http", "app", "started", Duration::from_secs(10));
     w.bao.kv_put("shop/orders", json!({"api_key": format!("{}-v3", w.api_key)}));
     wait_log(c, "on-signal", "app", "got-SIGHUP", Duration::from_secs(10));
+    wait_log(c, "on-signal", "other", "started", Duration::from_secs(1));
+    std::thread::sleep(Duration::from_secs(1));
+    let other_log = c.api.kubectl_ok(&["-n", "shop", "logs", "on-signal", "-c", "other"]);
+    assert!(!other_log.contains("got-SIGHUP"), "a container that was not selected got the signal");
     let log = wait_log(c, "on-http", "app", "POST /reload", Duration::from_secs(10));
     assert!(log.contains("POST /reload HTTP/1.1"), "{log}");
     c.api.kubectl_ok(&["-n", "shop", "delete", "pod", "on-signal", "on-http", "--wait=false"]);
