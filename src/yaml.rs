@@ -42,16 +42,26 @@ enum Frame {
     Map { map: Map<String, Value>, key: Option<String>, anchor: usize, merged: Vec<Map<String, Value>> },
 }
 
+/// How many nodes aliases may add by expansion: at least this many, and no
+/// more than the stream itself holds, so a stream's value is never more
+/// than about twice its own size ("billion laughs": a 545-byte stream of
+/// nested aliases otherwise expands to gigabytes). go-yaml, behind kubectl,
+/// refuses such streams too ("excessive aliasing").
+const MIN_ALIAS_NODES: usize = 10_000;
+
 /// Parses every document of a YAML stream into JSON values, dropping empty
 /// documents.
 ///
 /// # Errors
-/// [`YamlError`] with the line of the problem.
+/// [`YamlError`] with the line of the problem; streams whose aliases expand
+/// beyond [`MIN_ALIAS_NODES`] or the stream's own node count.
 pub fn parse_documents(text: &str) -> Result<Vec<Value>, YamlError> {
     let mut docs = Vec::new();
     let mut stack: Vec<Frame> = Vec::new();
-    let mut anchors: HashMap<usize, Value> = HashMap::new();
+    // Each anchor's value and its node count (what an alias to it adds).
+    let mut anchors: HashMap<usize, (Value, usize)> = HashMap::new();
     let mut current: Option<Value> = None;
+    let (mut own_nodes, mut alias_nodes) = (0usize, 0usize);
 
     for event in Parser::new_from_str(text) {
         let (event, span) = event.map_err(|e| YamlError::Syntax {
@@ -84,7 +94,10 @@ pub fn parse_documents(text: &str) -> Result<Vec<Value>, YamlError> {
                 continue;
             }
             Event::SequenceEnd => match stack.pop() {
-                Some(Frame::Seq(items, anchor)) => remember(&mut anchors, anchor, Value::Array(items)),
+                Some(Frame::Seq(items, anchor)) => {
+                    own_nodes += 1;
+                    remember(&mut anchors, anchor, Value::Array(items))
+                }
                 _ => return Err(unsupported(line, "unbalanced sequence")),
             },
             Event::MappingEnd => match stack.pop() {
@@ -95,12 +108,25 @@ pub fn parse_documents(text: &str) -> Result<Vec<Value>, YamlError> {
                             map.entry(k).or_insert(v);
                         }
                     }
+                    own_nodes += 1;
                     remember(&mut anchors, anchor, Value::Object(map))
                 }
                 _ => return Err(unsupported(line, "unbalanced mapping")),
             },
             Event::Alias(id) => match anchors.get(&id) {
-                Some(v) => v.clone(),
+                Some((v, n)) => {
+                    alias_nodes += n;
+                    if alias_nodes > MIN_ALIAS_NODES.max(own_nodes) {
+                        return Err(unsupported(
+                            line,
+                            &format!(
+                                "aliases expand to more than {} nodes: refused (excessive aliasing)",
+                                MIN_ALIAS_NODES.max(own_nodes)
+                            ),
+                        ));
+                    }
+                    v.clone()
+                }
                 None => return Err(unsupported(line, "alias to an unknown anchor")),
             },
             Event::Scalar(text, style, anchor, tag) => {
@@ -115,6 +141,7 @@ pub fn parse_documents(text: &str) -> Result<Vec<Value>, YamlError> {
                     continue;
                 }
                 let value = resolve(&text, style, tag.as_deref(), span)?;
+                own_nodes += 1;
                 remember(&mut anchors, anchor, value)
             }
         };
@@ -152,11 +179,20 @@ fn unsupported(line: usize, message: &str) -> YamlError {
     YamlError::Unsupported { line, message: message.to_owned() }
 }
 
-fn remember(anchors: &mut HashMap<usize, Value>, anchor: usize, value: Value) -> Value {
+fn remember(anchors: &mut HashMap<usize, (Value, usize)>, anchor: usize, value: Value) -> Value {
     if anchor > 0 {
-        anchors.insert(anchor, value.clone());
+        anchors.insert(anchor, (value.clone(), count_nodes(&value)));
     }
     value
+}
+
+/// The nodes of `v` (itself included).
+fn count_nodes(v: &Value) -> usize {
+    1 + match v {
+        Value::Array(items) => items.iter().map(count_nodes).sum(),
+        Value::Object(map) => map.values().map(count_nodes).sum(),
+        _ => 0,
+    }
 }
 
 /// Keys become JSON object keys as `sigs.k8s.io/yaml` makes them: a plain
@@ -484,6 +520,24 @@ mod tests {
         let d = parse_documents("---\n# only a comment\n---\nb: 1\na: 2\n---\n\n...\n").unwrap();
         assert_eq!(d, vec![json!({"b": 1, "a": 2})]);
         assert_eq!(serde_json::to_string(&d[0]).unwrap(), r#"{"b":1,"a":2}"#);
+    }
+
+    #[test]
+    fn refuses_excessive_aliasing() {
+        // The classic 545-byte "billion laughs": 9 levels of 9 aliases.
+        let mut text =
+            String::from("a: &a [\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\"]\n");
+        let names = ["a", "b", "c", "d", "e", "f", "g", "h", "i"];
+        for w in names.windows(2) {
+            let refs = vec![format!("*{}", w[0]); 9].join(",");
+            text.push_str(&format!("{}: &{} [{refs}]\n", w[1], w[1]));
+        }
+        assert!(text.len() < 600, "{}", text.len());
+        let e = parse_documents(&text).unwrap_err();
+        assert!(e.to_string().contains("excessive aliasing"), "{e}");
+        // Ordinary reuse stays fine.
+        let ok = "base: &b {image: x, ports: [1, 2]}\none: *b\ntwo: *b\nthree: {<<: *b, image: z}\n";
+        assert_eq!(parse_documents(ok).unwrap()[0]["three"]["image"], "z");
     }
 
     #[test]

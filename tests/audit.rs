@@ -145,3 +145,27 @@ fn fail_on_gates_ci() {
     assert_eq!(audit(&["-f", &p, "--fail-on", "low"]).0, 1);
     assert_eq!(audit(&["-f", "/nonexistent.yaml"]).0, 66);
 }
+
+#[test]
+fn hostile_files_are_refused_by_expansion_and_by_size() {
+    let dir = tempfile::tempdir().unwrap();
+    // 545 bytes of nested aliases ("billion laughs") would expand to ~10^9 nodes.
+    let mut laughs = String::from("a: &a [\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\"]\n");
+    let names = ["a", "b", "c", "d", "e", "f", "g", "h", "i"];
+    for w in names.windows(2) {
+        laughs.push_str(&format!("{}: &{} [{}]\n", w[1], w[1], vec![format!("*{}", w[0]); 9].join(",")));
+    }
+    let path = dir.path().join("laughs.yaml");
+    std::fs::write(&path, &laughs).unwrap();
+    let (code, _, err) = audit(&["-f", path.to_str().unwrap()]);
+    assert_ne!(code, 0);
+    assert!(err.contains("excessive aliasing"), "{err}");
+
+    // A file larger than any manifest is refused by size, before parsing.
+    let big = dir.path().join("big.yaml");
+    let f = std::fs::File::create(&big).unwrap();
+    f.set_len(65 * 1024 * 1024).unwrap();
+    let (code, _, err) = audit(&["-f", big.to_str().unwrap()]);
+    assert_ne!(code, 0);
+    assert!(err.contains("larger than 64 MiB"), "{err}");
+}

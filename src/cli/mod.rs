@@ -116,18 +116,28 @@ pub fn read_inputs(args: &[PathBuf], stderr: &mut dyn std::io::Write) -> Result<
     Ok(out)
 }
 
-/// Reads a file, or stdin for `-`.
+/// The largest input file read (a pull request can hand the CLI any file;
+/// no manifest comes near it: the API server's own limit is 3 MiB per object).
+pub const MAX_INPUT: u64 = 64 * 1024 * 1024;
+
+/// Reads a file, or stdin for `-`, up to [`MAX_INPUT`] bytes.
 ///
 /// # Errors
-/// When it cannot be read.
+/// When it cannot be read, is not UTF-8, or is larger than [`MAX_INPUT`].
 pub fn read_input(path: &PathBuf) -> std::io::Result<String> {
-    if path.as_os_str() == "-" {
-        let mut s = String::new();
-        std::io::stdin().read_to_string(&mut s)?;
-        Ok(s)
+    let mut s = String::new();
+    let read = if path.as_os_str() == "-" {
+        std::io::stdin().take(MAX_INPUT + 1).read_to_string(&mut s)?
     } else {
-        std::fs::read_to_string(path)
+        std::fs::File::open(path)?.take(MAX_INPUT + 1).read_to_string(&mut s)?
+    };
+    if read as u64 > MAX_INPUT {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!("larger than {} MiB: not a manifest sidekey reads", MAX_INPUT / (1024 * 1024)),
+        ));
     }
+    Ok(s)
 }
 
 /// Exit codes, after BSD `sysexits.h`.
