@@ -353,6 +353,10 @@ fn check_role_arn(s: &str) -> Result<String, String> {
     }
 }
 
+/// The most `sidekey.dev/` annotations one pod may carry (a pod with a
+/// hundred secrets has about 200).
+pub const MAX_ANNOTATIONS: usize = 1000;
+
 /// Known keys without a name suffix, for the "unknown annotation" hint.
 const PLAIN_KEYS: [&str; 22] = [
     "inject",
@@ -430,6 +434,16 @@ pub fn parse(annotations: Option<&Map<String, Value>>) -> Result<PodAnnotations,
     }
     if out.injected {
         return Ok(out);
+    }
+    // Mutating admission runs before object validation: the apiserver's
+    // 256 KiB annotation limit does not protect this parser. No real pod has
+    // this many of ours; refuse at once instead of judging each.
+    let ours = annotations.keys().filter(|k| k.starts_with(PREFIX)).count();
+    if ours > MAX_ANNOTATIONS {
+        return Err(vec![Problem {
+            field: format!("metadata.annotations {PREFIX}*"),
+            reason: format!("{ours} {PREFIX} annotations; at most {MAX_ANNOTATIONS} are accepted"),
+        }]);
     }
     let values = string_values(annotations, &mut problems);
 
@@ -697,6 +711,18 @@ mod tests {
             "sidekey.dev/vault-namespace": "admin/team-a"}))
             .unwrap();
         assert_eq!(a.vault_auth_mount.as_deref(), Some("team-a/k8s.cluster_1"));
+    }
+
+    #[test]
+    fn too_many_of_our_annotations_are_refused_at_once() {
+        let mut m = serde_json::Map::new();
+        m.insert("sidekey.dev/inject".into(), json!("true"));
+        for i in 0..MAX_ANNOTATIONS {
+            m.insert(format!("sidekey.dev/bogus-{i}"), json!("x"));
+        }
+        let e = parse_json(Value::Object(m)).unwrap_err();
+        assert_eq!(e.len(), 1);
+        assert!(e[0].to_string().contains("at most 1000"), "{}", e[0]);
     }
 
     #[test]

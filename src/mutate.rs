@@ -67,11 +67,26 @@ pub enum Outcome {
 }
 
 /// Why a template cannot be injected: every problem, each naming its field.
+/// Its message lists the first [`Invalid::SHOWN`] and counts the rest, so a
+/// pod built to produce a million problems gets a short answer.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
-#[error("{}", .problems.iter().map(ToString::to_string).collect::<Vec<_>>().join("; "))]
+#[error("{}", self.message())]
 pub struct Invalid {
     /// The problems, in the order found.
     pub problems: Vec<Problem>,
+}
+
+impl Invalid {
+    /// How many problems the message spells out.
+    pub const SHOWN: usize = 20;
+
+    fn message(&self) -> String {
+        let mut text = self.problems.iter().take(Self::SHOWN).map(ToString::to_string).collect::<Vec<_>>().join("; ");
+        if self.problems.len() > Self::SHOWN {
+            text.push_str(&format!("; and {} more problems", self.problems.len() - Self::SHOWN));
+        }
+        text
+    }
 }
 
 impl From<Vec<Problem>> for Invalid {

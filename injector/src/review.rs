@@ -104,27 +104,138 @@ fn injected_answer(uid: &str, patch: &[u8], warnings: &[String]) -> Vec<u8> {
     out
 }
 
+/// The most JSON values (objects, arrays, strings, numbers, literals) a pod
+/// may have for sidekey to review it. A real pod has hundreds to a few
+/// thousand (one with 5,000 env vars about 20,000); a 3 MiB body of tiny
+/// elements has over a million, and as a `serde_json::Value` that costs ~72
+/// bytes each: this bound keeps one review's memory to a few MiB.
+pub const MAX_POD_ELEMENTS: usize = 200_000;
+
+/// The part of an AdmissionReview the webhook needs, read without building
+/// a value for anything else: unknown fields (`oldObject`, `userInfo`, …)
+/// are skipped, and the pod stays raw text until its size is known.
+#[derive(serde::Deserialize)]
+struct Envelope<'a> {
+    #[serde(rename = "apiVersion", default)]
+    api_version: String,
+    #[serde(default)]
+    kind: String,
+    #[serde(borrow, default)]
+    request: Option<Request<'a>>,
+}
+
+#[derive(serde::Deserialize)]
+struct Request<'a> {
+    #[serde(default)]
+    uid: Option<String>,
+    #[serde(default)]
+    kind: Option<GroupKind>,
+    #[serde(default)]
+    operation: Option<String>,
+    #[serde(default)]
+    namespace: Option<String>,
+    #[serde(rename = "subResource", default)]
+    sub_resource: Option<String>,
+    #[serde(borrow, default)]
+    object: Option<&'a serde_json::value::RawValue>,
+}
+
+#[derive(serde::Deserialize)]
+struct GroupKind {
+    #[serde(default)]
+    group: String,
+    #[serde(default)]
+    kind: String,
+}
+
+/// Counts the JSON values in `text` (object keys included) in one pass,
+/// allocating nothing.
+fn json_elements(text: &[u8]) -> usize {
+    let (mut n, mut in_string, mut escaped, mut in_scalar) = (0usize, false, false, false);
+    for &b in text {
+        if in_string {
+            if escaped {
+                escaped = false;
+            } else if b == b'\\' {
+                escaped = true;
+            } else if b == b'"' {
+                in_string = false;
+            }
+            continue;
+        }
+        match b {
+            b'"' => {
+                in_string = true;
+                in_scalar = false;
+                n += 1;
+            }
+            b'{' | b'[' => {
+                in_scalar = false;
+                n += 1;
+            }
+            b',' | b':' | b'}' | b']' | b' ' | b'\n' | b'\r' | b'\t' => in_scalar = false,
+            _ if !in_scalar => {
+                in_scalar = true;
+                n += 1;
+            }
+            _ => {}
+        }
+    }
+    n
+}
+
 /// Handles one request body.
 pub fn review(body: &[u8], config: &InjectorConfig) -> Reply {
     if body.len() > MAX_BODY {
         return bad_request(&format!("request body of {} bytes exceeds the {MAX_BODY}-byte limit", body.len()));
     }
-    let Ok(mut doc) = serde_json::from_slice::<Value>(body) else {
-        return bad_request("the body is not JSON");
+    let Ok(doc) = serde_json::from_slice::<Envelope<'_>>(body) else {
+        return bad_request("the body is not an AdmissionReview");
     };
-    if doc["kind"] != "AdmissionReview" || doc["apiVersion"] != "admission.k8s.io/v1" {
+    if doc.kind != "AdmissionReview" || doc.api_version != "admission.k8s.io/v1" {
         return bad_request("expected an admission.k8s.io/v1 AdmissionReview");
     }
-    let request = &mut doc["request"];
-    let Some(uid) = request["uid"].as_str().map(str::to_owned) else {
+    let Some(request) = doc.request else {
+        return bad_request("the AdmissionReview has no request");
+    };
+    let Some(uid) = request.uid else {
         return bad_request("the AdmissionReview has no request.uid");
     };
-    let namespace = request["namespace"].as_str().unwrap_or("").to_owned();
-    let is_pod_create = request["kind"]["kind"] == "Pod"
-        && request["kind"]["group"].as_str().unwrap_or("").is_empty()
-        && request["operation"] == "CREATE"
-        && request.get("subResource").is_none_or(Value::is_null);
-    let mut pod = std::mem::take(&mut request["object"]);
+    let namespace = request.namespace.unwrap_or_default();
+    let is_pod_create = request.kind.as_ref().is_some_and(|k| k.kind == "Pod" && k.group.is_empty())
+        && request.operation.as_deref() == Some("CREATE")
+        && request.sub_resource.as_deref().is_none_or(str::is_empty);
+    if !is_pod_create {
+        return Reply {
+            status: 200,
+            body: answer(&uid, json!({"allowed": true})),
+            verdict: Verdict::Skipped,
+            uid,
+            pod: namespace,
+            warnings: 0,
+            reason: None,
+        };
+    }
+    let raw = request.object.map_or("null", |o| o.get());
+    let elements = json_elements(raw.as_bytes());
+    if elements > MAX_POD_ELEMENTS {
+        let message = format!(
+            "sidekey: the pod cannot be injected: it has {elements} JSON values; sidekey reviews pods of at most {MAX_POD_ELEMENTS}"
+        );
+        let response = json!({"allowed": false, "status": {"code": 400, "reason": "BadRequest", "message": message}});
+        return Reply {
+            status: 200,
+            body: answer(&uid, response),
+            verdict: Verdict::Denied,
+            uid,
+            pod: namespace,
+            warnings: 0,
+            reason: Some("pod too large".into()),
+        };
+    }
+    let Ok(mut pod) = serde_json::from_str::<Value>(raw) else {
+        return bad_request("request.object is not JSON");
+    };
     let name = pod.pointer("/metadata/name").and_then(Value::as_str).filter(|n| !n.is_empty());
     let name = name.or_else(|| pod.pointer("/metadata/generateName").and_then(Value::as_str)).unwrap_or("").to_owned();
     let label = format!("{namespace}/{name}");
@@ -137,7 +248,7 @@ pub fn review(body: &[u8], config: &InjectorConfig) -> Reply {
         warnings,
         reason,
     };
-    if !is_pod_create || !pod.is_object() {
+    if !pod.is_object() {
         return reply(200, answer(&uid, json!({"allowed": true})), Verdict::Skipped, 0, None);
     }
     match mutate::mutate_template_at(&mut pod, "", Some(&namespace), config) {
@@ -191,6 +302,45 @@ mod tests {
     fn pod(annotations: Value, env: Value) -> Value {
         json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"generateName": "api-", "annotations": annotations},
                "spec": {"containers": [{"name": "app", "image": "x", "env": env}]}})
+    }
+
+    #[test]
+    fn counts_json_values_without_parsing() {
+        assert_eq!(json_elements(br#"{"a": [1, 2.5, true, null], "b\"c": "x,]"}"#), 9);
+        assert_eq!(json_elements(b"[]"), 1);
+    }
+
+    #[test]
+    fn a_pod_of_a_million_tiny_values_is_denied_without_building_it() {
+        let mut input = pod(json!({"sidekey.dev/inject": "true"}), json!([]));
+        input["spec"]["containers"][0]["args"] = json!(vec![0; 1_000_000]);
+        let body = review_of(input);
+        assert!(body.len() <= MAX_BODY);
+        let r = review(&body, &InjectorConfig::default());
+        assert_eq!(r.verdict, Verdict::Denied);
+        let msg = response(&r)["status"]["message"].as_str().unwrap().to_owned();
+        assert!(msg.contains("at most 200000"), "{msg}");
+        assert_eq!(response(&r)["uid"], "705ab4f5-6393-11e8-b7cc-42010a800002");
+    }
+
+    #[test]
+    fn a_flood_of_unknown_annotations_gets_a_short_denial() {
+        let mut ann = serde_json::Map::new();
+        ann.insert("sidekey.dev/inject".into(), json!("true"));
+        for i in 0..120_000 {
+            ann.insert(format!("sidekey.dev/x{i}"), json!("1"));
+        }
+        let r = review(&review_of(pod(Value::Object(ann), json!([]))), &InjectorConfig::default());
+        assert_eq!(r.verdict, Verdict::Denied);
+        assert!(r.body.len() < 2048, "{} bytes", r.body.len());
+        let mut ann = serde_json::Map::new();
+        ann.insert("sidekey.dev/inject".into(), json!("true"));
+        for i in 0..900 {
+            ann.insert(format!("sidekey.dev/x{i}"), json!("1"));
+        }
+        let r = review(&review_of(pod(Value::Object(ann), json!([]))), &InjectorConfig::default());
+        let msg = response(&r)["status"]["message"].as_str().unwrap().to_owned();
+        assert!(msg.contains("and 880 more problems") && r.body.len() < 16 * 1024, "{} bytes", r.body.len());
     }
 
     #[test]
