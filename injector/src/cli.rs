@@ -58,6 +58,14 @@ struct Cli {
     /// How long requests in flight may take to finish at shutdown.
     #[arg(long, default_value = "15s", value_parser = sidekey::duration::parse)]
     shutdown_grace: std::time::Duration,
+    /// How long a request body may take to arrive (the apiserver sends it at
+    /// once; a client that trickles it is cut off with 408).
+    #[arg(long, env = "SIDEKEY_BODY_TIMEOUT", default_value = "10s", value_parser = sidekey::duration::parse)]
+    body_timeout: std::time::Duration,
+    /// The most webhook connections open at once; more are closed on accept
+    /// (the apiserver keeps a few per replica).
+    #[arg(long, env = "SIDEKEY_MAX_CONNECTIONS", default_value_t = 1000)]
+    max_connections: usize,
 }
 
 fn settings(cli: Cli) -> Result<Settings, String> {
@@ -87,7 +95,15 @@ fn settings(cli: Cli) -> Result<Settings, String> {
         }
         _ => return Err("choose a certificate: --tls-cert and --tls-key, or --tls-self-managed".into()),
     };
-    Ok(Settings { listen: cli.listen, admin_listen: cli.admin_listen, config, tls, shutdown_grace: cli.shutdown_grace })
+    Ok(Settings {
+        listen: cli.listen,
+        admin_listen: cli.admin_listen,
+        config,
+        tls,
+        shutdown_grace: cli.shutdown_grace,
+        body_timeout: cli.body_timeout,
+        max_connections: cli.max_connections.max(1),
+    })
 }
 
 /// Runs the command line; returns the exit code.

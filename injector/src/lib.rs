@@ -50,6 +50,10 @@ pub struct Settings {
     pub tls: TlsSource,
     /// How long in-flight requests may take to finish at shutdown.
     pub shutdown_grace: Duration,
+    /// How long a request body may take to arrive.
+    pub body_timeout: Duration,
+    /// The most webhook connections open at once.
+    pub max_connections: usize,
 }
 
 /// Why the injector could not start.
@@ -110,7 +114,12 @@ pub async fn run(settings: Settings, shutdown: impl Future<Output = ()>) -> Resu
             store
         }
     };
-    let state = Arc::new(server::State { config: settings.config, metrics });
+    let state = Arc::new(server::State {
+        config: settings.config,
+        metrics,
+        body_timeout: settings.body_timeout,
+        connections: Arc::new(tokio::sync::Semaphore::new(settings.max_connections)),
+    });
     let threads = std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get);
     let (_, server) = server::serve_sharded(
         settings.listen,

@@ -58,7 +58,8 @@ impl Metrics {
         }
     }
 
-    /// An error outside the review logic (`reason`: `body_too_large`, `read_body`, `not_found`).
+    /// An error outside the review logic (`reason`: `body_too_large`, `read_body`, `body_timeout`,
+    /// `too_many_connections`, `not_found`).
     pub fn error(&self, reason: &str) {
         self.errors.get_or_create(&vec![("reason", reason.to_owned())]).inc();
     }

@@ -16,7 +16,7 @@ use hyper_util::rt::TokioIo;
 use hyper_util::server::graceful::GracefulShutdown;
 use sidekey::config::InjectorConfig;
 use tokio::net::TcpListener;
-use tokio::sync::watch;
+use tokio::sync::{OwnedSemaphorePermit, watch};
 use tokio_rustls::TlsAcceptor;
 
 use crate::metrics::Metrics;
@@ -28,6 +28,10 @@ pub struct State {
     pub config: InjectorConfig,
     /// Metrics.
     pub metrics: Arc<Metrics>,
+    /// How long a request body may take to arrive.
+    pub body_timeout: Duration,
+    /// One permit per open webhook connection.
+    pub connections: Arc<tokio::sync::Semaphore>,
 }
 
 fn json_response(status: u16, body: Vec<u8>) -> Response<Full<Bytes>> {
@@ -43,7 +47,15 @@ async fn handle(state: Arc<State>, req: Request<Incoming>) -> Result<Response<Fu
         state.metrics.error("not_found");
         return Ok(json_response(404, br#"{"error":"not found: POST /mutate"}"#.to_vec()));
     }
-    let body = match Limited::new(req.into_body(), MAX_BODY).collect().await {
+    // The body arrives within a deadline (headers have their own): a client
+    // that trickles a body must not hold a connection and its buffer.
+    let collected = tokio::time::timeout(state.body_timeout, Limited::new(req.into_body(), MAX_BODY).collect()).await;
+    let Ok(collected) = collected else {
+        state.metrics.error("body_timeout");
+        let msg = format!("the request body did not arrive within {:?}", state.body_timeout);
+        return Ok(json_response(408, serde_json::to_vec(&serde_json::json!({"error": msg})).unwrap_or_default()));
+    };
+    let body = match collected {
         Ok(b) => b.to_bytes(),
         Err(e) => {
             let too_large = e.downcast_ref::<http_body_util::LengthLimitError>().is_some();
@@ -98,7 +110,7 @@ pub fn serve_sharded(
     let mut senders = Vec::new();
     let mut handles = Vec::new();
     for i in 0..threads.max(1) {
-        let (tx, rx) = tokio::sync::mpsc::unbounded_channel::<std::net::TcpStream>();
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel::<(std::net::TcpStream, OwnedSemaphorePermit)>();
         let (acceptor, state) = (acceptor.clone(), state.clone());
         let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
         handles.push(
@@ -121,9 +133,15 @@ pub fn serve_sharded(
                 },
                 _ = shutdown.changed() => break,
             };
+            // Connections beyond the bound are closed at once: each open one
+            // may hold a body buffer, so their number bounds memory.
+            let Ok(permit) = state.connections.clone().try_acquire_owned() else {
+                state.metrics.error("too_many_connections");
+                continue;
+            };
             let _ = stream.set_nodelay(true);
             let Ok(stream) = stream.into_std() else { continue };
-            let _ = senders[next % senders.len()].send(stream);
+            let _ = senders[next % senders.len()].send((stream, permit));
             next = next.wrapping_add(1);
         }
         // Dropping the senders ends the workers' loops: they drain and stop.
@@ -141,18 +159,20 @@ pub fn serve_sharded(
 /// One thread's share: serves the connections it is handed until the
 /// channel closes, then lets the requests in flight finish (up to `grace`).
 async fn worker(
-    mut streams: tokio::sync::mpsc::UnboundedReceiver<std::net::TcpStream>,
+    mut streams: tokio::sync::mpsc::UnboundedReceiver<(std::net::TcpStream, OwnedSemaphorePermit)>,
     acceptor: TlsAcceptor,
     state: Arc<State>,
     grace: Duration,
 ) {
     let graceful = GracefulShutdown::new();
-    while let Some(stream) = streams.recv().await {
+    while let Some((stream, permit)) = streams.recv().await {
         let Ok(stream) = tokio::net::TcpStream::from_std(stream) else { continue };
         let acceptor = acceptor.clone();
         let state = state.clone();
         let watcher = graceful.watcher();
         tokio::spawn(async move {
+            // Held until the connection ends.
+            let _permit = permit;
             let tls = match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(stream)).await {
                 Ok(Ok(t)) => t,
                 Ok(Err(e)) => {

@@ -342,3 +342,82 @@ fn sigterm_finishes_and_exits_promptly() {
     assert!(start.elapsed() < Duration::from_secs(3));
     assert!(inj.log().contains("shutting down"));
 }
+
+/// A TLS client for an injector serving a certificate from `ca`.
+fn tls_connect(
+    port: u16,
+    ca: &rcgen::Certificate,
+) -> rustls::StreamOwned<rustls::ClientConnection, std::net::TcpStream> {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(ca.der().clone()).unwrap();
+    let config = rustls::ClientConfig::builder().with_root_certificates(roots).with_no_client_auth();
+    let conn = rustls::ClientConnection::new(std::sync::Arc::new(config), "localhost".try_into().unwrap()).unwrap();
+    let tcp = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    tcp.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    rustls::StreamOwned::new(conn, tcp)
+}
+
+#[test]
+fn slow_bodies_are_cut_off_and_connections_are_bounded() {
+    use std::io::{Read, Write};
+    let dir = tempfile::tempdir().unwrap();
+    let key = rcgen::KeyPair::generate().unwrap();
+    let mut params = rcgen::CertificateParams::new(vec!["localhost".to_owned()]).unwrap();
+    params.is_ca = rcgen::IsCa::NoCa;
+    let cert = params.self_signed(&key).unwrap();
+    std::fs::write(dir.path().join("tls.crt"), cert.pem()).unwrap();
+    std::fs::write(dir.path().join("tls.key"), key.serialize_pem()).unwrap();
+    let d = dir.path().display().to_string();
+    let inj = Injector::spawn(
+        &[
+            "--tls-cert",
+            &format!("{d}/tls.crt"),
+            "--tls-key",
+            &format!("{d}/tls.key"),
+            "--body-timeout",
+            "1s",
+            "--max-connections",
+            "3",
+        ],
+        &[],
+        dir.path(),
+    );
+
+    // A body that never finishes: 408 after the deadline, not a held connection.
+    let mut slow = tls_connect(inj.port, &cert);
+    slow.write_all(b"POST /mutate HTTP/1.1\r\nHost: localhost\r\nContent-Length: 100000\r\n\r\n{\"apiVersion\":")
+        .unwrap();
+    let mut answer = vec![0u8; 64];
+    let n = slow.read(&mut answer).unwrap();
+    assert!(
+        String::from_utf8_lossy(&answer[..n]).starts_with("HTTP/1.1 408"),
+        "{}",
+        String::from_utf8_lossy(&answer[..n])
+    );
+
+    // Three connections held open: a fourth is closed at once.
+    let mut held: Vec<_> = (0..3)
+        .map(|_| {
+            let mut c = tls_connect(inj.port, &cert);
+            c.conn.complete_io(&mut c.sock).unwrap();
+            c
+        })
+        .collect();
+    drop(slow);
+    std::thread::sleep(Duration::from_millis(200));
+    let mut extra = tls_connect(inj.port, &cert);
+    let refused = extra.conn.complete_io(&mut extra.sock).is_err()
+        || extra.write_all(b"GET / HTTP/1.1\r\nHost: localhost\r\n\r\n").is_err()
+        || extra.read(&mut answer).map_or(true, |n| n == 0);
+    assert!(refused, "a connection beyond --max-connections was served");
+    // One closed: a new one is served again.
+    held.pop();
+    std::thread::sleep(Duration::from_millis(200));
+    let mut again = tls_connect(inj.port, &cert);
+    again.write_all(b"GET /mutate HTTP/1.1\r\nHost: localhost\r\n\r\n").unwrap();
+    let n = again.read(&mut answer).unwrap();
+    assert!(String::from_utf8_lossy(&answer[..n]).starts_with("HTTP/1.1 404"));
+    let m = inj.metrics();
+    assert!(m.contains("body_timeout") && m.contains("too_many_connections"), "{m}");
+}
