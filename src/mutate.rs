@@ -124,6 +124,9 @@ struct Files {
     specs: Vec<FileSpec>,
     /// Canonical reference text → file name, for sharing.
     by_ref: HashMap<String, String>,
+    /// File name → index in `specs` (lookups stay constant-time in pods
+    /// with thousands of env vars).
+    by_name: HashMap<String, usize>,
     /// Which entries got their mode explicitly (annotation).
     explicit_mode: BTreeSet<String>,
 }
@@ -133,11 +136,17 @@ impl Files {
         if shareable {
             self.by_ref.entry(spec.reference.to_string()).or_insert_with(|| spec.name.clone());
         }
+        self.by_name.insert(spec.name.clone(), self.specs.len());
         self.specs.push(spec);
     }
 
+    fn has(&self, name: &str) -> bool {
+        self.by_name.contains_key(name)
+    }
+
     fn get_mut(&mut self, name: &str) -> Option<&mut FileSpec> {
-        self.specs.iter_mut().find(|f| f.name == name)
+        let i = *self.by_name.get(name)?;
+        self.specs.get_mut(i)
     }
 }
 
@@ -238,10 +247,36 @@ impl Access {
     }
 }
 
-/// Finds every `$(VAR)` use (not the `$$(VAR)` escape) in `s`.
-fn expands(s: &str, var: &str) -> bool {
-    let needle = format!("$({var})");
-    s.match_indices(&needle).any(|(i, _)| i == 0 || s.as_bytes()[i - 1] != b'$')
+/// Every variable `s` expands as `$(VAR)`, read left to right as the
+/// kubelet does (`$$` is an escaped `$`, so `$$(VAR)` is no expansion and
+/// `$$$(VAR)` is one). One pass, so checking a container's strings costs
+/// their length, not their length times the number of variables.
+fn expansions(s: &str) -> impl Iterator<Item = &str> {
+    let b = s.as_bytes();
+    let mut i = 0;
+    std::iter::from_fn(move || {
+        while i + 1 < b.len() {
+            if b[i] != b'$' {
+                i += 1;
+                continue;
+            }
+            match b[i + 1] {
+                b'$' => i += 2,
+                b'(' => {
+                    let start = i + 2;
+                    match b[start..].iter().position(|&c| c == b')') {
+                        Some(len) => {
+                            i = start + len + 1;
+                            return s.get(start..start + len);
+                        }
+                        None => return None,
+                    }
+                }
+                _ => i += 1,
+            }
+        }
+        None
+    })
 }
 
 fn resources_json(config: &InjectorConfig, a: &PodAnnotations) -> Value {
@@ -660,7 +695,7 @@ fn inject(
                 Some(name) => name.clone(),
                 None => {
                     let name = env_file_name(var, &reference);
-                    if files.specs.iter().any(|f| f.name == name) {
+                    if files.has(&name) {
                         problems.push(Problem {
                             field,
                             reason: format!("its file name {name} is taken by a secret annotation"),
@@ -794,25 +829,29 @@ fn inject(
                 Migrated::Dir { .. } => None,
             })
             .collect();
+        // Where each variable is expanded, from one pass over the strings.
+        let mut expanded: HashMap<&str, Vec<String>> = HashMap::new();
+        for key in ["command", "args"] {
+            for text in c.get(key).and_then(Value::as_array).into_iter().flatten().filter_map(Value::as_str) {
+                for var in expansions(text) {
+                    let uses = expanded.entry(var).or_default();
+                    if uses.last().is_none_or(|u| u != key) {
+                        uses.push(key.to_owned());
+                    }
+                }
+            }
+        }
+        for (i, e) in c.get("env").and_then(Value::as_array).into_iter().flatten().enumerate() {
+            if removed.contains(&i) {
+                continue;
+            }
+            for var in str_at(e, "value").into_iter().flat_map(expansions) {
+                expanded.entry(var).or_default().push(format!("env {}", str_at(e, "name").unwrap_or("")));
+            }
+        }
         for m in entries {
             let Migrated::Var { var, .. } = m else { continue };
-            let mut uses = Vec::new();
-            for key in ["command", "args"] {
-                if c.get(key)
-                    .and_then(Value::as_array)
-                    .into_iter()
-                    .flatten()
-                    .filter_map(Value::as_str)
-                    .any(|s| expands(s, var))
-                {
-                    uses.push(key.to_owned());
-                }
-            }
-            for (i, e) in c.get("env").and_then(Value::as_array).into_iter().flatten().enumerate() {
-                if !removed.contains(&i) && str_at(e, "value").is_some_and(|v| expands(v, var)) {
-                    uses.push(format!("env {}", str_at(e, "name").unwrap_or("")));
-                }
-            }
+            let uses = expanded.get(var.as_str()).cloned().unwrap_or_default();
             if !uses.is_empty() {
                 problems.push(Problem {
                     field: format!("container {cname}: env {var}"),
@@ -1335,6 +1374,15 @@ mod tests {
         );
         let e = mutate_template(&mut p, &config).unwrap_err();
         assert!(e.to_string().contains("sidekey.dev/vault-addr"), "{e}");
+    }
+
+    #[test]
+    fn expansions_are_read_as_the_kubelet_reads_them() {
+        let found = |s: &'static str| expansions(s).collect::<Vec<_>>();
+        assert_eq!(found("--pw=$(PW) $(A)x$(B"), ["PW", "A"]);
+        assert_eq!(found("$$(PW)"), Vec::<&str>::new(), "escaped");
+        assert_eq!(found("$$$(PW)"), ["PW"], "an escaped $ then an expansion");
+        assert_eq!(found("$"), Vec::<&str>::new());
     }
 
     #[test]
