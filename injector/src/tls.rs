@@ -298,6 +298,22 @@ pub mod managed {
         }
     }
 
+    /// `new` as a replacement of `existing`: its resourceVersion (a
+    /// concurrent writer makes the replace fail, not vanish), the
+    /// installer's labels (ours only where it set none) and annotations
+    /// (Helm's ownership marks among them) with ours added.
+    fn replacing(existing: &Secret, mut new: Secret) -> Secret {
+        new.metadata.resource_version = existing.metadata.resource_version.clone();
+        // The installer's labels win (Helm checks its managed-by label).
+        let mut labels = new.metadata.labels.take().unwrap_or_default();
+        labels.extend(existing.metadata.labels.clone().unwrap_or_default());
+        new.metadata.labels = Some(labels);
+        let mut annotations = existing.metadata.annotations.clone().unwrap_or_default();
+        annotations.extend(new.metadata.annotations.take().unwrap_or_default());
+        new.metadata.annotations = Some(annotations);
+        new
+    }
+
     fn from_secret(s: &Secret) -> Option<Material> {
         let d = s.data.as_ref()?;
         let get = |k: &str| d.get(k).map(|v| String::from_utf8_lossy(&v.0).into_owned());
@@ -314,8 +330,9 @@ pub mod managed {
         })
     }
 
-    /// Gets the Secret, creating it when absent; with several replicas the
-    /// first create wins and the others read what it wrote.
+    /// Gets the Secret, filling it when it exists empty (as the chart
+    /// creates it) or creating it when absent (other installs); with several
+    /// replicas the first write wins and the others read what it wrote.
     ///
     /// # Errors
     /// [`TlsError::Kube`] when the API refuses.
@@ -326,10 +343,26 @@ pub mod managed {
                 if let Some(mat) = from_secret(&s) {
                     return Ok(mat);
                 }
-                return Err(TlsError::Kube(format!(
-                    "secret {}/{} lacks ca.crt, ca.key, tls.crt or tls.key",
-                    m.namespace, m.secret
-                )));
+                // The chart creates the Secret empty, so the injector needs
+                // no right to create Secrets (which would let it mint
+                // ServiceAccount tokens); fill it, the first replica wins.
+                let empty = s.data.as_ref().is_none_or(|d| d.values().all(|v| v.0.is_empty()));
+                if !empty {
+                    return Err(TlsError::Kube(format!(
+                        "secret {}/{} lacks ca.crt, ca.key, tls.crt or tls.key",
+                        m.namespace, m.secret
+                    )));
+                }
+                let mat = generate(m)?;
+                let filled = replacing(&s, to_secret(m, &mat));
+                match api.replace(&m.secret, &PostParams::default(), &filled).await {
+                    Ok(_) => {
+                        tracing::info!(secret = %m.secret, namespace = %m.namespace, "filled the webhook CA and serving certificate into the empty Secret");
+                        return Ok(mat);
+                    }
+                    Err(kube::Error::Api(e)) if e.code == 409 => continue,
+                    Err(e) => return Err(kube_err(e)),
+                }
             }
             let mat = generate(m)?;
             match api.create(&PostParams::default(), &to_secret(m, &mat)).await {
@@ -438,8 +471,7 @@ pub mod managed {
             changed = true;
         }
         if changed {
-            let mut s = to_secret(m, &mat);
-            s.metadata.resource_version = secret.metadata.resource_version.clone();
+            let s = replacing(&secret, to_secret(m, &mat));
             api.replace(&m.secret, &PostParams::default(), &s).await.map_err(kube_err)?;
             tracing::info!("rotated the self-managed serving certificate");
         }

@@ -66,6 +66,23 @@ fn helm_installs_the_injector(w: &Shop) {
     let ca_bundle = webhook["webhooks"][0]["clientConfig"]["caBundle"].as_str().unwrap_or_default();
     assert!(!ca_bundle.is_empty(), "the injector filled in the caBundle: {webhook}");
     assert_eq!(webhook["webhooks"][0]["clientConfig"]["service"]["name"], "sidekey-injector");
+    // Least privilege: the injector filled the Secret the chart created
+    // empty; it may not create Secrets (it could mint ServiceAccount tokens).
+    let sa = "--as=system:serviceaccount:sidekey:sidekey-injector";
+    let can = |args: &[&str]| {
+        let mut a = vec!["auth", "can-i", sa, "-n", "sidekey"];
+        a.extend_from_slice(args);
+        String::from_utf8_lossy(&c.api.kubectl(&a).stdout).trim().to_owned()
+    };
+    assert_eq!(can(&["create", "secrets"]), "no");
+    assert_eq!(can(&["update", "secrets/sidekey-injector-tls"]), "yes");
+    let secret = c.get_json(&["-n", "sidekey", "get", "secret", "sidekey-injector-tls"]);
+    assert!(secret["data"]["ca.crt"].as_str().is_some_and(|v| !v.is_empty()), "the injector filled the Secret");
+    // Helm still owns it: an upgrade goes through and keeps the certificate.
+    let chart = sidekey_testenv::shop::repo_root().join("deploy/helm/sidekey");
+    w.helm(&["upgrade", "sidekey", &chart.display().to_string(), "-n", "sidekey", "--reuse-values", "--wait"]);
+    let after = c.get_json(&["-n", "sidekey", "get", "secret", "sidekey-injector-tls"]);
+    assert_eq!(after["data"]["ca.crt"], secret["data"]["ca.crt"], "the upgrade kept the CA");
 }
 
 /// Through the webhook: a pod with a bad annotation is refused with the

@@ -79,6 +79,24 @@ impl Shop {
         Shop { cluster, bao, pg, api_key }
     }
 
+    /// `helm` with this cluster's kubeconfig; its output, or a failure
+    /// with the pods and events of namespace `sidekey`.
+    pub fn helm(&self, args: &[&str]) -> String {
+        let out = Command::new(tool("SIDEKEY_HELM"))
+            .arg(format!("--kubeconfig={}", self.cluster.api.kubeconfig.display()))
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "helm {args:?}: {}{}\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr),
+            String::from_utf8_lossy(&self.cluster.api.kubectl(&["-n", "sidekey", "get", "pods,events"]).stdout)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
     /// `helm install sidekey deploy/helm/sidekey` into namespace `sidekey`
     /// (enforcing `restricted`) with self-managed TLS, pointed at the
     /// in-cluster OpenBao and its CA; waits until the injector is ready.
@@ -88,23 +106,21 @@ impl Shop {
         let ca = dir.path().join("vault-ca.pem");
         std::fs::write(&ca, ca_pem).unwrap();
         self.cluster.api.create_namespace("sidekey", &["pod-security.kubernetes.io/enforce=restricted"]);
-        let out = Command::new(tool("SIDEKEY_HELM"))
-            .arg(format!("--kubeconfig={}", self.cluster.api.kubeconfig.display()))
-            .args(["install", "sidekey"])
-            .arg(repo_root().join("deploy/helm/sidekey"))
-            .args(["--namespace", "sidekey", "--wait", "--timeout", "120s"])
-            .args(["--set", &format!("config.vault.addr={vault_addr}")])
-            .arg("--set-file")
-            .arg(format!("config.vault.caCert={}", ca.display()))
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "helm install: {}{}\n{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr),
-            String::from_utf8_lossy(&self.cluster.api.kubectl(&["-n", "sidekey", "get", "pods,events"]).stdout)
-        );
+        let chart = repo_root().join("deploy/helm/sidekey");
+        self.helm(&[
+            "install",
+            "sidekey",
+            &chart.display().to_string(),
+            "--namespace",
+            "sidekey",
+            "--wait",
+            "--timeout",
+            "120s",
+            "--set",
+            &format!("config.vault.addr={vault_addr}"),
+            "--set-file",
+            &format!("config.vault.caCert={}", ca.display()),
+        ]);
     }
 
     /// Applies `examples/workloads/orders-app.yaml` into namespace `shop`
