@@ -4,7 +4,9 @@
 //!
 //! Loaded from YAML with every unknown key rejected by name; see
 //! `docs/configuration.md` for the file format. `InjectorConfig::default()`
-//! is what `sidekey inject` uses without `--config`.
+//! is what the webhook uses without a file: closed where a cluster must be
+//! (no annotation chooses another Vault address). `sidekey inject` without
+//! `--config` uses [`InjectorConfig::for_files`].
 
 use std::time::Duration;
 
@@ -305,7 +307,7 @@ impl Default for VaultDefaults {
     fn default() -> Self {
         VaultDefaults {
             addr: "https://vault.vault.svc:8200".into(),
-            allowed_addrs: None,
+            allowed_addrs: Some(Vec::new()),
             role: None,
             auth_mount: "kubernetes".into(),
             namespace: None,
@@ -360,6 +362,16 @@ pub fn vault_addr_problem(addr: &str) -> Option<String> {
 }
 
 impl InjectorConfig {
+    /// The defaults for `sidekey inject` on your own files: as
+    /// [`Default`], but any `sidekey.dev/vault-addr` is accepted (the files
+    /// are yours; in a cluster, an annotation must not choose where a pod's
+    /// credential is sent).
+    pub fn for_files() -> Self {
+        let mut c = InjectorConfig::default();
+        c.vault.allowed_addrs = None;
+        c
+    }
+
     /// Parses and validates a YAML configuration.
     ///
     /// # Errors

@@ -1365,6 +1365,18 @@ mod tests {
     }
 
     #[test]
+    fn the_webhook_default_lets_no_annotation_choose_the_vault_address() {
+        let p = || {
+            pod(
+                json!({"sidekey.dev/inject": "true", "sidekey.dev/vault-addr": "https://other.example:8200", "sidekey.dev/secret-k": "vault:a/b#c"}),
+                json!({"containers": [{"name": "app", "image": "x"}]}),
+            )
+        };
+        assert!(mutate_template(&mut p(), &InjectorConfig::default()).is_err());
+        assert!(mutate_template(&mut p(), &InjectorConfig::for_files()).is_ok());
+    }
+
+    #[test]
     fn vault_addr_outside_the_allowlist_is_denied() {
         let mut config = InjectorConfig::default();
         config.vault.allowed_addrs = Some(vec!["https://vault.corp:8200".into()]);
@@ -1488,7 +1500,7 @@ mod tests {
 
     #[test]
     fn plain_http_vault_addr_annotation_is_denied_and_the_ca_reaches_the_agent() {
-        let mut config = InjectorConfig::default();
+        let mut config = InjectorConfig::for_files();
         config.vault.ca_cert = Some("-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n".into());
         let annotations = |addr: &str| json!({"sidekey.dev/inject": "true", "sidekey.dev/vault-addr": addr, "sidekey.dev/secret-k": "vault:a/b#c"});
         let spec = json!({"containers": [{"name": "app", "image": "x"}]});

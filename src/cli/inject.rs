@@ -35,7 +35,8 @@ pub struct InjectArgs {
     pub files: Vec<PathBuf>,
 
     /// Injector config (YAML), as the webhook uses: agent image, Vault address,
-    /// backends, defaults. Without it, built-in defaults are used.
+    /// backends, defaults. Without it, built-in defaults are used, except that
+    /// any sidekey.dev/vault-addr is accepted (the webhook's default allows none).
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
 
@@ -62,7 +63,7 @@ pub enum Output {
 /// Returns the exit code.
 pub fn run(args: &InjectArgs, stdout: &mut dyn Write, stderr: &mut dyn Write) -> u8 {
     let config = match &args.config {
-        None => InjectorConfig::default(),
+        None => InjectorConfig::for_files(),
         Some(path) => match std::fs::read_to_string(path) {
             Err(e) => {
                 let _ = writeln!(stderr, "error: --config {}: {e}", path.display());
