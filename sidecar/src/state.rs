@@ -130,7 +130,8 @@ impl StateStore {
                 Disk::default()
             }
             Ok(Err(e)) => {
-                tracing::warn!(path = %path.display(), error = %e, "the saved state is unreadable; starting afresh");
+                // Only where, never serde's message: it can quote a value.
+                tracing::warn!(path = %path.display(), line = e.line(), column = e.column(), "the saved state is unreadable; starting afresh");
                 Disk::default()
             }
             Err(_) => Disk::default(),
