@@ -76,6 +76,10 @@ pod = json.load(open(f"{work}/injected.json"))["spec"]["template"]["spec"]
 agent = next(c for c in pod["initContainers"] if c["name"] == "sidekey-agent")
 cfg = json.loads(next(e["value"] for e in agent["env"] if e["name"] == "SIDEKEY_CONFIG"))
 cfg["mountPath"] = f"{work}/secrets"
+if "stateDir" in cfg:  # the agent's own volume in a pod
+    import os
+    os.makedirs(f"{work}/state", exist_ok=True)
+    cfg["stateDir"] = f"{work}/state"
 cfg["vault"] = {"addr": addr, "auth": {"method": "token", "tokenPath": f"{work}/agent-token"}}
 cfg["refresh"] = "2s"
 print(json.dumps(cfg))
