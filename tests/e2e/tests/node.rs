@@ -284,7 +284,7 @@ fn a_killed_agent_is_restarted_without_new_credentials(w: &Shop, pod: &str) {
     assert!(log.contains("adopted the lease of the previous run"), "{log}");
     std::thread::sleep(Duration::from_secs(3));
     assert_eq!(w.bao.count_requests(|p| p == "database/creds/orders"), issued, "the restart issued a credential");
-    assert_eq!(read(&user_file).stdout, user, "the restart changed the credential");
+    assert!(read(&user_file).stdout == user, "the restart changed the credential");
 }
 
 /// A pod in `shop` that opts in with the `orders` role and reads the KV

@@ -468,11 +468,6 @@ impl Cluster {
         out
     }
 
-    /// The log of one daemon (`kubelet`, `containerd`, …).
-    pub fn daemon_log(&self, name: &str) -> String {
-        self.daemons.iter().find(|p| p.name() == name).map(Process::log).unwrap_or_default()
-    }
-
     /// Imports a docker-archive or OCI tarball into containerd's `k8s.io`
     /// namespace (where the kubelet finds images).
     pub fn import_image(&self, tarball: &Path) {
