@@ -342,6 +342,10 @@ fn needs_quotes(s: &str) -> bool {
     if matches!(lower.trim_start_matches(['-', '+']), ".inf" | ".nan") || s == "<<" || s == "=" {
         return true;
     }
+    // Document markers, where a top-level scalar starts at column 0.
+    if s.starts_with("---") || s.starts_with("...") {
+        return true;
+    }
     let b = s.as_bytes();
     if b.len() >= 8 && b[..4].iter().all(u8::is_ascii_digit) && b[4] == b'-' {
         return true;
@@ -395,7 +399,9 @@ fn scalar(out: &mut String, v: &Value, indent: usize) {
             out.push('\n');
         }
         Value::String(s) => {
-            if let Some(header) = literal_block(s) {
+            // A top-level block scalar's lines sit at column 0, where `---`
+            // and `...` end the document: top-level strings are quoted.
+            if let Some(header) = literal_block(s).filter(|_| indent > 0) {
                 out.push_str(header);
                 out.push('\n');
                 let body = s.strip_suffix('\n').unwrap_or(s);
@@ -432,10 +438,16 @@ fn write_map(out: &mut String, map: &Map<String, Value>, indent: usize, inline_f
         if i > 0 || !inline_first {
             out.push_str(&" ".repeat(indent));
         }
-        if needs_quotes(k) || k.contains('\n') {
-            out.push_str(&quoted(k));
+        let key = if needs_quotes(k) || k.contains('\n') { quoted(k) } else { k.clone() };
+        // An implicit key is at most 1024 characters (YAML 1.2, 7.4.2);
+        // longer ones are written as explicit `? key` entries.
+        if key.len() > 1000 {
+            out.push_str("? ");
+            out.push_str(&key);
+            out.push('\n');
+            out.push_str(&" ".repeat(indent));
         } else {
-            out.push_str(k);
+            out.push_str(&key);
         }
         out.push(':');
         match v {
@@ -513,6 +525,26 @@ mod tests {
             json!({"octal": 416, "quoted": "0077", "yes": true, "off": false, "q": "off", "int": 8080, "hex": 31,
                    "neg": -3, "float": 1.5, "null": null, "s": "123", "under": 1000, "ver": "1.36.1"})
         );
+    }
+
+    #[test]
+    fn writes_strings_that_look_like_document_markers_so_they_read_back() {
+        // Found by the yaml fuzz target: `--- |` and a top-level block
+        // scalar with a `---` line were read back as new documents.
+        let docs = vec![json!("--- |"), json!("a\n--- b\n...\n"), json!({"k": "x\n---\n"}), json!("... x")];
+        assert_eq!(parse_documents(&to_yaml_stream(&docs)).unwrap(), docs);
+    }
+
+    #[test]
+    fn writes_keys_past_the_implicit_key_limit_as_explicit_keys() {
+        // Found by the yaml fuzz target: a key that escapes to more than
+        // 1024 characters was written where a reader refuses it.
+        let long = "k\u{11}".repeat(400);
+        for docs in [vec![json!({&long: "v"})], vec![json!({"a": {&long: [1, {&long: {"b": 2}}]}})]] {
+            let written = to_yaml_stream(&docs);
+            assert!(written.contains("? "), "{written}");
+            assert_eq!(parse_documents(&written).unwrap(), docs);
+        }
     }
 
     #[test]
