@@ -236,6 +236,18 @@ pub fn migrate(text: &str, to: &str) -> Result<(String, Vec<Change>), MigrateErr
             if secrets.is_empty() {
                 continue;
             }
+            // Metadata that is there but not a mapping (a scalar where the
+            // pod template's labels belong) cannot take the opt-in; the
+            // API server would refuse the object anyway.
+            let not_mapping = |p: &str| template.pointer(p).is_some_and(|v| !v.is_object() && !v.is_null());
+            if let Some(field) =
+                ["/metadata", "/metadata/annotations", "/metadata/labels"].into_iter().find(|p| not_mapping(p))
+            {
+                let reason = format!("the pod template's {} is not a mapping", field[1..].replace('/', "."));
+                let skipped = secrets.iter().map(|s| (s.clone(), reason.clone())).collect();
+                changes.push(Change { object, added: Vec::new(), skipped, reserialized: false });
+                continue;
+            }
             let annotations = template.pointer("/metadata/annotations").and_then(Value::as_object);
             let labels = template.pointer("/metadata/labels").and_then(Value::as_object);
             let mut add_ann: Vec<(String, String)> = Vec::new();
@@ -267,6 +279,12 @@ pub fn migrate(text: &str, to: &str) -> Result<(String, Vec<Change>), MigrateErr
             // The new value of the document, for the fallback and the report.
             if let Some(t) = new_docs[di].pointer_mut(&tp) {
                 let meta = t.as_object_mut().map(|o| o.entry("metadata").or_insert_with(|| json!({})));
+                let meta = meta.map(|m| {
+                    if m.is_null() {
+                        *m = json!({});
+                    }
+                    m
+                });
                 if let Some(meta) = meta.and_then(Value::as_object_mut) {
                     let ann = meta.entry("annotations").or_insert_with(|| json!({}));
                     for (k, v) in &add_ann {
@@ -375,6 +393,23 @@ mod tests {
     use super::*;
 
     const DEPLOY: &str = "# team's deployment\napiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: api\n  namespace: shop\nspec:\n  template:\n    metadata:\n      labels:\n        app: api # the app\n    spec:\n      containers:\n        - name: api\n          image: x\n          env:\n            - name: DB_PASSWORD\n              valueFrom:\n                secretKeyRef: {name: db, key: password}\n          envFrom:\n            - secretRef:\n                name: api-keys\n";
+
+    #[test]
+    fn skips_a_template_whose_metadata_is_not_a_mapping() {
+        // Found by the migrate fuzz target: the change was reported, the
+        // output did not have it, and a second run reported it again.
+        for bad in ["    metadata: just-a-string\n", "    metadata:\n      labels: [a]\n"] {
+            let text = DEPLOY.replace("    metadata:\n      labels:\n        app: api # the app\n", bad);
+            let (out, changes) = migrate(&text, "vault:kv/{secret}").unwrap();
+            assert_eq!(out, text);
+            assert!(changes[0].added.is_empty(), "{changes:?}");
+            assert!(changes[0].skipped.iter().all(|(_, why)| why.contains("is not a mapping")), "{changes:?}");
+        }
+        let null_meta = DEPLOY.replace("    metadata:\n      labels:\n        app: api # the app\n", "    metadata:\n");
+        let (out, changes) = migrate(&null_meta, "vault:kv/{secret}").unwrap();
+        assert!(!changes[0].added.is_empty());
+        assert_eq!(migrate(&out, "vault:kv/{secret}").unwrap().0, out, "{out}");
+    }
 
     #[test]
     fn adds_opt_in_and_maps_keeping_everything_else() {
