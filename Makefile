@@ -6,7 +6,7 @@ CACHE ?= $(HOME)/.cache/sidekey
 export SIDEKEY_CACHE := $(CACHE)
 CARGO ?= cargo
 
-.PHONY: all build test testenv lint fmt bench demo demo-cluster clean static images manifests
+.PHONY: all build test testenv lint fmt bench fuzz demo demo-cluster clean static images manifests
 
 all: build
 
@@ -45,6 +45,14 @@ manifests: testenv
 ## bench: criterion benchmarks (numbers in docs/performance.md)
 bench:
 	$(CARGO) bench --workspace --locked
+
+## fuzz: coverage-guided fuzzing of every parser on the stable toolchain, SECONDS_PER_TARGET (default
+## 60) per target, new inputs in target/fuzz/corpus (`scripts/fuzz.sh merge T` keeps them);
+## `make test` replays the committed corpora in fuzz/corpus
+SECONDS_PER_TARGET ?= 60
+fuzz:
+	scripts/fuzz.sh build
+	for t in $$(scripts/fuzz.sh list); do scripts/fuzz.sh run $$t $(SECONDS_PER_TARGET); done
 
 ## demo: the main job end to end on local defaults
 demo:
