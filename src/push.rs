@@ -53,6 +53,9 @@ pub enum PushError {
     /// `--to` is not usable.
     #[error("{0}")]
     Target(String),
+    /// Destinations or namespaces outside what the operator allowed.
+    #[error("{}", .0.join("; "))]
+    OutOfScope(Vec<String>),
 }
 
 /// A Kubernetes Secret's data, decoded.
@@ -150,6 +153,17 @@ pub struct Destination {
     pub required_keys: BTreeSet<String>,
     /// The workloads that read it, for messages.
     pub used_by: Vec<String>,
+    /// Where `reference` came from.
+    pub origin: Origin,
+}
+
+/// Where a destination's reference came from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Origin {
+    /// `--to`, filled in.
+    Template,
+    /// The `sidekey.dev/map-<secret>` annotation of this workload.
+    Annotation(String),
 }
 
 impl Destination {
@@ -179,16 +193,18 @@ pub fn destinations(docs: &[Value], to: &str) -> Result<Vec<Destination>, PushEr
                 if dns_label_problem(&s).is_some() {
                     continue;
                 }
-                let reference = annotations
-                    .and_then(|a| a.get(format!("{PREFIX}map-{s}")))
-                    .and_then(Value::as_str)
-                    .map_or_else(|| expand(to, namespace, &s), str::to_owned);
+                let (reference, origin) =
+                    match annotations.and_then(|a| a.get(format!("{PREFIX}map-{s}"))).and_then(Value::as_str) {
+                        Some(r) => (r.to_owned(), Origin::Annotation(describe(object))),
+                        None => (expand(to, namespace, &s), Origin::Template),
+                    };
                 let d = by_secret.entry((namespace.to_owned(), s.clone())).or_insert_with(|| Destination {
                     namespace: namespace.to_owned(),
                     secret: s.clone(),
                     reference,
                     required_keys: BTreeSet::new(),
                     used_by: Vec::new(),
+                    origin,
                 });
                 d.used_by.push(describe(object));
                 d.required_keys.extend(required_keys(template, &s));
@@ -203,6 +219,92 @@ pub fn destinations(docs: &[Value], to: &str) -> Result<Vec<Destination>, PushEr
         }
     }
     Ok(out)
+}
+
+/// What `--push` may touch, chosen by the operator and not by the
+/// manifests: references under `--to` for the workload's own namespace (the
+/// template's text before `{secret}`, `{namespace}` filled in) or under an
+/// `--allow-destination` prefix, and Secrets in the `--namespace`s given. A
+/// manifest from a pull request could otherwise point a
+/// `sidekey.dev/map-*` annotation anywhere the operator's store credentials
+/// reach, or (with `--cluster`) name any namespace's Secret.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Scope {
+    /// `--to`.
+    pub to: String,
+    /// `--allow-destination` prefixes.
+    pub allowed: Vec<String>,
+    /// The namespaces whose Secrets may be read; `None`: any.
+    pub namespaces: Option<BTreeSet<String>>,
+}
+
+impl Scope {
+    /// The scope of `--to` with the allowed prefixes and namespaces.
+    pub fn new(to: &str, allowed: &[String], namespaces: &[String]) -> Self {
+        let namespaces = (!namespaces.is_empty()).then(|| namespaces.iter().cloned().collect());
+        Scope { to: to.to_owned(), allowed: allowed.to_vec(), namespaces }
+    }
+
+    /// The prefix `--to` gives a Secret in `namespace`.
+    fn prefix(&self, namespace: &str) -> String {
+        let before = self.to.split("{secret}").next().unwrap_or_default();
+        before.split("{namespace}").collect::<Vec<_>>().join(namespace)
+    }
+
+    /// `references under P (from --to), Q; Secrets in namespace a, b` for
+    /// reports.
+    pub fn describe(&self) -> String {
+        let mut out = format!("references under {} (from --to)", self.prefix("<namespace>"));
+        for p in &self.allowed {
+            out.push_str(&format!(", {p} (--allow-destination)"));
+        }
+        match &self.namespaces {
+            Some(ns) => {
+                out.push_str(&format!("; Secrets in namespace {}", ns.iter().cloned().collect::<Vec<_>>().join(", ")));
+            }
+            None => out.push_str("; Secrets in any namespace of the inputs"),
+        }
+        out
+    }
+
+    /// Checks every destination.
+    ///
+    /// # Errors
+    /// [`PushError::OutOfScope`] naming each one outside, and why.
+    pub fn check(&self, dests: &[Destination]) -> Result<(), PushError> {
+        let mut problems = Vec::new();
+        for d in dests {
+            if let Some(p) = dns_label_problem(&d.namespace) {
+                problems.push(format!("Secret {} (read by {}): the namespace {p}", d.id(), d.used_by.join(", ")));
+                continue;
+            }
+            if let Some(ns) = &self.namespaces
+                && !ns.contains(&d.namespace)
+            {
+                problems.push(format!(
+                    "Secret {} (read by {}) is in namespace {}, not among --namespace",
+                    d.id(),
+                    d.used_by.join(", "),
+                    d.namespace
+                ));
+            }
+            let own = self.prefix(&d.namespace);
+            if !d.reference.starts_with(&own) && !self.allowed.iter().any(|p| d.reference.starts_with(p.as_str())) {
+                let from = match &d.origin {
+                    Origin::Template => "--to".to_owned(),
+                    Origin::Annotation(o) => format!("the {PREFIX}map-{} annotation of {o}", d.secret),
+                };
+                problems.push(format!(
+                    "Secret {} would be written to {} (from {from}), which is not under {}: add \
+                     --allow-destination with a prefix of it to allow that",
+                    d.id(),
+                    d.reference,
+                    [own].iter().chain(&self.allowed).cloned().collect::<Vec<_>>().join(" or ")
+                ));
+            }
+        }
+        if problems.is_empty() { Ok(()) } else { Err(PushError::OutOfScope(problems)) }
+    }
 }
 
 fn required_keys(template: &Value, secret: &str) -> Vec<String> {
@@ -361,6 +463,39 @@ mod tests {
         let e = destinations(&docs(&two), "vault:kv/{secret}").unwrap_err();
         assert!(matches!(e, PushError::Collision(..)), "{e}");
         assert!(destinations(&docs(&two), "vault:kv/{namespace}/{secret}").is_ok());
+    }
+
+    #[test]
+    fn destinations_outside_the_operators_scope_are_refused_by_name() {
+        // A manifest points its map annotation at another team's path, and
+        // a second workload names a namespace the operator did not choose.
+        let text = MANIFESTS.replace(
+            "    spec:\n      containers:",
+            "    metadata:\n      annotations: {sidekey.dev/map-db: 'vault:secret/data/admin/root'}\n    spec:\n      containers:",
+        );
+        let other =
+            MANIFESTS.split("---\n").nth(1).unwrap().replace("shop", "kube-system").replace("name: db", "name: admin");
+        let d = docs(&format!("{text}---\n{other}"));
+        let to = "vault:secret/data/{namespace}/{secret}";
+        let dests = destinations(&d, to).unwrap();
+        let e = Scope::new(to, &[], &["shop".into()]).check(&dests).unwrap_err().to_string();
+        assert!(
+            e.contains("Secret shop/db would be written to vault:secret/data/admin/root (from the sidekey.dev/map-db annotation of Deployment shop/api), which is not under vault:secret/data/shop/"),
+            "{e}"
+        );
+        assert!(e.contains("Secret kube-system/admin (read by Deployment kube-system/api) is in namespace kube-system, not among --namespace"), "{e}");
+        // Allowed explicitly: fine.
+        let scope = Scope::new(to, &["vault:secret/data/admin/".into()], &["shop".into(), "kube-system".into()]);
+        scope.check(&dests).unwrap();
+        assert_eq!(
+            scope.describe(),
+            "references under vault:secret/data/<namespace>/ (from --to), vault:secret/data/admin/ (--allow-destination); Secrets in namespace kube-system, shop"
+        );
+        // A namespace that is not a name is refused, whatever the scope.
+        let odd = docs(&MANIFESTS.replace("namespace: shop}\nspec", "namespace: ../x}\nspec"));
+        let to = "aws-sm:{namespace}/{secret}";
+        let e = Scope::new(to, &[], &[]).check(&destinations(&odd, to).unwrap()).unwrap_err().to_string();
+        assert!(e.contains("Secret ../x/db (read by Deployment ../x/api): the namespace"), "{e}");
     }
 
     #[test]

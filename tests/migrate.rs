@@ -116,4 +116,53 @@ fn push_refuses_missing_secrets_and_keys_before_writing_anything() {
     // --cluster and --overwrite only with --push.
     let (ok, _, err) = run(&["migrate", "--to", TO, "--cluster", "-f", "-"], Some(deploy));
     assert!(!ok && err.contains("--push"), "{err}");
+    // --cluster only with the namespaces the operator chose.
+    let (ok, _, err) = run(&["migrate", "--to", TO, "--push", "--cluster", "-f", "-"], Some(deploy));
+    assert!(!ok && err.contains("--namespace"), "{err}");
+}
+
+/// A manifest decides neither where `--push` writes nor whose Secret it
+/// reads: a map annotation outside `--to` and a namespace outside
+/// `--namespace` are refused, dry run included, before any store is used.
+#[test]
+fn push_refuses_destinations_and_namespaces_the_operator_did_not_choose() {
+    let secret = "apiVersion: v1\nkind: Secret\nmetadata: {name: db, namespace: shop}\nstringData: {password: not-this-value-5521}\n---\n";
+    let deploy = "apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: api, namespace: shop}\nspec:\n  template:\n    metadata:\n      annotations: {sidekey.dev/map-db: 'vault:secret/data/platform/root'}\n    spec:\n      containers:\n        - name: api\n          image: x\n          env:\n            - name: DB_PASSWORD\n              valueFrom: {secretKeyRef: {name: db, key: password}}\n";
+    let input = format!("{secret}{deploy}");
+    let to = "vault:secret/data/{namespace}/{secret}";
+    for dry in [false, true] {
+        let mut args = vec!["migrate", "--to", to, "--push", "-f", "-"];
+        if dry {
+            args.push("--dry-run");
+        }
+        let (ok, _, err) = run(&args, Some(&input));
+        assert!(!ok, "{err}");
+        assert!(err.contains("push: may write references under vault:secret/data/<namespace>/ (from --to)"), "{err}");
+        assert!(
+            err.contains("Secret shop/db would be written to vault:secret/data/platform/root (from the sidekey.dev/map-db annotation of Deployment shop/api), which is not under vault:secret/data/shop/"),
+            "{err}"
+        );
+    }
+    let narrow = "vault:secret/data/shop/{secret}";
+    let (ok, _, err) = run(
+        &[
+            "migrate",
+            "--to",
+            narrow,
+            "--push",
+            "-f",
+            "-",
+            "--allow-destination",
+            "vault:secret/data/platform/",
+            "-n",
+            "web",
+        ],
+        Some(&input),
+    );
+    assert!(
+        !ok && err.contains("Secret shop/db (read by Deployment shop/api) is in namespace shop, not among --namespace"),
+        "{err}"
+    );
+    assert!(!err.contains("is not under"), "the allowed prefix is allowed: {err}");
+    assert!(!err.contains("not-this-value"));
 }

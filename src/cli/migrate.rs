@@ -26,6 +26,13 @@ SecretString), so the agent renders each key as exactly the bytes the Secret hel
 are refused by key. Values are never printed: the report names references and keys. Before anything is \
 written every Secret is found, every key a workload reads is checked, and the store is read; a store value \
 that exists and differs is not replaced without --overwrite. Running it again writes nothing.\n\n\
+--push writes only under --to for each workload's own namespace (the text before {secret}, with \
+{namespace} filled in) and under the --allow-destination prefixes, and reads only the Secrets of the --namespace namespaces (required with --cluster): a workload's \
+sidekey.dev/map-<secret> annotation or namespace outside them is refused before anything is read or written. \
+Writes to several references are not one transaction: if one fails, the report lists exactly what was \
+written (kept) and what was not; run again after fixing the cause. KV v2 writes use check-and-set; KV v1 and \
+Secrets Manager have none, so the value is read again just before writing and a change since the first \
+read stops the push.\n\n\
 --dry-run writes nothing anywhere: it shows what --push would write (keys only) and the manifest diff.\n\n\
 Vault/OpenBao: VAULT_ADDR (or BAO_ADDR), VAULT_TOKEN (or BAO_TOKEN, or ~/.vault-token), VAULT_NAMESPACE, \
 VAULT_CACERT; KV v2 and v1 mounts. AWS: the SDK's default chain (AWS_REGION, AWS_PROFILE, IRSA, \
@@ -33,7 +40,7 @@ AWS_ENDPOINT_URL…); the secret is created, or given a new version.",
     after_help = "Examples:\n  sidekey migrate -f deploy.yaml --to 'vault:secret/data/{namespace}/{secret}' > deploy.migrated.yaml\n  \
 sidekey migrate -f k8s/ --to 'aws-sm:{namespace}/{secret}' --in-place\n  \
 sidekey migrate -f k8s/ --to 'vault:secret/data/{namespace}/{secret}' --push --dry-run\n  \
-sidekey migrate -f deploy.yaml --to 'vault:secret/data/{namespace}/{secret}' --push --cluster --in-place\n\n\
+sidekey migrate -f deploy.yaml --to 'vault:secret/data/{namespace}/{secret}' --push --cluster -n shop --in-place\n\n\
 Exit status: 0 done; 1 invalid input or --to, a Secret or key missing, a store value that differs (without \
 --overwrite); 66 unreadable input; 69 the cluster or the store cannot be reached or refuses."
 )]
@@ -50,9 +57,15 @@ pub struct MigrateArgs {
     /// Copy the values of the Secrets the workloads read into the store (from the Secret manifests among the inputs).
     #[arg(long)]
     pub push: bool,
-    /// With --push: read the Secrets from the cluster of the current kubeconfig context instead.
-    #[arg(long, requires = "push")]
+    /// With --push: read the Secrets from the cluster of the current kubeconfig context instead (needs --namespace).
+    #[arg(long, requires_all = ["push", "namespaces"])]
     pub cluster: bool,
+    /// With --push: the namespaces whose Secrets may be read and pushed; a workload in another is refused. Repeatable.
+    #[arg(short = 'n', long = "namespace", value_name = "NAMESPACE", requires = "push")]
+    pub namespaces: Vec<String>,
+    /// With --push: a reference prefix that a workload's own sidekey.dev/map-<secret> annotation may point to, besides --to for its own namespace. Repeatable.
+    #[arg(long = "allow-destination", value_name = "PREFIX", requires = "push")]
+    pub allow_destinations: Vec<String>,
     /// With --push: replace store values that exist and differ.
     #[arg(long, requires = "push")]
     pub overwrite: bool,
@@ -146,10 +159,13 @@ pub fn run(args: &MigrateArgs, stdout: &mut dyn Write, stderr: &mut dyn Write) -
 /// every Secret resolves and no store value would be replaced unasked.
 #[cfg(feature = "online")]
 fn push(args: &MigrateArgs, docs: &[serde_json::Value], stderr: &mut dyn Write) -> u8 {
-    use crate::push::{Comparison, compare, destinations, keys, resolve, secret_manifests};
+    use crate::push::{Comparison, Scope, compare, destinations, keys, resolve, secret_manifests};
 
+    let scope = Scope::new(&args.to, &args.allow_destinations, &args.namespaces);
+    let _ = writeln!(stderr, "push: may write {}", scope.describe());
     let plan = (|| {
         let dests = destinations(docs, &args.to).map_err(|e| (exit::INVALID_INPUT, e.to_string()))?;
+        scope.check(&dests).map_err(|e| (exit::INVALID_INPUT, e.to_string()))?;
         let secrets = if args.cluster {
             let wanted: Vec<(String, String)> = dests.iter().map(|d| (d.namespace.clone(), d.secret.clone())).collect();
             super::block_on(async {
@@ -206,9 +222,21 @@ fn push(args: &MigrateArgs, docs: &[serde_json::Value], stderr: &mut dyn Write) 
             )));
         }
         if !args.dry_run {
-            for (reference, current, value) in todo {
-                stores.write(reference, &current, value).await?;
+            // Writes to different references cannot be one transaction: on
+            // a failure, say exactly which were written and which not.
+            let mut written: Vec<String> = Vec::new();
+            for (i, (reference, current, value)) in todo.iter().enumerate() {
+                if let Err(e) = stores.write(reference, current, value).await {
+                    let rest: Vec<String> = todo[i + 1..].iter().map(|(r, ..)| r.to_string()).collect();
+                    let written = if written.is_empty() { "none".to_owned() } else { written.join(", ") };
+                    let rest = if rest.is_empty() { String::new() } else { format!(", {}", rest.join(", ")) };
+                    return Err(format!(
+                        "{e}\npush: stopped: written (and kept): {written}; not written: {reference}{rest}; \
+                         fix the cause and run again (written values are then unchanged)"
+                    ));
+                }
                 let _ = writeln!(stderr, "push: {reference}: written");
+                written.push(reference.to_string());
             }
         }
         Ok(None)

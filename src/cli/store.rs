@@ -63,6 +63,24 @@ impl Stores {
     /// # Errors
     /// A message naming the reference and the reason.
     pub async fn write(&mut self, reference: &Reference, current: &Current, value: &SecretValue) -> Result<(), String> {
+        // KV v1 and Secrets Manager have no check-and-set: read again just
+        // before writing, and stop if the value changed since the first read
+        // (this narrows the window; only KV v2's cas closes it).
+        let unchecked = match reference {
+            Reference::Vault { .. } => matches!(current.kv, Some(Kv::V1)),
+            _ => true,
+        };
+        if unchecked {
+            let now = self.read(reference).await?;
+            let same = match (&now.value, &current.value) {
+                (None, None) => true,
+                (Some(now), Some(then)) => crate::push::compare(Some(now), then) == crate::push::Comparison::Unchanged,
+                _ => false,
+            };
+            if !same {
+                return Err(format!("{reference}: changed in the store since it was read; not written"));
+            }
+        }
         match reference {
             Reference::Vault { path, .. } => self.vault()?.write(path, current, value).await,
             Reference::Aws { secret_id, .. } => {
@@ -107,7 +125,7 @@ struct Vault {
 }
 
 /// The KV version of a path's mount.
-#[derive(Clone, Copy)]
+#[derive(Clone, Copy, PartialEq, Eq)]
 enum Kv {
     V1,
     V2,

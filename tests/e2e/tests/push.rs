@@ -188,8 +188,11 @@ fn audit_cluster_then_push_from_the_cluster_to_openbao_renders_the_same_bytes() 
 
     // --dry-run: keys and the manifest diff; nothing written anywhere.
     let to = "vault:secret/data/{namespace}/{secret}";
-    let (code, out, err) =
-        outputs.run(&["migrate", "-f", &deploy, "--to", to, "--push", "--cluster", "--dry-run"], &env, None);
+    let (code, out, err) = outputs.run(
+        &["migrate", "-f", &deploy, "--to", to, "--push", "--cluster", "-n", "shop", "--dry-run"],
+        &env,
+        None,
+    );
     assert_eq!(code, 0, "{err}");
     assert!(
         err.contains("vault:secret/data/shop/db: would create with keys config.json, password, tls.key, username"),
@@ -201,8 +204,11 @@ fn audit_cluster_then_push_from_the_cluster_to_openbao_renders_the_same_bytes() 
     assert_eq!(std::fs::read_to_string(&deploy).unwrap(), DEPLOYMENT);
 
     // --push: the values move; the manifest is rewritten in place.
-    let (code, _, err) =
-        outputs.run(&["migrate", "-f", &deploy, "--to", to, "--push", "--cluster", "--in-place"], &env, None);
+    let (code, _, err) = outputs.run(
+        &["migrate", "-f", &deploy, "--to", to, "--push", "--cluster", "-n", "shop", "--in-place"],
+        &env,
+        None,
+    );
     assert_eq!(code, 0, "{err}");
     assert!(err.contains("vault:secret/data/shop/db: written"), "{err}");
     let stored = bao.kv_get("shop/db");
@@ -210,19 +216,24 @@ fn audit_cluster_then_push_from_the_cluster_to_openbao_renders_the_same_bytes() 
         assert_eq!(stored[k], v, "key {k}");
     }
     // Again: nothing to write (no new KV version).
-    let (code, _, err) = outputs.run(&["migrate", "-f", &deploy, "--to", to, "--push", "--cluster"], &env, None);
+    let (code, _, err) =
+        outputs.run(&["migrate", "-f", &deploy, "--to", to, "--push", "--cluster", "-n", "shop"], &env, None);
     assert_eq!(code, 0, "{err}");
     assert!(err.contains("vault:secret/data/shop/db: unchanged"), "{err}");
     assert_eq!(bao.api("GET", "secret/metadata/shop/db", None).unwrap()["data"]["current_version"], 1);
 
     // The value changed in the store: refused without --overwrite, nothing written.
     bao.kv_put("shop/db", json!({"password": "e2e-changed-elsewhere"}));
-    let (code, _, err) = outputs.run(&["migrate", "-f", &deploy, "--to", to, "--push", "--cluster"], &env, None);
+    let (code, _, err) =
+        outputs.run(&["migrate", "-f", &deploy, "--to", to, "--push", "--cluster", "-n", "shop"], &env, None);
     assert_eq!(code, 1, "{err}");
     assert!(err.contains("update (+config.json +tls.key +username ~password)") && err.contains("--overwrite"), "{err}");
     assert_eq!(bao.api("GET", "secret/metadata/shop/db", None).unwrap()["data"]["current_version"], 2);
-    let (code, _, err) =
-        outputs.run(&["migrate", "-f", &deploy, "--to", to, "--push", "--cluster", "--overwrite"], &env, None);
+    let (code, _, err) = outputs.run(
+        &["migrate", "-f", &deploy, "--to", to, "--push", "--cluster", "-n", "shop", "--overwrite"],
+        &env,
+        None,
+    );
     assert_eq!(code, 0, "{err}");
     assert_eq!(bao.kv_get("shop/db")["password"], values()[0].1);
 
@@ -232,16 +243,19 @@ fn audit_cluster_then_push_from_the_cluster_to_openbao_renders_the_same_bytes() 
     let original = original.display().to_string();
     bao.api("POST", "sys/mounts/kv1", Some(json!({"type": "kv", "options": {"version": "1"}}))).unwrap();
     let v1 = "vault:kv1/{namespace}/{secret}";
-    let (code, _, err) = outputs.run(&["migrate", "-f", &original, "--to", v1, "--push", "--cluster"], &env, None);
+    let (code, _, err) =
+        outputs.run(&["migrate", "-f", &original, "--to", v1, "--push", "--cluster", "-n", "shop"], &env, None);
     assert_eq!(code, 0, "{err}");
     let stored = bao.api("GET", "kv1/shop/db", None).unwrap();
     for (k, v) in values() {
         assert_eq!(stored["data"][k], v, "key {k}");
     }
-    let (code, _, err) = outputs.run(&["migrate", "-f", &original, "--to", v1, "--push", "--cluster"], &env, None);
+    let (code, _, err) =
+        outputs.run(&["migrate", "-f", &original, "--to", v1, "--push", "--cluster", "-n", "shop"], &env, None);
     assert!(code == 0 && err.contains("vault:kv1/shop/db: unchanged"), "{err}");
     let cubby = "vault:cubbyhole/{namespace}/{secret}";
-    let (code, _, err) = outputs.run(&["migrate", "-f", &original, "--to", cubby, "--push", "--cluster"], &env, None);
+    let (code, _, err) =
+        outputs.run(&["migrate", "-f", &original, "--to", cubby, "--push", "--cluster", "-n", "shop"], &env, None);
     assert_eq!(code, 69, "{err}");
     assert!(err.contains("is on a cubbyhole mount") && err.contains("not KV"), "{err}");
 
@@ -256,6 +270,49 @@ fn audit_cluster_then_push_from_the_cluster_to_openbao_renders_the_same_bytes() 
     });
     outputs.0.push_str(&agent_once(&config, &[]));
     assert_files_are_the_secret(dir.path());
+    outputs.assert_no_value();
+}
+
+/// Writes to several references are not one transaction: when one is
+/// refused, the report names exactly what was written and what was not,
+/// and a second run finishes the job without rewriting the first.
+#[test]
+fn push_stops_at_a_refused_write_and_says_what_was_written() {
+    let bao = OpenBao::start();
+    let policy = "path \"secret/data/shop/*\" { capabilities = [\"read\", \"create\", \"update\"] }\n\
+                  path \"secret/data/web/*\" { capabilities = [\"read\"] }\n\
+                  path \"sys/internal/ui/mounts/*\" { capabilities = [\"read\"] }\n";
+    bao.api("POST", "sys/policies/acl/push-shop-only", Some(json!({"policy": policy}))).unwrap();
+    let token = bao.api("POST", "auth/token/create", Some(json!({"policies": ["push-shop-only"]}))).unwrap()["auth"]
+        ["client_token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let web = format!("{}---\n{DEPLOYMENT}", secret_manifest()).replace("namespace: shop", "namespace: web");
+    let input = format!("{}---\n{DEPLOYMENT}---\n{web}", secret_manifest());
+    let to = "vault:secret/data/{namespace}/{secret}";
+    let mut outputs = Outputs::default();
+    let env = [("VAULT_ADDR", bao.addr.as_str()), ("VAULT_TOKEN", token.as_str())];
+    let (code, _, err) = outputs.run(&["migrate", "-f", "-", "--to", to, "--push"], &env, Some(&input));
+    assert_eq!(code, 69, "{err}");
+    assert!(err.contains("push: vault:secret/data/shop/db: written"), "{err}");
+    assert!(
+        err.contains(
+            "push: stopped: written (and kept): vault:secret/data/shop/db; not written: vault:secret/data/web/db"
+        ),
+        "{err}"
+    );
+    assert_eq!(bao.kv_get("shop/db")["password"], values()[0].1);
+    assert!(bao.api("GET", "secret/data/web/db", None).is_err(), "web/db was written");
+    // With a token that may write both: shop is unchanged, web is written.
+    let env = [("VAULT_ADDR", bao.addr.as_str()), ("VAULT_TOKEN", bao.token.as_str())];
+    let (code, _, err) = outputs.run(&["migrate", "-f", "-", "--to", to, "--push"], &env, Some(&input));
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        err.contains("vault:secret/data/shop/db: unchanged") && err.contains("vault:secret/data/web/db: written"),
+        "{err}"
+    );
+    assert_eq!(bao.api("GET", "secret/metadata/shop/db", None).unwrap()["data"]["current_version"], 1);
     outputs.assert_no_value();
 }
 
