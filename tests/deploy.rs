@@ -9,6 +9,7 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use base64::Engine;
 use serde_json::Value;
 use sidekey::yaml;
 use sidekey_testenv::{KubeApi, tool};
@@ -181,6 +182,7 @@ fn chart_applies_server_side_in_a_restricted_namespace() {
         kube.kubectl_ok(&["-n", "sidekey", "get", what]);
     }
     kube.kubectl_ok(&["get", "mutatingwebhookconfiguration", "sidekey-injector"]);
+    injector_may_change_only_the_ca_bundle(&kube);
     // No kubelet runs pods here: create the Deployment's pod directly, which
     // PodSecurity admission checks against restricted.
     let deploy: Value = serde_json::from_str(&kube.kubectl_ok(&[
@@ -204,4 +206,58 @@ fn chart_applies_server_side_in_a_restricted_namespace() {
         "the injector's pod is not admitted under restricted: {}",
         String::from_utf8_lossy(&out.stderr)
     );
+}
+
+/// RBAC lets the injector's ServiceAccount update its webhook
+/// configuration; the chart's ValidatingAdmissionPolicy narrows that to the
+/// caBundle, so a compromised injector cannot widen its own scope.
+fn injector_may_change_only_the_ca_bundle(kube: &KubeApi) {
+    let sa = "system:serviceaccount:sidekey:sidekey-injector";
+    // The injector updates with PUT (its RBAC has get and update, no patch).
+    let patch = |path: &str, value: Value, who: Option<&str>| {
+        let mut config: Value = serde_json::from_str(&kube.kubectl_ok(&[
+            "get",
+            "mutatingwebhookconfiguration",
+            "sidekey-injector",
+            "-o",
+            "json",
+        ]))
+        .unwrap();
+        let (parent, key) = path.rsplit_once('/').unwrap();
+        config.pointer_mut(parent).unwrap_or_else(|| panic!("no {parent}"))[key] = value;
+        let mut args = vec!["replace", "-f", "-"];
+        if let Some(who) = who {
+            args.extend(["--as", who]);
+        }
+        kube.kubectl_stdin(&args, &config.to_string())
+    };
+    // The policy takes effect once the apiserver has loaded it: until the
+    // widening patch is refused, undo it and try again.
+    let mut tries = 0;
+    let refused = loop {
+        let out = patch("/webhooks/0/failurePolicy", "Ignore".into(), Some(sa));
+        if !out.status.success() {
+            break String::from_utf8_lossy(&out.stderr).into_owned();
+        }
+        assert!(patch("/webhooks/0/failurePolicy", "Fail".into(), None).status.success());
+        tries += 1;
+        assert!(tries < 60, "the injector could still change its failurePolicy after 30 s");
+        std::thread::sleep(std::time::Duration::from_millis(500));
+    };
+    assert!(refused.contains("may change only its webhooks' clientConfig.caBundle"), "{refused}");
+    for (path, value) in [
+        ("/webhooks/0/rules/0/operations", serde_json::json!(["CREATE", "UPDATE"])),
+        ("/webhooks/0/objectSelector", serde_json::json!({})),
+        ("/webhooks/0/namespaceSelector", serde_json::json!({})),
+        ("/webhooks/0/clientConfig/service/name", "elsewhere".into()),
+        ("/metadata/labels", serde_json::json!({"x": "y"})),
+    ] {
+        let out = patch(path, value, Some(sa));
+        assert!(!out.status.success(), "the injector changed {path}");
+    }
+    // The caBundle it rotates: allowed. Anyone else: not this policy's business.
+    let ca = base64::engine::general_purpose::STANDARD.encode("not a real CA, for the test");
+    let out = patch("/webhooks/0/clientConfig/caBundle", ca.into(), Some(sa));
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(patch("/webhooks/0/timeoutSeconds", 5.into(), None).status.success());
 }
