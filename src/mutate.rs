@@ -48,6 +48,12 @@ pub const AGENT_BINARY: &str = "/sidekey-agent";
 /// The value of the `status` annotation after injection.
 pub const STATUS_INJECTED: &str = "injected";
 
+/// The most env vars and `envFrom` entries one pod may have moved to files.
+/// Each costs patch operations, an agent-config entry and answer bytes; a
+/// real pod has tens, and this bound keeps the largest review to a few MiB
+/// of heap (a 2.4 MB pod of 39,000 references took 55 MiB without it).
+pub const MAX_MOVED: usize = 1000;
+
 const RESERVED_VOLUMES: [&str; 4] = [SECRETS_VOLUME, TOKEN_VOLUME, BIN_VOLUME, STATE_VOLUME];
 const RESERVED_CONTAINERS: [&str; 3] = [AGENT_CONTAINER, INIT_CONTAINER, INSTALL_CONTAINER];
 
@@ -640,6 +646,7 @@ fn inject(
     let mut migrated: BTreeMap<(usize, usize), Vec<Migrated>> = BTreeMap::new();
     let mut optional_uses: HashMap<String, bool> = HashMap::new();
     let mut used_maps = BTreeSet::new();
+    let mut moved = 0usize;
     for (ci, (kind, c)) in all.iter().enumerate() {
         let cname = container_name(c);
         let list_index = match kind {
@@ -689,6 +696,10 @@ fn inject(
             } else {
                 continue;
             };
+            moved += 1;
+            if moved > MAX_MOVED {
+                continue;
+            }
             check_backend(&reference, field.clone(), &mut problems);
             let canonical = reference.to_string();
             let file = match files.by_ref.get(&canonical) {
@@ -729,6 +740,10 @@ fn inject(
                 ));
                 continue;
             };
+            moved += 1;
+            if moved > MAX_MOVED {
+                continue;
+            }
             used_maps.insert(secret.to_owned());
             if a.secrets.contains_key(secret) {
                 problems.push(Problem::annotation(
@@ -777,6 +792,14 @@ fn inject(
             };
             migrated.insert((kind_index, list_index), entries);
         }
+    }
+    if moved > MAX_MOVED {
+        problems.push(Problem {
+            field: "pod".into(),
+            reason: format!(
+                "{moved} env vars and envFrom entries are secrets to move to files; sidekey moves at most {MAX_MOVED} per pod"
+            ),
+        });
     }
     for (name, optional) in optional_uses {
         if let Some(f) = files.get_mut(&name) {
@@ -1444,6 +1467,30 @@ mod tests {
             json!({"containers": [{"name": "app", "image": "x"}]}),
         ));
         assert!(e.iter().any(|p| p.contains("sidekey.dev/revoke-on-shutdown")), "{e:?}");
+    }
+
+    #[test]
+    fn moves_at_most_max_moved_secrets_per_pod() {
+        let with = |n: usize| {
+            let env: Vec<Value> = (0..n)
+                .map(|i| json!({"name": format!("S{i}"), "value": format!("vault:secret/data/app#k{i}")}))
+                .collect();
+            pod(
+                json!({"sidekey.dev/inject": "true"}),
+                json!({"containers": [{"name": "app", "image": "x", "env": env}]}),
+            )
+        };
+        let (p, _) = run(with(MAX_MOVED));
+        let env = p["spec"]["containers"][0]["env"].as_array().cloned().unwrap_or_default();
+        assert!(env.iter().all(|e| !e["value"].as_str().is_some_and(is_env_reference)), "a reference is left");
+        let e = err(with(MAX_MOVED + 500));
+        assert_eq!(
+            e,
+            vec![format!(
+                "pod: {} env vars and envFrom entries are secrets to move to files; sidekey moves at most {MAX_MOVED} per pod",
+                MAX_MOVED + 500
+            )]
+        );
     }
 
     #[test]

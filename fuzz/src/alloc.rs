@@ -18,16 +18,33 @@ pub const LIMIT: usize = 64 << 20;
 #[derive(Debug)]
 pub struct Bounded {
     in_use: AtomicUsize,
+    peak: AtomicUsize,
 }
 
 impl Bounded {
     /// An allocator with nothing allocated.
     pub const fn new() -> Self {
-        Bounded { in_use: AtomicUsize::new(0) }
+        Bounded { in_use: AtomicUsize::new(0), peak: AtomicUsize::new(0) }
+    }
+
+    /// Bytes in use now.
+    pub fn in_use(&self) -> usize {
+        self.in_use.load(Ordering::Relaxed)
+    }
+
+    /// Starts a new peak measurement from what is in use now.
+    pub fn reset_peak(&self) {
+        self.peak.store(self.in_use(), Ordering::Relaxed);
+    }
+
+    /// The most bytes in use since [`Bounded::reset_peak`].
+    pub fn peak(&self) -> usize {
+        self.peak.load(Ordering::Relaxed)
     }
 
     fn charge(&self, size: usize) {
         let now = self.in_use.fetch_add(size, Ordering::Relaxed) + size;
+        self.peak.fetch_max(now, Ordering::Relaxed);
         if now > LIMIT {
             // No allocation here: write the message with a stack buffer.
             let _ = std::io::Write::write_all(

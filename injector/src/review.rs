@@ -107,9 +107,9 @@ fn injected_answer(uid: &str, patch: &[u8], warnings: &[String]) -> Vec<u8> {
 /// The most JSON values (objects, arrays, strings, numbers, literals) a pod
 /// may have for sidekey to review it. A real pod has hundreds to a few
 /// thousand (one with 5,000 env vars about 20,000); a 3 MiB body of tiny
-/// elements has over a million, and as a `serde_json::Value` that costs ~72
-/// bytes each: this bound keeps one review's memory to a few MiB.
-pub const MAX_POD_ELEMENTS: usize = 200_000;
+/// elements has over a million, and as a `serde_json::Value` a value costs
+/// ~100 bytes with its key: this bound keeps the pod's tree to ~10 MiB.
+pub const MAX_POD_ELEMENTS: usize = 100_000;
 
 /// The part of an AdmissionReview the webhook needs, read without building
 /// a value for anything else: unknown fields (`oldObject`, `userInfo`, …)
@@ -319,7 +319,7 @@ mod tests {
         let r = review(&body, &InjectorConfig::default());
         assert_eq!(r.verdict, Verdict::Denied);
         let msg = response(&r)["status"]["message"].as_str().unwrap().to_owned();
-        assert!(msg.contains("at most 200000"), "{msg}");
+        assert!(msg.contains("at most 100000"), "{msg}");
         assert_eq!(response(&r)["uid"], "705ab4f5-6393-11e8-b7cc-42010a800002");
     }
 
