@@ -119,6 +119,7 @@ pub async fn run(settings: Settings, shutdown: impl Future<Output = ()>) -> Resu
         metrics,
         body_timeout: settings.body_timeout,
         connections: Arc::new(tokio::sync::Semaphore::new(settings.max_connections)),
+        body_budget: Arc::new(tokio::sync::Semaphore::new(server::BODY_BUDGET / 1024)),
     });
     let threads = std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get);
     let (_, server) = server::serve_sharded(

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use http_body_util::{BodyExt, Full, Limited};
+use http_body_util::{BodyExt, Full};
 use hyper::body::{Bytes, Incoming};
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
@@ -32,6 +32,49 @@ pub struct State {
     pub body_timeout: Duration,
     /// One permit per open webhook connection.
     pub connections: Arc<tokio::sync::Semaphore>,
+    /// One permit per KiB of request body buffered ([`BODY_BUDGET`]).
+    pub body_budget: Arc<tokio::sync::Semaphore>,
+}
+
+/// Bodies up to this size (typical pods are 4 to 20 KB) are read without a
+/// reservation: at most `--max-connections` of them are open at once, which
+/// bounds them to 32 MiB at the default 1000, and a review is never kept
+/// waiting behind large ones.
+pub const SMALL_BODY: usize = 32 * 1024;
+
+/// The most bytes of larger request bodies buffered at once, over all
+/// connections: four bodies of the largest size. Such a request reserves its
+/// declared `Content-Length` (the largest size when it declares none) before
+/// its body is read and holds it until it is answered; past the budget,
+/// reading waits (TCP back-pressure on the client) within the body deadline.
+/// So a thousand clients sending 3 MiB bodies at once cost 12 MiB of
+/// buffers, not 3 GiB.
+pub const BODY_BUDGET: usize = 4 * MAX_BODY;
+
+/// Why a body was not read.
+enum BodyError {
+    TooLarge,
+    Read,
+}
+
+/// Reads the body into one buffer sized from `Content-Length` (no chunk list
+/// and no second copy).
+async fn read_body(mut body: Incoming, declared: usize) -> Result<Vec<u8>, BodyError> {
+    let mut buf = Vec::with_capacity(declared);
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|_| BodyError::Read)?;
+        if let Ok(data) = frame.into_data() {
+            if buf.len() + data.len() > MAX_BODY {
+                return Err(BodyError::TooLarge);
+            }
+            buf.extend_from_slice(&data);
+        }
+    }
+    Ok(buf)
+}
+
+fn error_response(status: u16, message: &str) -> Response<Full<Bytes>> {
+    json_response(status, serde_json::to_vec(&serde_json::json!({"error": message})).unwrap_or_default())
 }
 
 fn json_response(status: u16, body: Vec<u8>) -> Response<Full<Bytes>> {
@@ -47,25 +90,40 @@ async fn handle(state: Arc<State>, req: Request<Incoming>) -> Result<Response<Fu
         state.metrics.error("not_found");
         return Ok(json_response(404, br#"{"error":"not found: POST /mutate"}"#.to_vec()));
     }
-    // The body arrives within a deadline (headers have their own): a client
-    // that trickles a body must not hold a connection and its buffer.
-    let collected = tokio::time::timeout(state.body_timeout, Limited::new(req.into_body(), MAX_BODY).collect()).await;
-    let Ok(collected) = collected else {
-        state.metrics.error("body_timeout");
-        let msg = format!("the request body did not arrive within {:?}", state.body_timeout);
-        return Ok(json_response(408, serde_json::to_vec(&serde_json::json!({"error": msg})).unwrap_or_default()));
+    let declared = req
+        .headers()
+        .get(hyper::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok());
+    if declared.is_some_and(|n| n > MAX_BODY) {
+        state.metrics.error("body_too_large");
+        return Ok(error_response(413, &format!("request body exceeds the {MAX_BODY}-byte limit")));
+    }
+    let declared = declared.unwrap_or(MAX_BODY);
+    let permits = if declared <= SMALL_BODY { 0 } else { u32::try_from(declared.div_ceil(1024)).unwrap_or(u32::MAX) };
+    // The body arrives within a deadline (headers have their own), waiting
+    // for buffer budget included: a client that trickles a body must not
+    // hold a connection and its buffer.
+    let read = async {
+        let permit = state.body_budget.clone().acquire_many_owned(permits).await.map_err(|_| BodyError::Read)?;
+        read_body(req.into_body(), declared).await.map(|b| (b, permit))
     };
-    let body = match collected {
-        Ok(b) => b.to_bytes(),
-        Err(e) => {
-            let too_large = e.downcast_ref::<http_body_util::LengthLimitError>().is_some();
-            state.metrics.error(if too_large { "body_too_large" } else { "read_body" });
-            let msg = if too_large {
-                format!("request body exceeds the {MAX_BODY}-byte limit")
-            } else {
-                "could not read the request body".to_owned()
-            };
-            return Ok(json_response(400, serde_json::to_vec(&serde_json::json!({"error": msg})).unwrap_or_default()));
+    let (body, _permit) = match tokio::time::timeout(state.body_timeout, read).await {
+        Ok(Ok(read)) => read,
+        Ok(Err(BodyError::TooLarge)) => {
+            state.metrics.error("body_too_large");
+            return Ok(error_response(413, &format!("request body exceeds the {MAX_BODY}-byte limit")));
+        }
+        Ok(Err(BodyError::Read)) => {
+            state.metrics.error("read_body");
+            return Ok(error_response(400, "could not read the request body"));
+        }
+        Err(_) => {
+            state.metrics.error("body_timeout");
+            return Ok(error_response(
+                408,
+                &format!("the request body did not arrive within {:?}", state.body_timeout),
+            ));
         }
     };
     let reply = review(&body, &state.config);

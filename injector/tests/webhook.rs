@@ -421,3 +421,74 @@ fn slow_bodies_are_cut_off_and_connections_are_bounded() {
     let m = inj.metrics();
     assert!(m.contains("body_timeout") && m.contains("too_many_connections"), "{m}");
 }
+
+/// Large bodies share a buffer budget (four of the largest size): clients
+/// holding it make other large bodies wait for it, not the typical small
+/// review; a body declared over the limit is refused before it is read.
+#[test]
+fn large_bodies_share_a_budget_and_small_reviews_do_not_wait_for_it() {
+    use std::io::{Read, Write};
+    let dir = tempfile::tempdir().unwrap();
+    let key = rcgen::KeyPair::generate().unwrap();
+    let cert = rcgen::CertificateParams::new(vec!["localhost".to_owned()]).unwrap().self_signed(&key).unwrap();
+    std::fs::write(dir.path().join("tls.crt"), cert.pem()).unwrap();
+    std::fs::write(dir.path().join("tls.key"), key.serialize_pem()).unwrap();
+    let d = dir.path().display().to_string();
+    let tls = [format!("{d}/tls.crt"), format!("{d}/tls.key")];
+    let inj = Injector::spawn(&["--tls-cert", &tls[0], "--tls-key", &tls[1], "--body-timeout", "3s"], &[], dir.path());
+    let status = |c: &mut rustls::StreamOwned<rustls::ClientConnection, std::net::TcpStream>| {
+        let mut answer = vec![0u8; 4096];
+        let n = c.read(&mut answer).unwrap();
+        String::from_utf8_lossy(&answer[..n]).lines().next().unwrap_or_default().to_owned()
+    };
+    let max = sidekey_injector::review::MAX_BODY;
+
+    // Declared over the limit: 413 at once.
+    let mut big = tls_connect(inj.port, &cert);
+    write!(big, "POST /mutate HTTP/1.1\r\nHost: localhost\r\nContent-Length: {}\r\n\r\n", max + 1).unwrap();
+    assert_eq!(status(&mut big), "HTTP/1.1 413 Payload Too Large");
+
+    // Four clients announce the largest body and stall: the budget is theirs.
+    let mut stalled: Vec<_> = (0..4)
+        .map(|_| {
+            let mut c = tls_connect(inj.port, &cert);
+            write!(c, "POST /mutate HTTP/1.1\r\nHost: localhost\r\nContent-Length: {max}\r\n\r\n{{").unwrap();
+            c.flush().unwrap();
+            c
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(300));
+    // A large review now waits for the budget…
+    let pod = json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p", "annotations": {"pad": "x".repeat(100_000)}},
+        "spec": {"containers": [{"name": "app", "image": "x"}]}});
+    let review = |object: &Value| {
+        json!({"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview", "request": {"uid": "u1",
+            "kind": {"group": "", "version": "v1", "kind": "Pod"}, "operation": "CREATE", "namespace": "ns", "object": object}})
+        .to_string()
+    };
+    let post = |body: &str| {
+        let mut c = tls_connect(inj.port, &cert);
+        write!(c, "POST /mutate HTTP/1.1\r\nHost: localhost\r\nContent-Length: {}\r\n\r\n{body}", body.len()).unwrap();
+        c.flush().unwrap();
+        c
+    };
+    let mut large = post(&review(&pod));
+    // …while a typical one is answered at once, before any stalled client is cut off.
+    let small_pod = json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "q"}, "spec": {"containers": [{"name": "app", "image": "x"}]}});
+    let mut small = post(&review(&small_pod));
+    assert_eq!(status(&mut small), "HTTP/1.1 200 OK");
+    for c in &mut stalled {
+        c.sock.set_read_timeout(Some(Duration::from_millis(50))).unwrap();
+        let mut b = [0u8; 1];
+        assert!(c.read(&mut b).is_err(), "a stalled client was answered before the small review");
+        c.sock.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    }
+    large.sock.set_read_timeout(Some(Duration::from_millis(200))).unwrap();
+    assert!(large.read(&mut [0u8; 1]).is_err(), "the large review did not wait for the budget");
+    large.sock.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    // The stalled clients get 408 at their deadline; then the large review is answered.
+    for c in &mut stalled {
+        assert_eq!(status(c), "HTTP/1.1 408 Request Timeout");
+    }
+    assert_eq!(status(&mut large), "HTTP/1.1 200 OK");
+}
