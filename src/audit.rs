@@ -149,6 +149,53 @@ fn credential_kind(v: &str) -> Option<&'static str> {
     None
 }
 
+/// Whether a literal cannot be a credential whatever its variable is named
+/// (`TOKEN_EXPIRY_SECONDS: "3600"`, `AUTH_ENABLED: "true"`,
+/// `PASSWORD_MAX_AGE: 90d`, `AUTH_URL: https://idp.example/authorize`):
+/// integers of at most 5 digits (a longer one may be a PIN or a numeric
+/// token), booleans and switch words, Go-style durations, and URLs with
+/// neither user info nor a query (where credentials go).
+fn cannot_be_secret(v: &str) -> bool {
+    let v = v.trim();
+    let lower = v.to_ascii_lowercase();
+    if ["true", "false", "yes", "no", "on", "off", "enabled", "disabled", "none", "null"].contains(&lower.as_str()) {
+        return true;
+    }
+    let digits = v.strip_prefix('-').unwrap_or(v);
+    if !digits.is_empty() && digits.len() <= 5 && digits.bytes().all(|b| b.is_ascii_digit()) {
+        return true;
+    }
+    if is_duration(&lower) {
+        return true;
+    }
+    if let Some((scheme, rest)) = v.split_once("://") {
+        let authority = rest.split(['/', '?', '#']).next().unwrap_or("");
+        return !scheme.is_empty()
+            && scheme.bytes().all(|b| b.is_ascii_alphanumeric() || b"+.-".contains(&b))
+            && !authority.contains('@')
+            && !rest.contains('?');
+    }
+    false
+}
+
+/// `30s`, `5m`, `1h30m`, `1.5h`, `250ms`, `7d`: one or more number+unit pairs.
+fn is_duration(v: &str) -> bool {
+    let mut rest = v;
+    let mut pairs = 0;
+    while !rest.is_empty() {
+        let n = rest.bytes().take_while(|b| b.is_ascii_digit() || *b == b'.').count();
+        if n == 0 {
+            return false;
+        }
+        rest = &rest[n..];
+        let unit = ["ns", "us", "µs", "ms", "s", "m", "h", "d", "w"].into_iter().find(|u| rest.starts_with(u));
+        let Some(unit) = unit else { return false };
+        rest = &rest[unit.len()..];
+        pairs += 1;
+    }
+    pairs > 0
+}
+
 /// Whether `name` looks like a secret's variable name; returns the confidence.
 fn secret_name(name: &str) -> Option<&'static str> {
     let upper = name.to_ascii_uppercase();
@@ -237,7 +284,7 @@ fn audit_container(
                 "rotate that credential, store it in Vault or AWS Secrets Manager and reference it (vault:… or aws-sm:…)",
                 Some("high"),
             );
-        } else if let Some(conf) = secret_name(var) {
+        } else if let Some(conf) = secret_name(var).filter(|_| !cannot_be_secret(value)) {
             push(
                 out,
                 SECRET_LITERAL_NAME,
@@ -557,6 +604,46 @@ mod tests {
         assert_eq!(credential_kind("postgres://app:hunter2@db:5432/x"), Some("a URL with a password"));
         assert_eq!(credential_kind("https://example.com/a@b"), None);
         assert_eq!(credential_kind("info"), None);
+    }
+
+    #[test]
+    fn values_that_cannot_be_secrets_are_not_findings() {
+        for v in [
+            "3600",
+            "-1",
+            "true",
+            "Off",
+            "disabled",
+            "30s",
+            "1h30m",
+            "1.5h",
+            "250ms",
+            "7d",
+            "https://idp.example/authorize",
+            "http://auth:8080",
+        ] {
+            assert!(cannot_be_secret(v), "{v}");
+        }
+        for v in [
+            "123456",
+            "hunter2",
+            "s3cr3t",
+            "https://x.example/?token=abc",
+            "postgres://u:p@db/x",
+            "30 s",
+            "m5",
+            "0x1F2E",
+            "ssh://git@host/r",
+        ] {
+            assert!(!cannot_be_secret(v), "{v}");
+        }
+        let pod = |var: &str, value: &str| {
+            json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p", "namespace": "n"},
+                "spec": {"containers": [{"name": "c", "image": "x", "env": [{"name": var, "value": value}]}]}})
+        };
+        assert!(!rules_of(&audit_object(&pod("TOKEN_EXPIRY_SECONDS", "3600"))).contains(&"SK003"));
+        assert!(!rules_of(&audit_object(&pod("AUTH_ENABLED", "true"))).contains(&"SK003"));
+        assert!(rules_of(&audit_object(&pod("DB_PASSWORD", "123456"))).contains(&"SK003"));
     }
 
     #[test]

@@ -219,6 +219,8 @@ pub fn migrate(text: &str, to: &str) -> Result<(String, Vec<Change>), MigrateErr
     let chars: Vec<char> = text.chars().collect();
     let mut line_starts = vec![0];
     line_starts.extend(chars.iter().enumerate().filter(|(_, c)| **c == '\n').map(|(i, _)| i + 1));
+    // New lines end like the file's own (a CRLF file stays CRLF).
+    let nl = if text.contains("\r\n") { "\r\n" } else { "\n" };
     let mut reserialize: Vec<usize> = Vec::new();
     let mut new_docs = docs.clone();
     for (di, doc) in docs.iter().enumerate() {
@@ -310,7 +312,7 @@ pub fn migrate(text: &str, to: &str) -> Result<(String, Vec<Change>), MigrateErr
                     (Some(p), _) if !p.flow && p.line > 0 => {
                         let at = line_starts.get(p.line - 1).copied().unwrap_or(chars.len());
                         let lines: String =
-                            entries.iter().map(|(k, v)| format!("{}{}\n", " ".repeat(p.col), entry(k, v))).collect();
+                            entries.iter().map(|(k, v)| format!("{}{}{nl}", " ".repeat(p.col), entry(k, v))).collect();
                         doc_edits.push((at, lines));
                         true
                     }
@@ -322,9 +324,9 @@ pub fn migrate(text: &str, to: &str) -> Result<(String, Vec<Change>), MigrateErr
                     }
                     (None, Some(m)) if !m.flow && m.line > 0 => {
                         let at = line_starts.get(m.line - 1).copied().unwrap_or(chars.len());
-                        let mut lines = format!("{}{key}:\n", " ".repeat(m.col));
+                        let mut lines = format!("{}{key}:{nl}", " ".repeat(m.col));
                         for (k, v) in entries {
-                            lines.push_str(&format!("{}{}\n", " ".repeat(m.col + 2), entry(k, v)));
+                            lines.push_str(&format!("{}{}{nl}", " ".repeat(m.col + 2), entry(k, v)));
                         }
                         doc_edits.push((at, lines));
                         true
@@ -433,6 +435,18 @@ mod tests {
         let (again, changes) = migrate(&out, "vault:secret/data/{namespace}/{secret}").unwrap();
         assert_eq!(again, out);
         assert!(changes.is_empty());
+    }
+
+    #[test]
+    fn a_crlf_file_gets_crlf_lines() {
+        let crlf = DEPLOY.replace('\n', "\r\n");
+        let (out, changes) = migrate(&crlf, "vault:kv/{secret}").unwrap();
+        assert!(!changes[0].reserialized);
+        assert!(out.len() > crlf.len());
+        assert!(!out.replace("\r\n", "").contains('\n'), "a bare LF was inserted: {out:?}");
+        let annotated = DEPLOY.replace("      labels:\n", "      annotations:\n        keep: \"yes\"\n      labels:\n");
+        let (out, _) = migrate(&annotated.replace('\n', "\r\n"), "vault:kv/{secret}").unwrap();
+        assert!(!out.replace("\r\n", "").contains('\n'), "a bare LF was inserted: {out:?}");
     }
 
     #[test]
