@@ -77,6 +77,7 @@ rules! {
     SECRET_ENV_FROM = "SK002", "secret-env-from", Medium, "envFrom exposes every key of a Kubernetes Secret as env vars.";
     SECRET_LITERAL_NAME = "SK003", "secret-literal-by-name", High, "An env var whose name says it is a secret holds a literal value in the pod spec (and so in etcd and kubectl describe).";
     SECRET_LITERAL_VALUE = "SK004", "secret-literal-by-value", High, "An env var holds a literal that looks like a credential (AWS access key id, PEM private key, JWT, password in a URL).";
+    NOT_AUDITED = "SK006", "not-audited", Low, "An object of a kind sidekey does not know holds containers (a custom resource that runs pods): it was not audited, so review it by hand.";
     REFERENCE_NOT_INJECTED = "SK005", "reference-not-injected", Medium, "An env var holds a secret reference but the pod does not opt in to sidekey, so the app gets the reference text.";
     RUNS_AS_ROOT = "SK101", "runs-as-root", High, "The container may run as root: runAsNonRoot is not true, or runAsUser is 0.";
     PRIVILEGE_ESCALATION = "SK102", "privilege-escalation", Medium, "allowPrivilegeEscalation is not false.";
@@ -431,6 +432,24 @@ fn audit_container(
 }
 
 /// The findings of one object (List items are audited one by one).
+/// The dotted path of the first `containers` list inside `v` (at most 12
+/// levels down), if any.
+fn containers_within(v: &Value, at: String, depth: usize) -> Option<String> {
+    if depth > 12 {
+        return None;
+    }
+    let join = |k: &str| if at.is_empty() { k.to_owned() } else { format!("{at}.{k}") };
+    match v {
+        Value::Object(m) => m.iter().find_map(|(k, v)| {
+            if k == "containers" && v.is_array() { Some(join(k)) } else { containers_within(v, join(k), depth + 1) }
+        }),
+        Value::Array(a) => {
+            a.iter().enumerate().find_map(|(i, v)| containers_within(v, format!("{at}[{i}]"), depth + 1))
+        }
+        _ => None,
+    }
+}
+
 pub fn audit_object(obj: &Value) -> Vec<Finding> {
     let mut out = Vec::new();
     if obj["apiVersion"] == "v1" && obj["kind"].as_str().is_some_and(|k| k.ends_with("List")) {
@@ -440,7 +459,20 @@ pub fn audit_object(obj: &Value) -> Vec<Finding> {
         return out;
     }
     let (Some(api), Some(kind)) = (obj["apiVersion"].as_str(), obj["kind"].as_str()) else { return out };
-    let Some(pointer) = template_pointer(api, kind) else { return out };
+    let Some(pointer) = template_pointer(api, kind) else {
+        if let Some(at) = containers_within(obj, String::new(), 0) {
+            push(
+                &mut out,
+                NOT_AUDITED,
+                &describe(obj),
+                at,
+                format!("not audited: {api} {kind} is not a kind sidekey knows, and it holds containers"),
+                "review its containers by hand (env secrets, security context); sidekey audits Pods, workload controllers and CronJobs",
+                None,
+            );
+        }
+        return out;
+    };
     let Some(template) = obj.pointer(pointer) else { return out };
     let object = describe(obj);
     let prefix = if pointer.is_empty() {
@@ -604,6 +636,22 @@ mod tests {
         assert_eq!(credential_kind("postgres://app:hunter2@db:5432/x"), Some("a URL with a password"));
         assert_eq!(credential_kind("https://example.com/a@b"), None);
         assert_eq!(credential_kind("info"), None);
+    }
+
+    #[test]
+    fn legacy_groups_are_audited_and_unknown_kinds_with_containers_are_reported() {
+        let template = json!({"spec": {"containers": [{"name": "c", "image": "x",
+            "env": [{"name": "P", "valueFrom": {"secretKeyRef": {"name": "s", "key": "k"}}}]}]}});
+        let legacy = json!({"apiVersion": "extensions/v1beta1", "kind": "Deployment", "metadata": {"name": "old"}, "spec": {"template": template}});
+        assert!(rules_of(&audit_object(&legacy)).contains(&"SK001"));
+        let rollout = json!({"apiVersion": "argoproj.io/v1alpha1", "kind": "Rollout", "metadata": {"name": "r"}, "spec": {"template": template}});
+        let f = audit_object(&rollout);
+        assert_eq!(rules_of(&f), vec!["SK006"]);
+        assert_eq!(f[0].path, "spec.template.spec.containers");
+        assert_eq!(f[0].severity, Severity::Low);
+        let config =
+            json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "c"}, "data": {"containers": "x"}});
+        assert!(audit_object(&config).is_empty());
     }
 
     #[test]

@@ -18,6 +18,8 @@ pub fn template_pointer(api_version: &str, kind: &str) -> Option<&'static str> {
         ("", "PodTemplate") => Some("/template"),
         ("", "ReplicationController") => Some("/spec/template"),
         ("apps", "Deployment" | "StatefulSet" | "DaemonSet" | "ReplicaSet") => Some("/spec/template"),
+        // Removed from the API in 1.16, still common in older repositories.
+        ("extensions", "Deployment" | "DaemonSet" | "ReplicaSet") => Some("/spec/template"),
         ("batch", "Job") => Some("/spec/template"),
         ("batch", "CronJob") => Some("/spec/jobTemplate/spec/template"),
         _ => None,
