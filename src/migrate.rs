@@ -8,8 +8,8 @@
 //! `"key": "value"` entries before the `}` of flow mappings (`labels: {app:
 //! api}`). The result is parsed back and must mean exactly the intended
 //! documents; where it would not (a pod template without `metadata`), the
-//! file is re-serialized instead (comments in it are lost; the command says
-//! so).
+//! file is re-serialized instead (every comment in it is lost; the command
+//! says so, naming the workload that caused it).
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -41,7 +41,8 @@ pub struct Change {
     pub added: Vec<(String, String)>,
     /// Secrets that could not be mapped, with the reason.
     pub skipped: Vec<(String, String)>,
-    /// Whether the document had to be re-serialized (comments lost).
+    /// Whether this object's template could not be edited in place, so the
+    /// file was written anew (comments lost).
     pub reserialized: bool,
 }
 
@@ -97,10 +98,14 @@ struct Pos {
     col: usize,
     flow: bool,
     flow_end: Option<usize>,
+    /// An empty value (`annotations:` with nothing after it, as Helm
+    /// renders an empty block): its key's column; entries go on the lines
+    /// after it, indented two more.
+    empty_key_col: Option<usize>,
 }
 
 enum Frame {
-    Map { key: Option<String>, pointer: String },
+    Map { key: Option<String>, key_col: usize, pointer: String },
     Seq { index: usize, pointer: String },
 }
 
@@ -121,7 +126,7 @@ fn mapping_positions(text: &str) -> Vec<HashMap<String, Pos>> {
     let child_pointer = |stack: &mut Vec<Frame>| -> String {
         match stack.last_mut() {
             None => String::new(),
-            Some(Frame::Map { key, pointer }) => format!("{pointer}/{}", escape(key.as_deref().unwrap_or(""))),
+            Some(Frame::Map { key, pointer, .. }) => format!("{pointer}/{}", escape(key.as_deref().unwrap_or(""))),
             Some(Frame::Seq { index, pointer }) => {
                 let p = format!("{pointer}/{index}");
                 *index += 1;
@@ -148,9 +153,10 @@ fn mapping_positions(text: &str) -> Vec<HashMap<String, Pos>> {
                 has_root = true;
                 let pointer = child_pointer(&mut stack);
                 let flow = chars.get(span.start.index()).is_some_and(|c| *c == '{');
-                let pos = Pos { line: span.start.line(), col: span.start.col(), flow, flow_end: None };
+                let pos =
+                    Pos { line: span.start.line(), col: span.start.col(), flow, flow_end: None, empty_key_col: None };
                 current.insert(pointer.clone(), pos);
-                stack.push(Frame::Map { key: None, pointer });
+                stack.push(Frame::Map { key: None, key_col: 0, pointer });
             }
             Event::SequenceStart(..) => {
                 has_root = true;
@@ -179,8 +185,22 @@ fn mapping_positions(text: &str) -> Vec<HashMap<String, Pos>> {
                 {
                     has_root = true;
                 }
+                let empty = style == saphyr_parser::ScalarStyle::Plain && v.is_empty();
+                if empty && let Some(Frame::Map { key: Some(k), key_col, pointer }) = stack.last() {
+                    let pos = Pos {
+                        line: span.start.line(),
+                        col: span.start.col(),
+                        flow: false,
+                        flow_end: None,
+                        empty_key_col: Some(*key_col),
+                    };
+                    current.insert(format!("{pointer}/{}", escape(k)), pos);
+                }
                 match stack.last_mut() {
-                    Some(Frame::Map { key, .. }) if key.is_none() => *key = Some(v.into_owned()),
+                    Some(Frame::Map { key, key_col, .. }) if key.is_none() => {
+                        *key = Some(v.into_owned());
+                        *key_col = span.start.col();
+                    }
                     Some(Frame::Map { key, .. }) => *key = None,
                     Some(Frame::Seq { index, .. }) => *index += 1,
                     None => {}
@@ -304,6 +324,18 @@ pub fn migrate(text: &str, to: &str) -> Result<(String, Vec<Change>), MigrateErr
             let label_pos = pos.get(&format!("{tp}/metadata/labels")).copied();
             let mut edit = |target: Option<Pos>, key: &str, entries: &[(String, String)]| -> bool {
                 match (target, meta_pos) {
+                    (Some(Pos { empty_key_col: Some(col), line, .. }), _) if line > 0 => {
+                        let (at, lead) = match line_starts.get(line) {
+                            Some(&at) => (at, ""),
+                            None => (chars.len(), nl),
+                        };
+                        let lines: String = entries
+                            .iter()
+                            .map(|(k, v)| format!("{}{}{nl}", " ".repeat(col + 2), entry(k, v)))
+                            .collect();
+                        doc_edits.push((at, format!("{lead}{lines}")));
+                        true
+                    }
                     (Some(Pos { flow_end: Some(end), .. }), _) => {
                         let items: Vec<String> = entries.iter().map(|(k, v)| flow_entry(k, v)).collect();
                         doc_edits.push((end, format!("{}{}", flow_separator(&chars, end), items.join(", "))));
@@ -369,8 +401,12 @@ pub fn migrate(text: &str, to: &str) -> Result<(String, Vec<Change>), MigrateErr
         }
     }
     // Rare: metadata the edits cannot reach; write every document anew.
-    for c in &mut changes {
-        c.reserialized = true;
+    // `reserialized` names the objects that caused it; when the cause was
+    // the check of the edited text, every changed object is named.
+    if !changes.iter().any(|c| c.reserialized) {
+        for c in &mut changes {
+            c.reserialized = true;
+        }
     }
     Ok((yaml::to_yaml_stream(&new_docs), changes))
 }
@@ -435,6 +471,26 @@ mod tests {
         let (again, changes) = migrate(&out, "vault:secret/data/{namespace}/{secret}").unwrap();
         assert_eq!(again, out);
         assert!(changes.is_empty());
+    }
+
+    #[test]
+    fn empty_annotations_and_labels_as_helm_renders_them_get_entries_in_place() {
+        for (empty, at_end) in
+            [("      annotations:\n      labels:\n", false), ("      labels:\n      annotations:\n", true)]
+        {
+            let text = DEPLOY.replace("      labels:\n", empty);
+            let text = if at_end { text.replace("        app: api # the app\n", "") } else { text };
+            let (out, changes) = migrate(&text, "vault:kv/{secret}").unwrap();
+            assert!(!changes[0].reserialized, "{out}");
+            assert!(out.contains("# team's deployment") && out.contains("app: api # the app") == !at_end, "{out}");
+            let doc = &yaml::parse_documents(&out).unwrap()[0];
+            assert_eq!(
+                doc["spec"]["template"]["metadata"]["annotations"]["sidekey.dev/map-db"], "vault:kv/db",
+                "{out}"
+            );
+            assert_eq!(doc["spec"]["template"]["metadata"]["labels"]["sidekey.dev/inject"], "true", "{out}");
+            assert_eq!(migrate(&out, "vault:kv/{secret}").unwrap().0, out);
+        }
     }
 
     #[test]

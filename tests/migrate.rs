@@ -166,3 +166,20 @@ fn push_refuses_destinations_and_namespaces_the_operator_did_not_choose() {
     assert!(!err.contains("is not under"), "the allowed prefix is allowed: {err}");
     assert!(!err.contains("not-this-value"));
 }
+
+/// When a file must be written anew, the warning names the workload that
+/// caused it and says the whole file's comments are lost.
+#[test]
+fn a_rewrite_names_its_cause_and_what_is_lost() {
+    let ok = "# keep me\napiVersion: apps/v1\nkind: Deployment\nmetadata: {name: ok, namespace: shop}\nspec:\n  template:\n    metadata:\n      labels: {app: ok}\n    spec:\n      containers:\n        - name: c\n          image: x\n          env:\n            - name: P\n              valueFrom: {secretKeyRef: {name: db, key: password}}\n";
+    let bare = ok
+        .replace("name: ok,", "name: bare,")
+        .replace("    metadata:\n      labels: {app: ok}\n", "")
+        .replace("# keep me\n", "");
+    let (done, _, err) = run(&["migrate", "--to", TO, "-f", "-"], Some(&format!("{ok}---\n{bare}")));
+    assert!(done, "{err}");
+    assert!(
+        err.contains("warning: <stdin>: written anew as a whole, because the pod template of Deployment shop/bare could not be edited in place: every comment and the formatting of the whole file are lost"),
+        "{err}"
+    );
+}

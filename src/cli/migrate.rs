@@ -104,13 +104,19 @@ pub fn run(args: &MigrateArgs, stdout: &mut dyn Write, stderr: &mut dyn Write) -
                         let _ =
                             writeln!(stderr, "warning: {}: {}: Secret {s} not mapped: {why}", input.shown, c.object);
                     }
-                    if c.reserialized {
-                        let _ = writeln!(
-                            stderr,
-                            "warning: {}: rewritten as a whole (a pod template the edit cannot reach): comments in it are lost",
-                            input.shown
-                        );
-                    }
+                }
+                let cause: Vec<&str> = changes
+                    .iter()
+                    .filter(|c| c.reserialized && !c.added.is_empty())
+                    .map(|c| c.object.as_str())
+                    .collect();
+                if !cause.is_empty() {
+                    let _ = writeln!(
+                        stderr,
+                        "warning: {}: written anew as a whole, because the pod template of {} could not be edited in place: every comment and the formatting of the whole file are lost",
+                        input.shown,
+                        cause.join(", ")
+                    );
                 }
                 outputs.push((input.shown.clone(), text));
             }
