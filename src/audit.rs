@@ -431,7 +431,6 @@ fn audit_container(
     }
 }
 
-/// The findings of one object (List items are audited one by one).
 /// The dotted path of the first `containers` list inside `v` (at most 12
 /// levels down), if any.
 fn containers_within(v: &Value, at: String, depth: usize) -> Option<String> {
@@ -450,6 +449,7 @@ fn containers_within(v: &Value, at: String, depth: usize) -> Option<String> {
     }
 }
 
+/// The findings of one object (List items are audited one by one).
 pub fn audit_object(obj: &Value) -> Vec<Finding> {
     let mut out = Vec::new();
     if obj["apiVersion"] == "v1" && obj["kind"].as_str().is_some_and(|k| k.ends_with("List")) {
