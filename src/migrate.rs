@@ -44,6 +44,9 @@ pub struct Change {
     /// Whether this object's template could not be edited in place, so the
     /// file was written anew (comments lost).
     pub reserialized: bool,
+    /// Why the workload was left as it was: what `inject` (and so the
+    /// webhook) would refuse in it once migrated.
+    pub refused: Vec<String>,
 }
 
 /// Checks the `--to` template: a reference with `{secret}` (and usually
@@ -217,6 +220,54 @@ fn mapping_positions(text: &str) -> Vec<HashMap<String, Pos>> {
     docs
 }
 
+/// Runs the injection on `template` with the annotations (and label)
+/// migrate would add, as `sidekey inject` does with its built-in config.
+/// Init containers that read a Secret through env need the secrets volume,
+/// which by default only the app containers get: when the template names
+/// no containers itself, `sidekey.dev/containers` listing them is added.
+/// Returns the extra annotations, or what inject would still refuse.
+fn inject_check(
+    template: &Value,
+    add: &[(String, String)],
+    add_label: bool,
+) -> Result<Vec<(String, String)>, Vec<String>> {
+    let config = crate::config::InjectorConfig::for_files();
+    let mut candidate = template.clone();
+    if let Some(t) = candidate.as_object_mut() {
+        let meta = t.entry("metadata").or_insert_with(|| json!({}));
+        if meta.is_null() {
+            *meta = json!({});
+        }
+        for (k, v) in add {
+            meta["annotations"][k] = json!(v);
+        }
+        if add_label {
+            meta["labels"][format!("{PREFIX}inject")] = json!("true");
+        }
+    }
+    let attempt = |c: &Value| crate::mutate::mutate_template(&mut c.clone(), &config).map(|_| ());
+    let Err(first) = attempt(&candidate) else { return Ok(Vec::new()) };
+    let has_list = candidate["metadata"]["annotations"].get(format!("{PREFIX}containers")).is_some();
+    let readers: Vec<&str> = candidate["spec"]["initContainers"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|c| !secrets_used(&json!({"spec": {"containers": [c]}})).is_empty())
+        .filter_map(|c| c["name"].as_str())
+        .collect();
+    if !has_list && !readers.is_empty() {
+        let apps = candidate["spec"]["containers"].as_array().into_iter().flatten().filter_map(|c| c["name"].as_str());
+        let list = readers.into_iter().chain(apps).collect::<Vec<_>>().join(",");
+        let extra = vec![(format!("{PREFIX}containers"), list)];
+        candidate["metadata"]["annotations"][&extra[0].0] = json!(extra[0].1);
+        return match attempt(&candidate) {
+            Ok(()) => Ok(extra),
+            Err(e) => Err(e.problems.iter().map(ToString::to_string).collect()),
+        };
+    }
+    Err(first.problems.iter().map(ToString::to_string).collect())
+}
+
 /// One line `key: value` as the YAML writer quotes it.
 fn entry(key: &str, value: &str) -> String {
     yaml::to_yaml(&json!({ key: value })).trim_end().to_owned()
@@ -267,7 +318,7 @@ pub fn migrate(text: &str, to: &str) -> Result<(String, Vec<Change>), MigrateErr
             {
                 let reason = format!("the pod template's {} is not a mapping", field[1..].replace('/', "."));
                 let skipped = secrets.iter().map(|s| (s.clone(), reason.clone())).collect();
-                changes.push(Change { object, added: Vec::new(), skipped, reserialized: false });
+                changes.push(Change { object, added: Vec::new(), skipped, reserialized: false, refused: Vec::new() });
                 continue;
             }
             let annotations = template.pointer("/metadata/annotations").and_then(Value::as_object);
@@ -292,9 +343,24 @@ pub fn migrate(text: &str, to: &str) -> Result<(String, Vec<Change>), MigrateErr
                 add_ann.push((key, expand(to, namespace, s)));
             }
             let add_label = labels.and_then(|l| l.get(&format!("{PREFIX}inject"))).is_none();
+            // Never opt in a workload that inject (and so the webhook) would
+            // then refuse: add what makes it acceptable, or leave it alone.
+            match inject_check(template, &add_ann, add_label) {
+                Ok(extra) => add_ann.extend(extra),
+                Err(refused) => {
+                    changes.push(Change { object, added: Vec::new(), skipped, reserialized: false, refused });
+                    continue;
+                }
+            }
             if add_ann.is_empty() && !add_label {
                 if !skipped.is_empty() {
-                    changes.push(Change { object, added: Vec::new(), skipped, reserialized: false });
+                    changes.push(Change {
+                        object,
+                        added: Vec::new(),
+                        skipped,
+                        reserialized: false,
+                        refused: Vec::new(),
+                    });
                 }
                 continue;
             }
@@ -375,7 +441,7 @@ pub fn migrate(text: &str, to: &str) -> Result<(String, Vec<Change>), MigrateErr
             if add_label {
                 added.push((format!("label {PREFIX}inject"), "true".into()));
             }
-            changes.push(Change { object, added, skipped, reserialized: !ok });
+            changes.push(Change { object, added, skipped, reserialized: !ok, refused: Vec::new() });
         }
         if fallback {
             reserialize.push(di);
@@ -491,6 +557,35 @@ mod tests {
             assert_eq!(doc["spec"]["template"]["metadata"]["labels"]["sidekey.dev/inject"], "true", "{out}");
             assert_eq!(migrate(&out, "vault:kv/{secret}").unwrap().0, out);
         }
+    }
+
+    #[test]
+    fn migrate_never_opts_in_what_inject_refuses() {
+        // An init container reads the Secret (a Redis HA chart's config-init):
+        // it is named in sidekey.dev/containers with the app containers.
+        let init = DEPLOY.replace(
+            "      containers:\n",
+            "      initContainers:\n        - name: config-init\n          image: x\n          env:\n            - name: AUTH\n              valueFrom: {secretKeyRef: {name: redis, key: auth}}\n      containers:\n",
+        );
+        let (out, changes) = migrate(&init, "vault:kv/{secret}").unwrap();
+        assert!(changes[0].refused.is_empty(), "{changes:?}");
+        assert!(
+            changes[0].added.contains(&("sidekey.dev/containers".to_owned(), "config-init,api".to_owned())),
+            "{changes:?}"
+        );
+        let mut doc = yaml::parse_documents(&out).unwrap().remove(0);
+        let config = crate::config::InjectorConfig::for_files();
+        crate::workload::mutate_object(&mut doc, &config).unwrap();
+        // The secret is used as $(VAR) in args (a stock Redis deployment):
+        // the workload is left alone, with inject's reason.
+        let expanded = DEPLOY.replace(
+            "          image: x\n",
+            "          image: x\n          args: [\"--requirepass\", \"$(DB_PASSWORD)\"]\n",
+        );
+        let (out, changes) = migrate(&expanded, "vault:kv/{secret}").unwrap();
+        assert_eq!(out, expanded);
+        assert!(changes[0].added.is_empty());
+        assert!(changes[0].refused.iter().any(|r| r.contains("$(DB_PASSWORD) in args")), "{changes:?}");
     }
 
     #[test]

@@ -100,6 +100,15 @@ pub fn run(args: &MigrateArgs, stdout: &mut dyn Write, stderr: &mut dyn Write) -
                     for (k, v) in &c.added {
                         let _ = writeln!(stderr, "{}: {}: added {k}: {v}", input.shown, c.object);
                     }
+                    if !c.refused.is_empty() {
+                        let _ = writeln!(
+                            stderr,
+                            "warning: {}: {}: not migrated: sidekey inject (and the webhook) would refuse it: {}",
+                            input.shown,
+                            c.object,
+                            c.refused.join("; ")
+                        );
+                    }
                     for (s, why) in &c.skipped {
                         let _ =
                             writeln!(stderr, "warning: {}: {}: Secret {s} not mapped: {why}", input.shown, c.object);
