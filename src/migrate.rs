@@ -548,7 +548,7 @@ mod tests {
             let text = if at_end { text.replace("        app: api # the app\n", "") } else { text };
             let (out, changes) = migrate(&text, "vault:kv/{secret}").unwrap();
             assert!(!changes[0].reserialized, "{out}");
-            assert!(out.contains("# team's deployment") && out.contains("app: api # the app") == !at_end, "{out}");
+            assert!(out.contains("# team's deployment") && out.contains("app: api # the app") != at_end, "{out}");
             let doc = &yaml::parse_documents(&out).unwrap()[0];
             assert_eq!(
                 doc["spec"]["template"]["metadata"]["annotations"]["sidekey.dev/map-db"], "vault:kv/db",
