@@ -105,6 +105,10 @@ struct Pos {
     /// renders an empty block): its key's column; entries go on the lines
     /// after it, indented two more.
     empty_key_col: Option<usize>,
+    /// An alias (`labels: *l`): its char range, replaced by a flow mapping
+    /// that merges it (`{<<: *l, "sidekey.dev/inject": "true"}`), so the
+    /// anchored mapping (often the selector's) is not changed.
+    alias: Option<(usize, usize)>,
 }
 
 enum Frame {
@@ -156,8 +160,14 @@ fn mapping_positions(text: &str) -> Vec<HashMap<String, Pos>> {
                 has_root = true;
                 let pointer = child_pointer(&mut stack);
                 let flow = chars.get(span.start.index()).is_some_and(|c| *c == '{');
-                let pos =
-                    Pos { line: span.start.line(), col: span.start.col(), flow, flow_end: None, empty_key_col: None };
+                let pos = Pos {
+                    line: span.start.line(),
+                    col: span.start.col(),
+                    flow,
+                    flow_end: None,
+                    empty_key_col: None,
+                    alias: None,
+                };
                 current.insert(pointer.clone(), pos);
                 stack.push(Frame::Map { key: None, key_col: 0, pointer });
             }
@@ -196,6 +206,7 @@ fn mapping_positions(text: &str) -> Vec<HashMap<String, Pos>> {
                         flow: false,
                         flow_end: None,
                         empty_key_col: Some(*key_col),
+                        alias: None,
                     };
                     current.insert(format!("{pointer}/{}", escape(k)), pos);
                 }
@@ -210,7 +221,19 @@ fn mapping_positions(text: &str) -> Vec<HashMap<String, Pos>> {
                 }
             }
             Event::Alias(_) => match stack.last_mut() {
-                Some(Frame::Map { key, .. }) => *key = None,
+                Some(Frame::Map { key, pointer, .. }) => {
+                    if let Some(k) = key.take() {
+                        let pos = Pos {
+                            line: span.start.line(),
+                            col: span.start.col(),
+                            flow: false,
+                            flow_end: None,
+                            empty_key_col: None,
+                            alias: Some((span.start.index(), span.end.index())),
+                        };
+                        current.insert(format!("{pointer}/{}", escape(&k)), pos);
+                    }
+                }
                 Some(Frame::Seq { index, .. }) => *index += 1,
                 None => {}
             },
@@ -287,6 +310,8 @@ pub fn migrate(text: &str, to: &str) -> Result<(String, Vec<Change>), MigrateErr
     let mut changes = Vec::new();
     // Insertions: char index (insert before) → texts, in order.
     let mut inserts: BTreeMap<usize, Vec<String>> = BTreeMap::new();
+    // Replacements: char index → end of the text the insertion there replaces.
+    let mut skips: HashMap<usize, usize> = HashMap::new();
     let chars: Vec<char> = text.chars().collect();
     let mut line_starts = vec![0];
     line_starts.extend(chars.iter().enumerate().filter(|(_, c)| **c == '\n').map(|(i, _)| i + 1));
@@ -297,6 +322,7 @@ pub fn migrate(text: &str, to: &str) -> Result<(String, Vec<Change>), MigrateErr
     for (di, doc) in docs.iter().enumerate() {
         let pos = positions.get(di).cloned().unwrap_or_default();
         let mut doc_edits: Vec<(usize, String)> = Vec::new();
+        let mut doc_skips: Vec<(usize, usize)> = Vec::new();
         let mut fallback = false;
         for (object_pointer, tp) in templates(doc) {
             let Some(template) = doc.pointer(&tp) else { continue };
@@ -390,6 +416,13 @@ pub fn migrate(text: &str, to: &str) -> Result<(String, Vec<Change>), MigrateErr
             let label_pos = pos.get(&format!("{tp}/metadata/labels")).copied();
             let mut edit = |target: Option<Pos>, key: &str, entries: &[(String, String)]| -> bool {
                 match (target, meta_pos) {
+                    (Some(Pos { alias: Some((start, end)), .. }), _) if end > start && end <= chars.len() => {
+                        let alias: String = chars[start..end].iter().collect();
+                        let items: Vec<String> = entries.iter().map(|(k, v)| flow_entry(k, v)).collect();
+                        doc_edits.push((start, format!("{{<<: {}, {}}}", alias.trim_end(), items.join(", "))));
+                        doc_skips.push((start, start + alias.trim_end().chars().count()));
+                        true
+                    }
                     (Some(Pos { empty_key_col: Some(col), line, .. }), _) if line > 0 => {
                         let (at, lead) = match line_starts.get(line) {
                             Some(&at) => (at, ""),
@@ -449,15 +482,16 @@ pub fn migrate(text: &str, to: &str) -> Result<(String, Vec<Change>), MigrateErr
             for (at, t) in doc_edits {
                 inserts.entry(at).or_default().push(t);
             }
+            skips.extend(doc_skips);
         }
     }
     if reserialize.is_empty() {
         let mut out = String::with_capacity(text.len() + inserts.values().flatten().map(String::len).sum::<usize>());
         let mut next = 0;
         for (at, texts) in &inserts {
-            out.extend(&chars[next..*at]);
+            out.extend(&chars[next.min(*at)..*at]);
             texts.iter().for_each(|t| out.push_str(t));
-            next = *at;
+            next = next.max(skips.get(at).copied().unwrap_or(*at));
         }
         out.extend(&chars[next..]);
         // The edit must mean exactly the intended documents; anything else
@@ -586,6 +620,22 @@ mod tests {
         assert_eq!(out, expanded);
         assert!(changes[0].added.is_empty());
         assert!(changes[0].refused.iter().any(|r| r.contains("$(DB_PASSWORD) in args")), "{changes:?}");
+    }
+
+    #[test]
+    fn an_aliased_labels_mapping_is_merged_not_changed() {
+        // The template's labels are the selector's, through an anchor: the
+        // selector must not get the new label, and nothing is rewritten.
+        let text = DEPLOY
+            .replace("spec:\n  template:\n", "spec:\n  selector:\n    matchLabels: &l\n      app: api\n  template:\n")
+            .replace("      labels:\n        app: api # the app\n", "      labels: *l # the selector's\n");
+        let (out, changes) = migrate(&text, "vault:kv/{secret}").unwrap();
+        assert!(!changes[0].reserialized, "{out}");
+        assert!(out.contains(r#"      labels: {<<: *l, "sidekey.dev/inject": "true"} # the selector's"#), "{out}");
+        let doc = &yaml::parse_documents(&out).unwrap()[0];
+        assert_eq!(doc["spec"]["selector"]["matchLabels"], json!({"app": "api"}));
+        assert_eq!(doc["spec"]["template"]["metadata"]["labels"], json!({"app": "api", "sidekey.dev/inject": "true"}));
+        assert_eq!(migrate(&out, "vault:kv/{secret}").unwrap().0, out);
     }
 
     #[test]
