@@ -11,7 +11,7 @@
 //! file is re-serialized instead (every comment in it is lost; the command
 //! says so, naming the workload that caused it).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use saphyr_parser::{Event, Parser};
 use serde_json::{Value, json};
@@ -47,6 +47,87 @@ pub struct Change {
     /// Why the workload was left as it was: what `inject` (and so the
     /// webhook) would refuse in it once migrated.
     pub refused: Vec<String>,
+    /// What the operator should check: a moved variable the container's
+    /// well-known image will not read as `<VAR>_FILE`.
+    pub notes: Vec<String>,
+}
+
+/// Official images whose entrypoints read `<VAR>_FILE` for these variables
+/// (their Docker Hub documentation, "Docker Secrets"), and the official
+/// redis image, which reads no variables at all.
+const FILE_AWARE_IMAGES: [(&str, &[&str]); 4] = [
+    ("postgres", &["POSTGRES_PASSWORD", "POSTGRES_USER", "POSTGRES_DB", "POSTGRES_INITDB_ARGS"]),
+    ("mysql", &["MYSQL_ROOT_PASSWORD", "MYSQL_ROOT_HOST", "MYSQL_DATABASE", "MYSQL_USER", "MYSQL_PASSWORD"]),
+    (
+        "mariadb",
+        &[
+            "MARIADB_ROOT_PASSWORD",
+            "MARIADB_ROOT_PASSWORD_HASH",
+            "MARIADB_ROOT_HOST",
+            "MARIADB_DATABASE",
+            "MARIADB_USER",
+            "MARIADB_PASSWORD",
+            "MARIADB_PASSWORD_HASH",
+            "MYSQL_ROOT_PASSWORD",
+            "MYSQL_ROOT_HOST",
+            "MYSQL_DATABASE",
+            "MYSQL_USER",
+            "MYSQL_PASSWORD",
+        ],
+    ),
+    ("redis", &[]),
+];
+
+/// The official image an image reference names (`postgres:16`,
+/// `docker.io/library/postgres@sha256:…`, `mirror.example/library/postgres`).
+fn official_image(image: &str) -> Option<&'static str> {
+    let path = image.split('@').next().unwrap_or(image);
+    let last = path.rsplit('/').next().unwrap_or(path);
+    let path = match last.split_once(':') {
+        Some((name, _)) => &path[..path.len() - last.len() + name.len()],
+        None => path,
+    };
+    FILE_AWARE_IMAGES
+        .iter()
+        .map(|(name, _)| *name)
+        .find(|name| path == *name || path == format!("library/{name}") || path.ends_with(&format!("/library/{name}")))
+}
+
+/// Notes for the variables of `template` read from the `mapped` Secrets that
+/// become `<VAR>_FILE` (env mode `file`) in a container whose official image
+/// will not read that.
+fn file_convention_notes(template: &Value, mapped: &BTreeSet<String>) -> Vec<String> {
+    let mode = template.pointer("/metadata/annotations").and_then(|a| a.get(format!("{PREFIX}env")));
+    if mode.and_then(Value::as_str).is_some_and(|m| m != "file") {
+        return Vec::new();
+    }
+    let mut notes = Vec::new();
+    for list in ["initContainers", "containers"] {
+        for c in template["spec"][list].as_array().into_iter().flatten() {
+            let Some(image) = c["image"].as_str().and_then(official_image) else { continue };
+            let reads = FILE_AWARE_IMAGES.iter().find(|(n, _)| *n == image).map_or(&[][..], |(_, v)| *v);
+            for e in c["env"].as_array().into_iter().flatten() {
+                let from = e.pointer("/valueFrom/secretKeyRef/name").and_then(Value::as_str);
+                let Some(var) = e["name"].as_str().filter(|_| from.is_some_and(|s| mapped.contains(s))) else {
+                    continue;
+                };
+                if !reads.contains(&var) {
+                    let name = c["name"].as_str().unwrap_or("");
+                    notes.push(if reads.is_empty() {
+                        format!(
+                            "container {name}: the official {image} image reads no env vars, so {var} is read by your command or script, which must now read the file named in {var}_FILE (or set {PREFIX}env: exec)"
+                        )
+                    } else {
+                        format!(
+                            "container {name}: {var} becomes {var}_FILE, which the official {image} image does not read (it reads _FILE for {}): set {PREFIX}env: exec, or keep {var} out of the migration",
+                            reads.join(", ")
+                        )
+                    });
+                }
+            }
+        }
+    }
+    notes
 }
 
 /// Checks the `--to` template: a reference with `{secret}` (and usually
@@ -344,7 +425,14 @@ pub fn migrate(text: &str, to: &str) -> Result<(String, Vec<Change>), MigrateErr
             {
                 let reason = format!("the pod template's {} is not a mapping", field[1..].replace('/', "."));
                 let skipped = secrets.iter().map(|s| (s.clone(), reason.clone())).collect();
-                changes.push(Change { object, added: Vec::new(), skipped, reserialized: false, refused: Vec::new() });
+                changes.push(Change {
+                    object,
+                    added: Vec::new(),
+                    skipped,
+                    reserialized: false,
+                    refused: Vec::new(),
+                    notes: Vec::new(),
+                });
                 continue;
             }
             let annotations = template.pointer("/metadata/annotations").and_then(Value::as_object);
@@ -374,7 +462,14 @@ pub fn migrate(text: &str, to: &str) -> Result<(String, Vec<Change>), MigrateErr
             match inject_check(template, &add_ann, add_label) {
                 Ok(extra) => add_ann.extend(extra),
                 Err(refused) => {
-                    changes.push(Change { object, added: Vec::new(), skipped, reserialized: false, refused });
+                    changes.push(Change {
+                        object,
+                        added: Vec::new(),
+                        skipped,
+                        reserialized: false,
+                        refused,
+                        notes: Vec::new(),
+                    });
                     continue;
                 }
             }
@@ -386,6 +481,7 @@ pub fn migrate(text: &str, to: &str) -> Result<(String, Vec<Change>), MigrateErr
                         skipped,
                         reserialized: false,
                         refused: Vec::new(),
+                        notes: Vec::new(),
                     });
                 }
                 continue;
@@ -474,7 +570,9 @@ pub fn migrate(text: &str, to: &str) -> Result<(String, Vec<Change>), MigrateErr
             if add_label {
                 added.push((format!("label {PREFIX}inject"), "true".into()));
             }
-            changes.push(Change { object, added, skipped, reserialized: !ok, refused: Vec::new() });
+            let mapped: BTreeSet<String> = secrets.iter().filter(|s| dns_label_problem(s).is_none()).cloned().collect();
+            let notes = file_convention_notes(template, &mapped);
+            changes.push(Change { object, added, skipped, reserialized: !ok, refused: Vec::new(), notes });
         }
         if fallback {
             reserialize.push(di);
@@ -636,6 +734,31 @@ mod tests {
         assert_eq!(doc["spec"]["selector"]["matchLabels"], json!({"app": "api"}));
         assert_eq!(doc["spec"]["template"]["metadata"]["labels"], json!({"app": "api", "sidekey.dev/inject": "true"}));
         assert_eq!(migrate(&out, "vault:kv/{secret}").unwrap().0, out);
+    }
+
+    #[test]
+    fn well_known_images_that_will_not_read_the_file_are_named() {
+        assert_eq!(official_image("postgres:16"), Some("postgres"));
+        assert_eq!(official_image("docker.io/library/postgres:16-alpine@sha256:ab"), Some("postgres"));
+        assert_eq!(official_image("mirror.example:5000/library/mariadb"), Some("mariadb"));
+        assert_eq!(official_image("bitnami/postgresql:16"), None);
+        assert_eq!(official_image("example/postgres:16"), None);
+        let pod = |image: &str, var: &str| {
+            DEPLOY.replace("          image: x\n", &format!("          image: {image}\n")).replace("DB_PASSWORD", var)
+        };
+        let notes = |text: &str| migrate(text, "vault:kv/{secret}").unwrap().1.remove(0).notes;
+        assert!(notes(&pod("postgres:16", "POSTGRES_PASSWORD")).is_empty());
+        let n = notes(&pod("postgres:16", "PGPASSWORD"));
+        assert!(
+            n[0].contains("PGPASSWORD becomes PGPASSWORD_FILE, which the official postgres image does not read"),
+            "{n:?}"
+        );
+        let n = notes(&pod("redis:7", "REDIS_PASSWORD"));
+        assert!(n[0].contains("the official redis image reads no env vars"), "{n:?}");
+        assert!(notes(&pod("example/app:1", "DB_PASSWORD")).is_empty());
+        let exec = pod("postgres:16", "PGPASSWORD")
+            .replace("      labels:\n", "      annotations:\n        sidekey.dev/env: exec\n      labels:\n");
+        assert!(notes(&exec).is_empty());
     }
 
     #[test]

@@ -109,6 +109,9 @@ pub fn run(args: &MigrateArgs, stdout: &mut dyn Write, stderr: &mut dyn Write) -
                             c.refused.join("; ")
                         );
                     }
+                    for n in &c.notes {
+                        let _ = writeln!(stderr, "note: {}: {}: {n}", input.shown, c.object);
+                    }
                     for (s, why) in &c.skipped {
                         let _ =
                             writeln!(stderr, "warning: {}: {}: Secret {s} not mapped: {why}", input.shown, c.object);
