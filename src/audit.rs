@@ -145,6 +145,18 @@ fn credential_kind(v: &str) -> Option<&'static str> {
             if userinfo.contains(':') && !userinfo.ends_with(':') {
                 return Some("a URL with a password");
             }
+            // A key as the user (a Sentry DSN, an API key in the URL).
+            if userinfo.len() >= 16 && userinfo.bytes().all(|b| b.is_ascii_alphanumeric()) {
+                return Some("a URL with a key");
+            }
+        }
+        // Webhook URLs whose path is the credential.
+        let host = authority.rsplit('@').next().unwrap_or("");
+        let path = rest.get(authority.len()..).unwrap_or("");
+        if (host == "hooks.slack.com" && path.starts_with("/services/"))
+            || ((host == "discord.com" || host == "discordapp.com") && path.starts_with("/api/webhooks/"))
+        {
+            return Some("a webhook URL with its token");
         }
     }
     None
@@ -200,8 +212,23 @@ fn is_duration(v: &str) -> bool {
 /// Whether `name` looks like a secret's variable name; returns the confidence.
 fn secret_name(name: &str) -> Option<&'static str> {
     let upper = name.to_ascii_uppercase();
-    // Paths to secrets are not secrets.
-    if ["_FILE", "_PATH", "_DIR"].iter().any(|s| upper.ends_with(s)) {
+    // Paths to secrets are not secrets, nor are what describes them: their
+    // name, header, algorithm, provider, store, audience, id.
+    const NOT_SECRETS: [&str; 12] = [
+        "_FILE",
+        "_PATH",
+        "_DIR",
+        "_NAME",
+        "_HEADER",
+        "_ALGORITHM",
+        "_ALG",
+        "_PROVIDER",
+        "_STORE",
+        "_AUDIENCE",
+        "_ID",
+        "_TYPE",
+    ];
+    if NOT_SECRETS.iter().any(|s| upper.ends_with(s)) {
         return None;
     }
     if SECRET_FRAGMENTS.iter().any(|f| upper.contains(f)) {

@@ -169,3 +169,36 @@ fn hostile_files_are_refused_by_expansion_and_by_size() {
     assert_ne!(code, 0);
     assert!(err.contains("larger than 64 MiB"), "{err}");
 }
+
+/// Precision and recall of the literal rules (SK003 by name, SK004 by
+/// value) on a labelled set of env vars (`tests/data/literals.tsv`). The
+/// counts are exact so that docs/audit.md, which states them, stays true:
+/// a change to the rules that moves them updates both.
+#[test]
+fn literal_rules_precision_and_recall_on_the_labelled_set() {
+    let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/literals.tsv")).unwrap();
+    let (mut tp, mut fp, mut fn_, mut tn) = (Vec::new(), Vec::new(), Vec::new(), 0);
+    for line in text.lines().filter(|l| !l.starts_with('#') && !l.is_empty()) {
+        let mut cols = line.splitn(3, '\t');
+        let (label, name, value) = (cols.next().unwrap(), cols.next().unwrap(), cols.next().unwrap());
+        let pod = serde_json::json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p", "namespace": "n"},
+            "spec": {"containers": [{"name": "c", "image": "x", "env": [{"name": name, "value": value.replace("\\n", "\n")}]}]}});
+        let flagged = sidekey::audit::audit_object(&pod).iter().any(|f| f.rule == "SK003" || f.rule == "SK004");
+        match (label == "secret", flagged) {
+            (true, true) => tp.push(name),
+            (false, true) => fp.push(name),
+            (true, false) => fn_.push(name),
+            (false, false) => tn += 1,
+        }
+    }
+    let precision = tp.len() as f64 / (tp.len() + fp.len()) as f64;
+    let recall = tp.len() as f64 / (tp.len() + fn_.len()) as f64;
+    let report = format!(
+        "{} true positives, {} false positives {fp:?}, {} false negatives {fn_:?}, {tn} true negatives: precision {precision:.2}, recall {recall:.2}",
+        tp.len(),
+        fp.len(),
+        fn_.len()
+    );
+    println!("{report}");
+    assert_eq!((tp.len(), fp.len(), fn_.len(), tn), (41, 4, 3, 40), "{report}");
+}
