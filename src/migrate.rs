@@ -7,9 +7,10 @@
 //! formatting survive byte for byte: new lines into block mappings, new
 //! `"key": "value"` entries before the `}` of flow mappings (`labels: {app:
 //! api}`). The result is parsed back and must mean exactly the intended
-//! documents; where it would not (a pod template without `metadata`), the
-//! file is re-serialized instead (every comment in it is lost; the command
-//! says so, naming the workload that caused it).
+//! documents; where it would not (a pod template without `metadata`), that
+//! document is re-serialized in its place (its comments are lost; the
+//! command says so, naming the workload), and only if that fails too, the
+//! whole file.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
@@ -41,9 +42,11 @@ pub struct Change {
     pub added: Vec<(String, String)>,
     /// Secrets that could not be mapped, with the reason.
     pub skipped: Vec<(String, String)>,
-    /// Whether this object's template could not be edited in place, so the
-    /// file was written anew (comments lost).
+    /// Whether this object's template could not be edited in place, so its
+    /// document was written anew (its comments and formatting lost).
     pub reserialized: bool,
+    /// Whether the whole file had to be written anew (every comment lost).
+    pub whole_file: bool,
     /// Why the workload was left as it was: what `inject` (and so the
     /// webhook) would refuse in it once migrated.
     pub refused: Vec<String>,
@@ -202,9 +205,13 @@ fn escape(token: &str) -> String {
 }
 
 /// The start of every mapping, by JSON pointer, per document.
-fn mapping_positions(text: &str) -> Vec<HashMap<String, Pos>> {
+/// Per document: the mappings' positions, and the char range from the
+/// start of the line where the document's root node starts to where the
+/// document ends (what a rewrite of that one document replaces).
+fn mapping_positions(text: &str) -> Vec<(HashMap<String, Pos>, (usize, usize))> {
     let chars: Vec<char> = text.chars().collect();
     let mut docs = Vec::new();
+    let mut root_start = 0;
     let mut current: HashMap<String, Pos> = HashMap::new();
     let mut stack: Vec<Frame> = Vec::new();
     let mut in_doc = false;
@@ -233,11 +240,15 @@ fn mapping_positions(text: &str) -> Vec<HashMap<String, Pos>> {
             }
             Event::DocumentEnd => {
                 if in_doc && has_root {
-                    docs.push(std::mem::take(&mut current));
+                    docs.push((std::mem::take(&mut current), (root_start, span.start.index())));
                 }
                 in_doc = false;
             }
             Event::MappingStart(..) => {
+                if stack.is_empty() {
+                    let at = span.start.index().min(chars.len());
+                    root_start = chars[..at].iter().rposition(|c| *c == '\n').map_or(0, |i| i + 1);
+                }
                 has_root = true;
                 let pointer = child_pointer(&mut stack);
                 let flow = chars.get(span.start.index()).is_some_and(|c| *c == '{');
@@ -253,6 +264,10 @@ fn mapping_positions(text: &str) -> Vec<HashMap<String, Pos>> {
                 stack.push(Frame::Map { key: None, key_col: 0, pointer });
             }
             Event::SequenceStart(..) => {
+                if stack.is_empty() {
+                    let at = span.start.index().min(chars.len());
+                    root_start = chars[..at].iter().rposition(|c| *c == '\n').map_or(0, |i| i + 1);
+                }
                 has_root = true;
                 let pointer = child_pointer(&mut stack);
                 stack.push(Frame::Seq { index: 0, pointer });
@@ -401,7 +416,7 @@ pub fn migrate(text: &str, to: &str) -> Result<(String, Vec<Change>), MigrateErr
     let mut reserialize: Vec<usize> = Vec::new();
     let mut new_docs = docs.clone();
     for (di, doc) in docs.iter().enumerate() {
-        let pos = positions.get(di).cloned().unwrap_or_default();
+        let (pos, range) = positions.get(di).cloned().unwrap_or_default();
         let mut doc_edits: Vec<(usize, String)> = Vec::new();
         let mut doc_skips: Vec<(usize, usize)> = Vec::new();
         let mut fallback = false;
@@ -430,6 +445,7 @@ pub fn migrate(text: &str, to: &str) -> Result<(String, Vec<Change>), MigrateErr
                     added: Vec::new(),
                     skipped,
                     reserialized: false,
+                    whole_file: false,
                     refused: Vec::new(),
                     notes: Vec::new(),
                 });
@@ -467,6 +483,7 @@ pub fn migrate(text: &str, to: &str) -> Result<(String, Vec<Change>), MigrateErr
                         added: Vec::new(),
                         skipped,
                         reserialized: false,
+                        whole_file: false,
                         refused,
                         notes: Vec::new(),
                     });
@@ -480,6 +497,7 @@ pub fn migrate(text: &str, to: &str) -> Result<(String, Vec<Change>), MigrateErr
                         added: Vec::new(),
                         skipped,
                         reserialized: false,
+                        whole_file: false,
                         refused: Vec::new(),
                         notes: Vec::new(),
                     });
@@ -572,10 +590,35 @@ pub fn migrate(text: &str, to: &str) -> Result<(String, Vec<Change>), MigrateErr
             }
             let mapped: BTreeSet<String> = secrets.iter().filter(|s| dns_label_problem(s).is_none()).cloned().collect();
             let notes = file_convention_notes(template, &mapped);
-            changes.push(Change { object, added, skipped, reserialized: !ok, refused: Vec::new(), notes });
+            changes.push(Change {
+                object,
+                added,
+                skipped,
+                reserialized: !ok,
+                whole_file: false,
+                refused: Vec::new(),
+                notes,
+            });
         }
         if fallback {
-            reserialize.push(di);
+            // Write this one document anew, in its place, if its range
+            // holds exactly it; else the whole file.
+            let (start, end) = range;
+            let alone: String = chars.get(start..end).map(|c| c.iter().collect()).unwrap_or_default();
+            if start < end && yaml::parse_documents(&alone).is_ok_and(|d| d.len() == 1 && d[0] == *doc) {
+                let mut new_text = yaml::to_yaml(&new_docs[di]);
+                if nl == "\r\n" {
+                    new_text = new_text.replace('\n', "\r\n");
+                }
+                let trailing: String = alone.chars().rev().take_while(|c| c.is_whitespace()).collect();
+                let keep = trailing.chars().rev().collect::<String>();
+                let end = end - keep.chars().count();
+                let new_text = new_text.trim_end().to_owned() + &keep;
+                inserts.entry(start).or_default().push(new_text);
+                skips.insert(start, end);
+            } else {
+                reserialize.push(di);
+            }
         } else {
             for (at, t) in doc_edits {
                 inserts.entry(at).or_default().push(t);
@@ -605,6 +648,9 @@ pub fn migrate(text: &str, to: &str) -> Result<(String, Vec<Change>), MigrateErr
         for c in &mut changes {
             c.reserialized = true;
         }
+    }
+    for c in &mut changes {
+        c.whole_file = true;
     }
     Ok((yaml::to_yaml_stream(&new_docs), changes))
 }

@@ -167,8 +167,8 @@ fn push_refuses_destinations_and_namespaces_the_operator_did_not_choose() {
     assert!(!err.contains("not-this-value"));
 }
 
-/// When a file must be written anew, the warning names the workload that
-/// caused it and says the whole file's comments are lost.
+/// When a pod template cannot be edited in place, only its document is
+/// written anew, and the warning names the workload and what is lost.
 #[test]
 fn a_rewrite_names_its_cause_and_what_is_lost() {
     let ok = "# keep me\napiVersion: apps/v1\nkind: Deployment\nmetadata: {name: ok, namespace: shop}\nspec:\n  template:\n    metadata:\n      labels: {app: ok}\n    spec:\n      containers:\n        - name: c\n          image: x\n          env:\n            - name: P\n              valueFrom: {secretKeyRef: {name: db, key: password}}\n";
@@ -176,10 +176,16 @@ fn a_rewrite_names_its_cause_and_what_is_lost() {
         .replace("name: ok,", "name: bare,")
         .replace("    metadata:\n      labels: {app: ok}\n", "")
         .replace("# keep me\n", "");
-    let (done, _, err) = run(&["migrate", "--to", TO, "-f", "-"], Some(&format!("{ok}---\n{bare}")));
+    let (done, out, err) = run(&["migrate", "--to", TO, "-f", "-"], Some(&format!("{ok}---\n{bare}")));
     assert!(done, "{err}");
     assert!(
-        err.contains("warning: <stdin>: written anew as a whole, because the pod template of Deployment shop/bare could not be edited in place: every comment and the formatting of the whole file are lost"),
+        err.contains("warning: <stdin>: Deployment shop/bare: its document was written anew, because its pod template could not be edited in place: the comments and formatting inside that document are lost; the rest of the file is unchanged"),
         "{err}"
+    );
+    assert!(out.starts_with("# keep me\n"), "the other document's comment is kept: {out}");
+    let docs = sidekey::yaml::parse_documents(&out).unwrap();
+    assert_eq!(
+        docs[1]["spec"]["template"]["metadata"]["annotations"]["sidekey.dev/map-db"],
+        format!("{}", TO.replace("{namespace}", "shop").replace("{secret}", "db"))
     );
 }

@@ -117,18 +117,22 @@ pub fn run(args: &MigrateArgs, stdout: &mut dyn Write, stderr: &mut dyn Write) -
                             writeln!(stderr, "warning: {}: {}: Secret {s} not mapped: {why}", input.shown, c.object);
                     }
                 }
-                let cause: Vec<&str> = changes
-                    .iter()
-                    .filter(|c| c.reserialized && !c.added.is_empty())
-                    .map(|c| c.object.as_str())
-                    .collect();
-                if !cause.is_empty() {
+                let cause: Vec<&str> = changes.iter().filter(|c| c.reserialized).map(|c| c.object.as_str()).collect();
+                if changes.iter().any(|c| c.whole_file) {
                     let _ = writeln!(
                         stderr,
                         "warning: {}: written anew as a whole, because the pod template of {} could not be edited in place: every comment and the formatting of the whole file are lost",
                         input.shown,
                         cause.join(", ")
                     );
+                } else {
+                    for object in cause {
+                        let _ = writeln!(
+                            stderr,
+                            "warning: {}: {object}: its document was written anew, because its pod template could not be edited in place: the comments and formatting inside that document are lost; the rest of the file is unchanged",
+                            input.shown
+                        );
+                    }
                 }
                 outputs.push((input.shown.clone(), text));
             }
