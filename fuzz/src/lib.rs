@@ -53,7 +53,8 @@ pub fn admission(data: &[u8]) {
                 assert_eq!(response["allowed"], true);
                 let bytes = base64::engine::general_purpose::STANDARD.decode(p).expect("the patch is base64");
                 let ops: patch::Patch = serde_json::from_slice(&bytes).expect("the patch is a JSON Patch");
-                let mut pod = request.object.expect("a patch is for an object");
+                let raw = request.object.expect("a patch is for an object");
+                let mut pod: Value = serde_json::from_str(raw.get()).expect("a patched pod is JSON");
                 patch::apply(&mut pod, &ops).expect("the patch applies to the pod it was made for");
             }
         }
@@ -70,7 +71,9 @@ struct Review {
 #[derive(serde::Deserialize)]
 struct ReviewRequest {
     uid: String,
-    object: Option<Value>,
+    /// Raw: the handler builds it only for a Pod CREATE, so a skipped
+    /// request's object may hold what a `Value` cannot (`1e400`).
+    object: Option<Box<serde_json::value::RawValue>>,
 }
 
 /// The annotation parser, over `key=value` lines. Never panics; a refusal
