@@ -202,3 +202,21 @@ fn literal_rules_precision_and_recall_on_the_labelled_set() {
     println!("{report}");
     assert_eq!((tp.len(), fp.len(), fn_.len(), tn), (41, 4, 3, 40), "{report}");
 }
+
+/// A file that does not parse was not audited: the table says so, and the
+/// exit status is 1, even when the other files have no findings.
+#[test]
+fn an_unreadable_file_is_reported_not_audited_never_a_clean_pass() {
+    let dir = tempfile::tempdir().unwrap();
+    let good = dir.path().join("good.yaml");
+    std::fs::write(&good, "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: c}\n").unwrap();
+    let bad = dir.path().join("bad.yaml");
+    std::fs::write(&bad, "kind: [unclosed\n").unwrap();
+    let (code, out, err) =
+        audit(&["-f", good.to_str().unwrap(), "-f", bad.to_str().unwrap(), "--no-network-policy-check"]);
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(out.contains("no findings in the files that were read"), "{out}");
+    assert!(out.contains(&format!("not audited (not YAML): {}", bad.display())), "{out}");
+    let (code, out, _) = audit(&["-f", good.to_str().unwrap(), "--no-network-policy-check"]);
+    assert_eq!((code, out.trim()), (0, "no findings"));
+}

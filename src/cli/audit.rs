@@ -71,9 +71,13 @@ pub struct AuditArgs {
     pub no_network_policy_check: bool,
 }
 
-fn table(findings: &[(String, Finding)], out: &mut dyn Write) -> std::io::Result<()> {
+fn table(findings: &[(String, Finding)], unread: &[String], out: &mut dyn Write) -> std::io::Result<()> {
+    // A file that did not parse was not audited: never a clean pass.
+    let unread_line =
+        if unread.is_empty() { String::new() } else { format!("\nnot audited (not YAML): {}", unread.join(", ")) };
     if findings.is_empty() {
-        return writeln!(out, "no findings");
+        let what = if unread.is_empty() { "no findings" } else { "no findings in the files that were read" };
+        return writeln!(out, "{what}{unread_line}");
     }
     writeln!(out, "{:<8} {:<6} {:<36} FINDING", "SEVERITY", "RULE", "OBJECT")?;
     for (_, f) in findings {
@@ -84,7 +88,7 @@ fn table(findings: &[(String, Finding)], out: &mut dyn Write) -> std::io::Result
     let count = |s| findings.iter().filter(|(_, f)| f.severity == s).count();
     writeln!(
         out,
-        "\n{} findings: {} high, {} medium, {} low",
+        "\n{} findings: {} high, {} medium, {} low{unread_line}",
         findings.len(),
         count(Severity::High),
         count(Severity::Medium),
@@ -113,7 +117,7 @@ pub fn run(args: &AuditArgs, stdout: &mut dyn Write, stderr: &mut dyn Write) -> 
     // Each document, and the file it came from (`cluster` for --cluster).
     let mut files: Vec<String> = Vec::new();
     let mut docs: Vec<serde_json::Value> = Vec::new();
-    let mut failed = false;
+    let mut unread: Vec<String> = Vec::new();
     let first = if args.cluster {
         match read_cluster(args.namespace.as_deref()) {
             Ok(objects) => {
@@ -139,7 +143,7 @@ pub fn run(args: &AuditArgs, stdout: &mut dyn Write, stderr: &mut dyn Write) -> 
                 }
                 Err(e) => {
                     let _ = writeln!(stderr, "error: {shown}: {e}");
-                    failed = true;
+                    unread.push(shown.clone());
                 }
             }
         }
@@ -161,7 +165,7 @@ pub fn run(args: &AuditArgs, stdout: &mut dyn Write, stderr: &mut dyn Write) -> 
     findings
         .sort_by(|a, b| b.1.severity.cmp(&a.1.severity).then(a.1.object.cmp(&b.1.object)).then(a.1.rule.cmp(b.1.rule)));
     let written = match args.format {
-        Format::Table => table(&findings, stdout),
+        Format::Table => table(&findings, &unread, stdout),
         Format::Json => {
             let list: Vec<serde_json::Value> = findings
                 .iter()
@@ -184,7 +188,7 @@ pub fn run(args: &AuditArgs, stdout: &mut dyn Write, stderr: &mut dyn Write) -> 
         Threshold::Medium => Severity::Medium,
         Threshold::High => Severity::High,
     });
-    if failed || threshold.is_some_and(|t| findings.iter().any(|(_, f)| f.severity >= t)) {
+    if !unread.is_empty() || threshold.is_some_and(|t| findings.iter().any(|(_, f)| f.severity >= t)) {
         return exit::INVALID_INPUT;
     }
     exit::OK
