@@ -5,7 +5,8 @@
 #
 #   scripts/fuzz.sh build                 build every target
 #   scripts/fuzz.sh run TARGET SECONDS    fuzz TARGET, growing target/fuzz/corpus/TARGET
-#   scripts/fuzz.sh merge TARGET          minimize into the committed fuzz/corpus/TARGET
+#   scripts/fuzz.sh merge TARGET [BYTES]  minimize into the committed fuzz/corpus/TARGET,
+#                                         from inputs of at most BYTES (default 65536)
 #   scripts/fuzz.sh list                  the targets
 #
 # Targets: admission annotations reference yaml agent_config migrate.
@@ -47,15 +48,20 @@ run)
         -max_total_time="$3" -print_final_stats=1 -artifact_prefix="$OUT/artifacts/$2/"
     ;;
 merge)
-    [[ $# -eq 2 ]] || { echo "usage: scripts/fuzz.sh merge TARGET" >&2; exit 2; }
+    [[ $# -eq 2 || $# -eq 3 ]] || { echo "usage: scripts/fuzz.sh merge TARGET [BYTES]" >&2; exit 2; }
     known "$2"
-    tmp=$(mktemp -d)
-    "$BIN/$2" -merge=1 -max_len=65536 -timeout=10 "$tmp" "fuzz/corpus/$2" "$OUT/corpus/$2"
-    rm -rf "fuzz/corpus/$2" && mv "$tmp" "fuzz/corpus/$2" && chmod 755 "fuzz/corpus/$2"
-    echo "fuzz/corpus/$2: $(find "fuzz/corpus/$2" -type f | wc -l) inputs"
+    # The admission corpus is merged from inputs up to 8 KB (scripts/fuzz.sh
+    # merge admission 8192): the full one is 22 MB, too much to commit.
+    max=${3:-65536}
+    tmp=$(mktemp -d) pool=$(mktemp -d)
+    mkdir -p "$OUT/corpus/$2"
+    find "fuzz/corpus/$2" "$OUT/corpus/$2" -type f -size -"$((max + 1))"c -exec cp -t "$pool" {} +
+    "$BIN/$2" -merge=1 -max_len="$max" -timeout=10 "$tmp" "$pool"
+    rm -rf "fuzz/corpus/$2" "$pool" && mv "$tmp" "fuzz/corpus/$2" && chmod 755 "fuzz/corpus/$2"
+    echo "fuzz/corpus/$2: $(find "fuzz/corpus/$2" -type f | wc -l) inputs, $(cat "fuzz/corpus/$2"/* | wc -c) bytes"
     ;;
 *)
-    sed -n '2,14p' "$0" | sed 's/^# \{0,1\}//' >&2
+    sed -n '2,15p' "$0" | sed 's/^# \{0,1\}//' >&2
     exit 2
     ;;
 esac
