@@ -61,7 +61,7 @@ merge)
     echo "fuzz/corpus/$2: $(find "fuzz/corpus/$2" -type f | wc -l) inputs, $(cat "fuzz/corpus/$2"/* | wc -c) bytes"
     ;;
 *)
-    sed -n '2,15p' "$0" | sed 's/^# \{0,1\}//' >&2
+    sed -n '2,14p' "$0" | sed 's/^# \{0,1\}//' >&2
     exit 2
     ;;
 esac
