@@ -34,7 +34,7 @@ pub enum MigrateError {
 }
 
 /// What was changed, for the report.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct Change {
     /// `Deployment shop/checkout`.
     pub object: String,
@@ -440,15 +440,7 @@ pub fn migrate(text: &str, to: &str) -> Result<(String, Vec<Change>), MigrateErr
             {
                 let reason = format!("the pod template's {} is not a mapping", field[1..].replace('/', "."));
                 let skipped = secrets.iter().map(|s| (s.clone(), reason.clone())).collect();
-                changes.push(Change {
-                    object,
-                    added: Vec::new(),
-                    skipped,
-                    reserialized: false,
-                    whole_file: false,
-                    refused: Vec::new(),
-                    notes: Vec::new(),
-                });
+                changes.push(Change { object, skipped, ..Change::default() });
                 continue;
             }
             let annotations = template.pointer("/metadata/annotations").and_then(Value::as_object);
@@ -478,29 +470,13 @@ pub fn migrate(text: &str, to: &str) -> Result<(String, Vec<Change>), MigrateErr
             match inject_check(template, &add_ann, add_label) {
                 Ok(extra) => add_ann.extend(extra),
                 Err(refused) => {
-                    changes.push(Change {
-                        object,
-                        added: Vec::new(),
-                        skipped,
-                        reserialized: false,
-                        whole_file: false,
-                        refused,
-                        notes: Vec::new(),
-                    });
+                    changes.push(Change { object, skipped, refused, ..Change::default() });
                     continue;
                 }
             }
             if add_ann.is_empty() && !add_label {
                 if !skipped.is_empty() {
-                    changes.push(Change {
-                        object,
-                        added: Vec::new(),
-                        skipped,
-                        reserialized: false,
-                        whole_file: false,
-                        refused: Vec::new(),
-                        notes: Vec::new(),
-                    });
+                    changes.push(Change { object, skipped, ..Change::default() });
                 }
                 continue;
             }
@@ -590,15 +566,7 @@ pub fn migrate(text: &str, to: &str) -> Result<(String, Vec<Change>), MigrateErr
             }
             let mapped: BTreeSet<String> = secrets.iter().filter(|s| dns_label_problem(s).is_none()).cloned().collect();
             let notes = file_convention_notes(template, &mapped);
-            changes.push(Change {
-                object,
-                added,
-                skipped,
-                reserialized: !ok,
-                whole_file: false,
-                refused: Vec::new(),
-                notes,
-            });
+            changes.push(Change { object, added, skipped, reserialized: !ok, notes, ..Change::default() });
         }
         if fallback {
             // Write this one document anew, in its place, if its range

@@ -17,10 +17,7 @@ use sidekey::yaml;
 const TO: &str = "vault:secret/data/{namespace}/{secret}";
 
 fn run(args: &[&str], stdin: Option<&str>) -> (bool, String, String) {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_sidekey"));
-    cmd.args(args);
-    let out = sidekey_testenv::output_with_stdin(&mut cmd, stdin.unwrap_or(""));
-    (out.status.success(), String::from_utf8(out.stdout).unwrap(), String::from_utf8(out.stderr).unwrap())
+    sidekey_testenv::run_with_stdin(env!("CARGO_BIN_EXE_sidekey"), args, stdin)
 }
 
 fn files() -> Vec<PathBuf> {

@@ -154,6 +154,16 @@ pub fn output_with_stdin(cmd: &mut Command, stdin: &str) -> std::process::Output
     out
 }
 
+/// Runs `program args` with `stdin` (empty for `None`): whether it
+/// succeeded, its stdout and its stderr (both UTF-8).
+pub fn run_with_stdin(program: &str, args: &[&str], stdin: Option<&str>) -> (bool, String, String) {
+    let mut cmd = Command::new(program);
+    cmd.args(args);
+    let out = output_with_stdin(&mut cmd, stdin.unwrap_or(""));
+    let text = |b: Vec<u8>| String::from_utf8(b).unwrap_or_else(|e| panic!("{program}: output is not UTF-8: {e}"));
+    (out.status.success(), text(out.stdout), text(out.stderr))
+}
+
 /// A server process, killed when dropped; its output goes to a log file.
 pub struct Process {
     name: String,
