@@ -55,7 +55,10 @@ merge)
     max=${3:-65536}
     tmp=$(mktemp -d) pool=$(mktemp -d)
     mkdir -p "$OUT/corpus/$2"
-    find "fuzz/corpus/$2" "$OUT/corpus/$2" -type f -size -"$((max + 1))"c -exec cp -t "$pool" {} +
+    # Inputs are named by their hash: the same name is the same input.
+    for from in "fuzz/corpus/$2" "$OUT/corpus/$2"; do
+        find "$from" -type f -size -"$((max + 1))"c -exec cp -f -t "$pool" {} +
+    done
     "$BIN/$2" -merge=1 -max_len="$max" -timeout=10 "$tmp" "$pool"
     rm -rf "fuzz/corpus/$2" "$pool" && mv "$tmp" "fuzz/corpus/$2" && chmod 755 "fuzz/corpus/$2"
     echo "fuzz/corpus/$2: $(find "fuzz/corpus/$2" -type f | wc -l) inputs, $(cat "fuzz/corpus/$2"/* | wc -c) bytes"
