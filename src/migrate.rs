@@ -157,24 +157,22 @@ pub(crate) fn expand(to: &str, namespace: &str, secret: &str) -> String {
 
 /// The Secrets a pod template reads through env (`secretKeyRef`, `envFrom`).
 pub fn secrets_used(template: &Value) -> Vec<String> {
-    let mut out = Vec::new();
-    for list in ["initContainers", "containers"] {
-        for c in template["spec"][list].as_array().into_iter().flatten() {
-            for e in c["env"].as_array().into_iter().flatten() {
-                if let Some(s) = e.pointer("/valueFrom/secretKeyRef/name").and_then(Value::as_str) {
-                    out.push(s.to_owned());
-                }
-            }
-            for e in c["envFrom"].as_array().into_iter().flatten() {
-                if let Some(s) = e.pointer("/secretRef/name").and_then(Value::as_str) {
-                    out.push(s.to_owned());
-                }
-            }
-        }
-    }
+    let mut out: Vec<String> = ["initContainers", "containers"]
+        .iter()
+        .flat_map(|list| template["spec"][list].as_array().into_iter().flatten())
+        .flat_map(container_secrets)
+        .map(str::to_owned)
+        .collect();
     out.sort();
     out.dedup();
     out
+}
+
+/// The Secrets one container reads through env (`secretKeyRef`, `envFrom`).
+fn container_secrets(c: &Value) -> impl Iterator<Item = &str> {
+    let refs = c["env"].as_array().into_iter().flatten().filter_map(|e| e.pointer("/valueFrom/secretKeyRef/name"));
+    let froms = c["envFrom"].as_array().into_iter().flatten().filter_map(|e| e.pointer("/secretRef/name"));
+    refs.chain(froms).filter_map(Value::as_str)
 }
 
 /// Where a mapping is in the text: its start (line 1-based, column) and,
@@ -371,7 +369,7 @@ fn inject_check(
         .as_array()
         .into_iter()
         .flatten()
-        .filter(|c| !secrets_used(&json!({"spec": {"containers": [c]}})).is_empty())
+        .filter(|c| container_secrets(c).next().is_some())
         .filter_map(|c| c["name"].as_str())
         .collect();
     if !has_list && !readers.is_empty() {
