@@ -10,6 +10,8 @@
 //!   settings, never a secret value);
 //! - [`mutate`]: the pod mutation as a pure function over the raw JSON of a pod
 //!   template, so that fields unknown to typed Kubernetes structs survive;
+//! - [`pod`]: one typed view of a pod spec (containers of every kind, env
+//!   sources, inherited security fields) that every reader of pods uses;
 //! - [`workload`]: where pod templates live in Pods, Deployments, Jobs, Lists…;
 //! - [`patch`]: the RFC 6902 JSON Patch an AdmissionResponse carries;
 //! - [`yaml`]: YAML read and written the way `kubectl` does (YAML 1.1 scalars);
@@ -27,6 +29,7 @@ pub mod migrate;
 pub mod mutate;
 pub mod names;
 pub mod patch;
+pub mod pod;
 pub mod pss;
 pub mod push;
 pub mod quantity;
