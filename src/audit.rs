@@ -12,6 +12,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use serde::Serialize;
 use serde_json::{Value, json};
 
+use crate::pod::{Container, EnvFromSource, EnvSource, PodSpec, SecretKeyRef};
+use crate::pss::{self, Check};
 use crate::reference::is_env_reference;
 
 use crate::workload::{describe, template_pointer};
@@ -257,34 +259,30 @@ fn push(
     });
 }
 
-fn audit_container(
-    c: &Value,
-    prefix: &str,
-    pod_sc: Option<&Value>,
-    opted_in: bool,
-    object: &str,
-    out: &mut Vec<Finding>,
-) {
-    let name = c["name"].as_str().unwrap_or("");
+fn audit_container(c: &Container<'_>, prefix: &str, opted_in: bool, object: &str, out: &mut Vec<Finding>) {
+    let name = c.name();
     let at = |field: &str| format!("{prefix}[{name}]{field}");
-    for e in c["env"].as_array().into_iter().flatten() {
-        let var = e["name"].as_str().unwrap_or("");
+    for e in c.env() {
+        let var = e.name;
         let path = at(&format!(".env[{var}]"));
-        if let Some(secret) = e.pointer("/valueFrom/secretKeyRef/name").and_then(Value::as_str) {
-            push(
-                out,
-                SECRET_KEY_REF,
-                object,
-                path,
-                format!("env {var} comes from Kubernetes Secret {secret}"),
-                &format!(
-                    "move it to a file: add sidekey.dev/inject: \"true\" and sidekey.dev/map-{secret}: <reference> to the pod template (sidekey migrate does this)"
-                ),
-                None,
-            );
-            continue;
-        }
-        let Some(value) = e["value"].as_str() else { continue };
+        let value = match e.source {
+            EnvSource::SecretKeyRef(SecretKeyRef { secret: Some(secret), .. }) => {
+                push(
+                    out,
+                    SECRET_KEY_REF,
+                    object,
+                    path,
+                    format!("env {var} comes from Kubernetes Secret {secret}"),
+                    &format!(
+                        "move it to a file: add sidekey.dev/inject: \"true\" and sidekey.dev/map-{secret}: <reference> to the pod template (sidekey migrate does this)"
+                    ),
+                    None,
+                );
+                continue;
+            }
+            EnvSource::Value(value) if !value.is_empty() => value,
+            _ => continue,
+        };
         if is_env_reference(value) {
             if !opted_in {
                 push(
@@ -297,9 +295,6 @@ fn audit_container(
                     None,
                 );
             }
-            continue;
-        }
-        if value.is_empty() {
             continue;
         }
         if let Some(kind) = credential_kind(value) {
@@ -324,8 +319,8 @@ fn audit_container(
             );
         }
     }
-    for e in c["envFrom"].as_array().into_iter().flatten() {
-        if let Some(secret) = e.pointer("/secretRef/name").and_then(Value::as_str) {
+    for e in c.env_from() {
+        if let EnvFromSource::Secret { name: Some(secret), .. } = e.source {
             push(
                 out,
                 SECRET_ENV_FROM,
@@ -337,60 +332,8 @@ fn audit_container(
             );
         }
     }
-    let sc = c.get("securityContext");
-    let field = |k: &str| sc.and_then(|s| s.get(k));
-    let inherited = |k: &str| field(k).or_else(|| pod_sc.and_then(|s| s.get(k)));
-    if inherited("runAsNonRoot").and_then(Value::as_bool) != Some(true)
-        || inherited("runAsUser").and_then(Value::as_i64) == Some(0)
-    {
-        push(
-            out,
-            RUNS_AS_ROOT,
-            object,
-            at(".securityContext"),
-            format!("container {name} may run as root"),
-            "set runAsNonRoot: true and a non-zero runAsUser",
-            None,
-        );
-    }
-    if field("privileged").and_then(Value::as_bool) == Some(true) {
-        push(
-            out,
-            PRIVILEGED,
-            object,
-            at(".securityContext.privileged"),
-            format!("container {name} is privileged"),
-            "remove privileged: true",
-            None,
-        );
-    }
-    if field("allowPrivilegeEscalation").and_then(Value::as_bool) != Some(false) {
-        push(
-            out,
-            PRIVILEGE_ESCALATION,
-            object,
-            at(".securityContext.allowPrivilegeEscalation"),
-            format!("container {name} may escalate privileges"),
-            "set allowPrivilegeEscalation: false",
-            None,
-        );
-    }
-    let drops_all = field("capabilities")
-        .and_then(|c| c.get("drop"))
-        .and_then(Value::as_array)
-        .is_some_and(|d| d.iter().any(|x| x == "ALL"));
-    if !drops_all {
-        push(
-            out,
-            CAPABILITIES,
-            object,
-            at(".securityContext.capabilities"),
-            format!("container {name} keeps its capabilities"),
-            "set capabilities: {drop: [ALL]}",
-            None,
-        );
-    }
-    if field("readOnlyRootFilesystem").and_then(Value::as_bool) != Some(true) {
+    audit_security_context(c, &at, object, out);
+    if c.security("readOnlyRootFilesystem").and_then(Value::as_bool) != Some(true) {
         push(
             out,
             WRITABLE_ROOT,
@@ -401,19 +344,62 @@ fn audit_container(
             None,
         );
     }
-    let seccomp = inherited("seccompProfile").and_then(|s| s.get("type")).and_then(Value::as_str);
-    if !matches!(seccomp, Some("RuntimeDefault" | "Localhost")) {
-        push(
-            out,
+    audit_resources_and_image(c, &at, object, out);
+}
+
+/// The Pod Security `restricted` checks ([`pss`]) a container fails, as
+/// findings: the rules here only name and explain them.
+fn audit_security_context(c: &Container<'_>, at: &dyn Fn(&str) -> String, object: &str, out: &mut Vec<Finding>) {
+    let failed: BTreeSet<Check> = pss::container_violations(c).into_iter().map(|v| v.check).collect();
+    let name = c.name();
+    let rules: [(&[Check], Rule, &str, String, &str); 5] = [
+        (
+            &[Check::RunAsNonRoot, Check::RunAsUser],
+            RUNS_AS_ROOT,
+            ".securityContext",
+            format!("container {name} may run as root"),
+            "set runAsNonRoot: true and a non-zero runAsUser",
+        ),
+        (
+            &[Check::Privileged],
+            PRIVILEGED,
+            ".securityContext.privileged",
+            format!("container {name} is privileged"),
+            "remove privileged: true",
+        ),
+        (
+            &[Check::AllowPrivilegeEscalation],
+            PRIVILEGE_ESCALATION,
+            ".securityContext.allowPrivilegeEscalation",
+            format!("container {name} may escalate privileges"),
+            "set allowPrivilegeEscalation: false",
+        ),
+        (
+            &[Check::DropAll],
+            CAPABILITIES,
+            ".securityContext.capabilities",
+            format!("container {name} keeps its capabilities"),
+            "set capabilities: {drop: [ALL]}",
+        ),
+        (
+            &[Check::SeccompProfile],
             NO_SECCOMP,
-            object,
-            at(".securityContext.seccompProfile"),
+            ".securityContext.seccompProfile",
             format!("container {name} has no seccomp profile"),
             "set seccompProfile: {type: RuntimeDefault} on the pod or container",
-            None,
-        );
+        ),
+    ];
+    for (checks, rule, field, message, hint) in rules {
+        if checks.iter().any(|c| failed.contains(c)) {
+            push(out, rule, object, at(field), message, hint, None);
+        }
     }
-    let limits = c.pointer("/resources/limits");
+}
+
+/// Limits and image pinning.
+fn audit_resources_and_image(c: &Container<'_>, at: &dyn Fn(&str) -> String, object: &str, out: &mut Vec<Finding>) {
+    let name = c.name();
+    let limits = c.field("resources").and_then(|r| r.get("limits"));
     let missing: Vec<&str> =
         ["cpu", "memory"].into_iter().filter(|k| limits.and_then(|l| l.get(*k)).is_none()).collect();
     if !missing.is_empty() {
@@ -427,7 +413,7 @@ fn audit_container(
             None,
         );
     }
-    let image = c["image"].as_str().unwrap_or("");
+    let image = c.image();
     let (repo_tag, digest) = match image.split_once('@') {
         Some((r, d)) => (r, Some(d)),
         None => (image, None),
@@ -507,12 +493,11 @@ pub fn audit_object(obj: &Value) -> Vec<Finding> {
     } else {
         format!("{}.spec", pointer.trim_start_matches('/').replace('/', "."))
     };
-    let spec = &template["spec"];
+    let pod = PodSpec::of_template(template);
     let opted_in =
         template.pointer("/metadata/annotations/sidekey.dev~1inject").and_then(Value::as_str) == Some("true");
-    let pod_sc = spec.get("securityContext");
-    for key in ["hostNetwork", "hostPID", "hostIPC"] {
-        if spec[key] == true {
+    for key in pss::HOST_NAMESPACES {
+        if pod.is_true(key) {
             push(
                 &mut out,
                 HOST_NAMESPACES,
@@ -524,9 +509,8 @@ pub fn audit_object(obj: &Value) -> Vec<Finding> {
             );
         }
     }
-    for v in spec["volumes"].as_array().into_iter().flatten() {
+    for (n, v) in pod.volumes() {
         if v.get("hostPath").is_some() {
-            let n = v["name"].as_str().unwrap_or("");
             push(
                 &mut out,
                 HOST_PATH,
@@ -538,14 +522,8 @@ pub fn audit_object(obj: &Value) -> Vec<Finding> {
             );
         }
     }
-    for (list, label) in [("initContainers", "initContainers"), ("containers", "containers")] {
-        for c in spec[list].as_array().into_iter().flatten() {
-            let name = c["name"].as_str().unwrap_or("");
-            if name.starts_with("sidekey-") {
-                continue;
-            }
-            audit_container(c, &format!("{prefix}.{label}"), pod_sc, opted_in, &object, &mut out);
-        }
+    for c in pod.app_containers().filter(|c| !c.name().starts_with("sidekey-")) {
+        audit_container(&c, &format!("{prefix}.{}", c.kind.key()), opted_in, &object, &mut out);
     }
     out
 }

@@ -19,6 +19,7 @@ use serde_json::{Value, json};
 
 use crate::PREFIX;
 use crate::names::dns_label_problem;
+use crate::pod::{Container, EnvSource, Kind, PodSpec, SecretKeyRef};
 use crate::workload::templates;
 use crate::yaml;
 
@@ -105,29 +106,26 @@ fn file_convention_notes(template: &Value, mapped: &BTreeSet<String>) -> Vec<Str
         return Vec::new();
     }
     let mut notes = Vec::new();
-    for list in ["initContainers", "containers"] {
-        for c in template["spec"][list].as_array().into_iter().flatten() {
-            let Some(image) = c["image"].as_str().and_then(official_image) else { continue };
-            let reads = FILE_AWARE_IMAGES.iter().find(|(n, _)| *n == image).map_or(&[][..], |(_, v)| *v);
-            for e in c["env"].as_array().into_iter().flatten() {
-                let from = e.pointer("/valueFrom/secretKeyRef/name").and_then(Value::as_str);
-                let Some(var) = e["name"].as_str().filter(|_| from.is_some_and(|s| mapped.contains(s))) else {
-                    continue;
-                };
-                if !reads.contains(&var) {
-                    let name = c["name"].as_str().unwrap_or("");
-                    notes.push(if reads.is_empty() {
-                        format!(
-                            "container {name}: the official {image} image reads no env vars, so {var} is read by your command or script, which must now read the file named in {var}_FILE (or set {PREFIX}env: exec)"
-                        )
-                    } else {
-                        format!(
-                            "container {name}: {var} becomes {var}_FILE, which the official {image} image does not read (it reads _FILE for {}): set {PREFIX}env: exec, or keep {var} out of the migration",
-                            reads.join(", ")
-                        )
-                    });
-                }
+    for c in PodSpec::of_template(template).app_containers() {
+        let Some(image) = official_image(c.image()) else { continue };
+        let reads = FILE_AWARE_IMAGES.iter().find(|(n, _)| *n == image).map_or(&[][..], |(_, v)| *v);
+        for e in c.env() {
+            let EnvSource::SecretKeyRef(SecretKeyRef { secret: Some(from), .. }) = e.source else { continue };
+            let var = e.name;
+            if !mapped.contains(from) || reads.contains(&var) {
+                continue;
             }
+            let name = c.name();
+            notes.push(if reads.is_empty() {
+                format!(
+                    "container {name}: the official {image} image reads no env vars, so {var} is read by your command or script, which must now read the file named in {var}_FILE (or set {PREFIX}env: exec)"
+                )
+            } else {
+                format!(
+                    "container {name}: {var} becomes {var}_FILE, which the official {image} image does not read (it reads _FILE for {}): set {PREFIX}env: exec, or keep {var} out of the migration",
+                    reads.join(", ")
+                )
+            });
         }
     }
     notes
@@ -157,22 +155,11 @@ pub(crate) fn expand(to: &str, namespace: &str, secret: &str) -> String {
 
 /// The Secrets a pod template reads through env (`secretKeyRef`, `envFrom`).
 pub fn secrets_used(template: &Value) -> Vec<String> {
-    let mut out: Vec<String> = ["initContainers", "containers"]
-        .iter()
-        .flat_map(|list| template["spec"][list].as_array().into_iter().flatten())
-        .flat_map(container_secrets)
-        .map(str::to_owned)
-        .collect();
+    let pod = PodSpec::of_template(template);
+    let mut out: Vec<String> = pod.app_containers().flat_map(|c| c.secrets_read()).map(str::to_owned).collect();
     out.sort();
     out.dedup();
     out
-}
-
-/// The Secrets one container reads through env (`secretKeyRef`, `envFrom`).
-fn container_secrets(c: &Value) -> impl Iterator<Item = &str> {
-    let refs = c["env"].as_array().into_iter().flatten().filter_map(|e| e.pointer("/valueFrom/secretKeyRef/name"));
-    let froms = c["envFrom"].as_array().into_iter().flatten().filter_map(|e| e.pointer("/secretRef/name"));
-    refs.chain(froms).filter_map(Value::as_str)
 }
 
 /// Where a mapping is in the text: its start (line 1-based, column) and,
@@ -365,15 +352,11 @@ fn inject_check(
     let attempt = |c: &Value| crate::mutate::mutate_template(&mut c.clone(), &config).map(|_| ());
     let Err(first) = attempt(&candidate) else { return Ok(Vec::new()) };
     let has_list = candidate["metadata"]["annotations"].get(format!("{PREFIX}containers")).is_some();
-    let readers: Vec<&str> = candidate["spec"]["initContainers"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter(|c| container_secrets(c).next().is_some())
-        .filter_map(|c| c["name"].as_str())
-        .collect();
+    let pod = PodSpec::of_template(&candidate);
+    let readers: Vec<&str> =
+        pod.containers(&[Kind::Init]).filter(|c| c.secrets_read().next().is_some()).filter_map(named).collect();
     if !has_list && !readers.is_empty() {
-        let apps = candidate["spec"]["containers"].as_array().into_iter().flatten().filter_map(|c| c["name"].as_str());
+        let apps = pod.containers(&[Kind::Regular]).filter_map(named);
         let list = readers.into_iter().chain(apps).collect::<Vec<_>>().join(",");
         let extra = vec![(format!("{PREFIX}containers"), list)];
         candidate["metadata"]["annotations"][&extra[0].0] = json!(extra[0].1);
@@ -383,6 +366,11 @@ fn inject_check(
         };
     }
     Err(first.problems.iter().map(ToString::to_string).collect())
+}
+
+/// A container's name, when it has one.
+fn named<'a>(c: Container<'a>) -> Option<&'a str> {
+    c.field("name").and_then(Value::as_str)
 }
 
 /// One line `key: value` as the YAML writer quotes it.

@@ -17,6 +17,7 @@ use serde_json::{Map, Value};
 use crate::PREFIX;
 use crate::migrate::{check_target, expand, secrets_used};
 use crate::names::dns_label_problem;
+use crate::pod::{EnvSource, PodSpec};
 use crate::reference::Reference;
 use crate::secret::{SecretBytes, SecretValue};
 use crate::workload::{describe, templates};
@@ -308,21 +309,12 @@ impl Scope {
 }
 
 fn required_keys(template: &Value, secret: &str) -> Vec<String> {
-    let mut out = Vec::new();
-    for list in ["initContainers", "containers"] {
-        for c in template["spec"][list].as_array().into_iter().flatten() {
-            for e in c["env"].as_array().into_iter().flatten() {
-                let Some(r) = e.pointer("/valueFrom/secretKeyRef") else { continue };
-                if r["name"] == secret
-                    && r["optional"] != true
-                    && let Some(k) = r["key"].as_str()
-                {
-                    out.push(k.to_owned());
-                }
-            }
-        }
-    }
-    out
+    let pod = PodSpec::of_template(template);
+    let refs = pod.app_containers().flat_map(|c| c.env()).filter_map(|e| match e.source {
+        EnvSource::SecretKeyRef(r) if r.secret == Some(secret) && !r.optional => r.key,
+        _ => None,
+    });
+    refs.map(str::to_owned).collect()
 }
 
 /// Pairs each destination with its Secret's value, checking that every key
