@@ -15,6 +15,7 @@ pub mod exec;
 pub mod metrics;
 pub mod notify;
 pub mod render;
+pub mod rotation;
 pub mod schedule;
 pub mod secret;
 pub mod state;

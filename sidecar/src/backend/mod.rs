@@ -90,12 +90,27 @@ pub enum Backend {
     File(file::FileBackend),
 }
 
-impl Backend {
+/// What the engine needs of a backend: reads, cheap version checks, lease
+/// renewal and the end of the login a lease belongs to. [`Backend`] is the
+/// real one; the engine's tests drive it with a scripted one in virtual time.
+pub trait SecretBackend: Clone + Send + Sync + 'static {
     /// Reads `reference` (its key is ignored: one read serves every key).
-    ///
-    /// # Errors
-    /// [`BackendError`], transient or not.
-    pub async fn read(&self, reference: &Reference) -> Result<Fetched, BackendError> {
+    fn read(&self, reference: &Reference) -> impl Future<Output = Result<Fetched, BackendError>> + Send;
+
+    /// The current version behind `check` (from [`Fetched::check`]).
+    fn version(&self, check: &str) -> impl Future<Output = Result<String, BackendError>> + Send;
+
+    /// Renews `lease` by `increment`; returns the lifetime granted
+    /// ([`BackendError::Permanent`] when the lease is gone).
+    fn renew(&self, lease: &Lease, increment: Duration) -> impl Future<Output = Result<Duration, BackendError>> + Send;
+
+    /// The deadline of the login `owner` (a token generation), once that
+    /// login is known to end.
+    fn owner_deadline(&self, owner: u64) -> Option<tokio::time::Instant>;
+}
+
+impl SecretBackend for Backend {
+    async fn read(&self, reference: &Reference) -> Result<Fetched, BackendError> {
         match self {
             #[cfg(feature = "vault")]
             Backend::Vault(v) => v.read(reference).await,
@@ -105,11 +120,7 @@ impl Backend {
         }
     }
 
-    /// The current version behind `check` (from [`Fetched::check`]).
-    ///
-    /// # Errors
-    /// [`BackendError`], transient or not.
-    pub async fn version(&self, check: &str) -> Result<String, BackendError> {
+    async fn version(&self, check: &str) -> Result<String, BackendError> {
         match self {
             #[cfg(feature = "vault")]
             Backend::Vault(v) => v.version(check).await,
@@ -119,12 +130,8 @@ impl Backend {
         }
     }
 
-    /// Renews `lease` by `increment`; returns the lifetime granted.
-    ///
-    /// # Errors
-    /// [`BackendError::Permanent`] when the lease is gone.
     #[cfg_attr(not(feature = "vault"), allow(unused_variables))]
-    pub async fn renew(&self, lease: &Lease, increment: Duration) -> Result<Duration, BackendError> {
+    async fn renew(&self, lease: &Lease, increment: Duration) -> Result<Duration, BackendError> {
         match self {
             #[cfg(feature = "vault")]
             Backend::Vault(v) => v.renew(lease, increment).await,
@@ -132,6 +139,17 @@ impl Backend {
         }
     }
 
+    #[cfg_attr(not(feature = "vault"), allow(unused_variables))]
+    fn owner_deadline(&self, owner: u64) -> Option<tokio::time::Instant> {
+        match self {
+            #[cfg(feature = "vault")]
+            Backend::Vault(v) => v.token_deadline(owner),
+            _ => None,
+        }
+    }
+}
+
+impl Backend {
     /// Revokes `lease` (at shutdown, when configured).
     #[cfg_attr(not(feature = "vault"), allow(unused_variables))]
     pub async fn revoke(&self, lease: &Lease) {
@@ -139,17 +157,6 @@ impl Backend {
             #[cfg(feature = "vault")]
             Backend::Vault(v) => v.revoke(lease).await,
             _ => {}
-        }
-    }
-
-    /// A generation counter that changes when the login changes, and the
-    /// deadline of an older login's token, if known.
-    #[cfg_attr(not(feature = "vault"), allow(unused_variables))]
-    pub fn owner_deadline(&self, owner: u64) -> Option<tokio::time::Instant> {
-        match self {
-            #[cfg(feature = "vault")]
-            Backend::Vault(v) => v.token_deadline(owner),
-            _ => None,
         }
     }
 }

@@ -15,10 +15,11 @@ use sidekey::reference::Reference;
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 
-use crate::backend::{Backend, BackendError, Fetched, Lease};
+use crate::backend::{Backend, BackendError, Fetched, Lease, SecretBackend};
 use crate::metrics::Metrics;
 use crate::render::{render, render_dir};
-use crate::schedule::{Backoff, capped, jitter, renew_after, replace_after};
+use crate::rotation::{Action, Held, Holding};
+use crate::schedule::Backoff;
 use crate::secret::{Secret, SecretBytes};
 use crate::state::StateStore;
 use crate::writer::{AtomicWriter, Payload, PayloadFile};
@@ -83,16 +84,16 @@ pub enum Update {
 }
 
 /// Leases held now, for revocation at shutdown.
-pub type HeldLeases = Arc<Mutex<HashMap<usize, (Backend, Lease)>>>;
+pub type HeldLeases<B = Backend> = Arc<Mutex<HashMap<usize, (B, Lease)>>>;
 
 /// Everything a source task needs.
-pub struct SourceTask {
+pub struct SourceTask<B: SecretBackend = Backend> {
     /// Index in the plan.
     pub index: usize,
     /// What to read.
     pub source: Source,
     /// Where from.
-    pub backend: Backend,
+    pub backend: B,
     /// How often static secrets are checked.
     pub refresh: Duration,
     /// Where to report.
@@ -106,7 +107,7 @@ pub struct SourceTask {
     /// Set to stop.
     pub shutdown: watch::Receiver<bool>,
     /// Leases held, for revocation at shutdown.
-    pub leases: HeldLeases,
+    pub leases: HeldLeases<B>,
     /// Where leases are kept across restarts of the agent, when configured.
     pub state: Option<Arc<StateStore>>,
 }
@@ -122,7 +123,15 @@ async fn changed(rx: &mut Option<watch::Receiver<u64>>) {
     }
 }
 
-impl SourceTask {
+/// Whether a source task goes on.
+enum Flow {
+    /// Read the secret again.
+    Read,
+    /// Stop: shutdown, the renderer is gone, or a one-shot run is done.
+    Stop,
+}
+
+impl<B: SecretBackend> SourceTask<B> {
     /// Sleeps until `at`; false when shutting down.
     async fn sleep_until(&mut self, at: Instant) -> bool {
         tokio::select! {
@@ -178,157 +187,156 @@ impl SourceTask {
 
     /// Runs until shutdown (or after the first read with `once`).
     pub async fn run(mut self) {
-        let name = self.source.name.clone();
         let mut backoff = Backoff::default();
         let mut adopted = if self.once { None } else { self.adopt() };
-        'fetch: loop {
-            let mut issued_ttl = None;
-            let read = match adopted.take() {
-                Some((f, issued)) => {
-                    issued_ttl = Some(issued);
-                    Ok(f)
-                }
-                None => self.backend.read(&self.source.reference).await.inspect(|f| self.save(f)),
+        loop {
+            let (fetched, issued_ttl) = match adopted.take() {
+                Some((f, issued)) => (f, Some(issued)),
+                None => match self.read(&mut backoff).await {
+                    Some(f) => (f, None),
+                    None => return,
+                },
             };
-            let fetched = match read {
+            if issued_ttl.is_some() {
+                self.metrics.fetch(&self.source.name, true);
+            }
+            tracing::info!(
+                version = fetched.version.as_deref().unwrap_or("-"),
+                lease = fetched.lease.as_ref().map_or("-", |l| l.id.as_str()),
+                "read the secret"
+            );
+            if self.tx.send(Update::Data { source: self.index, secret: fetched.secret.clone() }).await.is_err()
+                || self.once
+            {
+                return;
+            }
+            self.hold(fetched.lease.as_ref());
+            self.metrics.lease_expiry(&self.source.name, fetched.lease.as_ref().map(|l| SystemTime::now() + l.ttl));
+            let mut holding = Holding::after_read(&fetched, issued_ttl, Instant::now(), self.refresh);
+            match self.keep(&mut holding, &mut backoff).await {
+                Flow::Read => {}
+                Flow::Stop => return,
+            }
+        }
+    }
+
+    /// Reads until a read succeeds (reporting each failure and backing
+    /// off); `None` when the task stops instead.
+    async fn read(&mut self, backoff: &mut Backoff) -> Option<Fetched> {
+        let name = self.source.name.clone();
+        loop {
+            match self.backend.read(&self.source.reference).await {
                 Ok(f) => {
+                    self.save(&f);
                     self.metrics.fetch(&name, true);
                     backoff.reset();
-                    f
+                    return Some(f);
                 }
                 Err(error) => {
                     self.metrics.fetch(&name, false);
                     self.metrics.failure(&name, error.kind());
                     let permanent = matches!(error, BackendError::Permanent(_));
                     let delay = if permanent {
+                        // Will not fix itself soon: retried slowly.
                         backoff.next_delay().max(self.refresh.min(Duration::from_secs(60)))
                     } else {
                         backoff.next_delay()
                     };
                     tracing::warn!(error = %error, retry_in_ms = delay.as_millis() as u64, "reading the secret failed; keeping the last good files");
-                    if self.tx.send(Update::Failed { source: self.index, error: error.clone() }).await.is_err() {
-                        return;
+                    let denied = matches!(error, BackendError::Denied(_));
+                    if self.tx.send(Update::Failed { source: self.index, error }).await.is_err() {
+                        return None;
                     }
                     // Run once, a denial does not lift by itself either.
-                    if self.once && (permanent || matches!(error, BackendError::Denied(_))) {
-                        return;
+                    if self.once && (permanent || denied) {
+                        return None;
                     }
                     if !self.sleep_until(Instant::now() + delay).await {
-                        return;
+                        return None;
                     }
-                    continue 'fetch;
                 }
+            }
+        }
+    }
+
+    /// Keeps what was read current (renewals, version checks) until a new
+    /// read is due.
+    async fn keep(&mut self, holding: &mut Holding, backoff: &mut Backoff) -> Flow {
+        let name = self.source.name.clone();
+        loop {
+            let owner = match holding.held {
+                Held::Lease { owner, .. } => self.backend.owner_deadline(owner),
+                _ => None,
             };
-            tracing::info!(
-                version = fetched.version.as_deref().unwrap_or("-"),
-                lease = fetched.lease.as_ref().map_or("-", |l| l.id.as_str()),
-                "read the secret"
-            );
-            if self.tx.send(Update::Data { source: self.index, secret: fetched.secret.clone() }).await.is_err() {
-                return;
+            let (action, at) = holding.next(owner);
+            tokio::select! {
+                () = tokio::time::sleep_until(at) => {}
+                // A new login may have set a deadline for the old token.
+                () = changed(&mut self.logins) => continue,
+                _ = self.shutdown.changed() => return Flow::Stop,
             }
-            if self.once {
-                return;
-            }
-            self.hold(fetched.lease.as_ref());
-            let version = fetched.version;
-            let check = fetched.check;
-            let lease = fetched.lease;
-            let owner = fetched.owner;
-            let issued_ttl = issued_ttl.unwrap_or_else(|| lease.as_ref().map_or(Duration::ZERO, |l| l.ttl));
             let now = Instant::now();
-            let far = now + Duration::from_secs(365 * 24 * 3600);
-            let mut replace_at: Option<Instant> = None;
-            let mut next = match &lease {
-                Some(l) if l.renewable && !l.ttl.is_zero() => now + jitter(renew_after(l.ttl), 0.1),
-                Some(l) => {
-                    replace_at = Some(now + replace_after(l.ttl));
-                    far
-                }
-                None => now + jitter(self.refresh, 0.1),
-            };
-            let mut lease_end = lease.as_ref().map(|l| now + l.ttl);
-            self.metrics.lease_expiry(&name, lease.as_ref().map(|l| SystemTime::now() + l.ttl));
-            loop {
-                // A lease dies with the token that created it.
-                if let (Some(_), Some(deadline)) = (&lease, self.backend.owner_deadline(owner)) {
-                    let at = deadline.checked_sub((issued_ttl / 3).max(Duration::from_secs(2))).unwrap_or(deadline);
-                    if replace_at.is_none_or(|r| at < r) {
-                        tracing::info!("the token that owns this lease is ending; replacing the credential");
-                        replace_at = Some(at);
+            match action {
+                Action::Read => {
+                    if holding.lease().is_some() {
+                        tracing::info!("fetching a new credential before the lease ends");
                     }
+                    return Flow::Read;
                 }
-                let wake = replace_at.map_or(next, |r| r.min(next));
-                tokio::select! {
-                    () = tokio::time::sleep_until(wake) => {}
-                    () = changed(&mut self.logins) => continue,
-                    _ = self.shutdown.changed() => return,
-                }
-                let now = Instant::now();
-                if replace_at.is_some_and(|r| now >= r) {
-                    tracing::info!("fetching a new credential before the lease ends");
-                    continue 'fetch;
-                }
-                if let Some(l) = &lease {
-                    match self.backend.renew(l, issued_ttl).await {
+                Action::Renew => {
+                    let Some(lease) = holding.lease().cloned() else { return Flow::Read };
+                    match self.backend.renew(&lease, holding.increment()).await {
                         Ok(granted) => {
                             self.metrics.renewal(&name, true);
                             backoff.reset();
                             if let Some(state) = &self.state {
                                 state.renewed(&name, granted);
                             }
-                            lease_end = Some(now + granted);
                             self.metrics.lease_expiry(&name, Some(SystemTime::now() + granted));
-                            if capped(issued_ttl, granted) {
-                                tracing::info!(lease = %l.id, left_s = granted.as_secs(), "lease reached its max TTL");
-                                replace_at = Some(now + replace_after(granted));
-                                next = far;
+                            if holding.renewed(granted, now) {
+                                tracing::info!(lease = %lease.id, left_s = granted.as_secs(), "lease reached its max TTL");
                             } else {
-                                tracing::debug!(lease = %l.id, ttl_s = granted.as_secs(), "renewed lease");
-                                next = now + jitter(renew_after(granted), 0.1);
+                                tracing::debug!(lease = %lease.id, ttl_s = granted.as_secs(), "renewed lease");
                             }
                         }
                         Err(e @ BackendError::Permanent(_)) => {
                             self.metrics.renewal(&name, false);
                             self.metrics.failure(&name, e.kind());
                             tracing::warn!(error = %e, "lease renewal refused; fetching a new credential");
-                            continue 'fetch;
+                            return Flow::Read;
                         }
                         Err(e) => {
                             self.metrics.renewal(&name, false);
                             self.metrics.failure(&name, e.kind());
                             let delay = backoff.next_delay();
                             tracing::warn!(error = %e, retry_in_ms = delay.as_millis() as u64, "lease renewal failed");
-                            next = now + delay;
-                            if lease_end.is_some_and(|end| end <= now) {
-                                continue 'fetch;
+                            if holding.failed(delay, now) {
+                                return Flow::Read;
                             }
                         }
                     }
-                } else if let Some(check) = &check {
+                }
+                Action::CheckVersion => {
+                    let Held::Versioned { version, check } = &holding.held else { return Flow::Read };
                     match self.backend.version(check).await {
-                        Ok(v) if Some(&v) == version.as_ref() => {
+                        Ok(v) if v == *version => {
                             self.metrics.version_check(&name, true);
                             backoff.reset();
-                            next = now + jitter(self.refresh, 0.1);
+                            holding.unchanged(now, self.refresh);
                         }
                         Ok(v) => {
                             self.metrics.version_check(&name, true);
                             tracing::info!(version = %v, "a new version exists");
-                            continue 'fetch;
+                            return Flow::Read;
                         }
                         Err(e) => {
                             self.metrics.version_check(&name, false);
                             self.metrics.failure(&name, e.kind());
                             let delay = backoff.next_delay();
                             tracing::warn!(error = %e, retry_in_ms = delay.as_millis() as u64, "version check failed; keeping the last good files");
-                            next = now + delay;
+                            holding.failed(delay, now);
                         }
                     }
-                } else {
-                    // No cheap check (KV v1 and other static reads): read again;
-                    // the renderer writes only if something changed.
-                    continue 'fetch;
                 }
             }
         }
@@ -416,6 +424,60 @@ impl Renderer {
         Some(out)
     }
 
+    /// What is missing for a complete write, and why.
+    fn describe_missing(&self, p: &Progress) -> String {
+        let mut parts = Vec::new();
+        for (i, spec) in self.config.files.iter().enumerate() {
+            let s = self.plan.file_source[i];
+            if spec.optional {
+                continue;
+            }
+            if p.latest[s].is_none() {
+                let why = p.source_errors[s].as_ref().map_or("no answer yet".to_owned(), ToString::to_string);
+                parts.push(format!("file {} ({}): {why}", spec.name, spec.reference));
+            } else if let Some(e) = p.render_errors.get(&spec.name) {
+                parts.push(format!("file {}: {e}", spec.name));
+            }
+        }
+        parts.join("; ")
+    }
+
+    /// The files to write, from what was rendered.
+    fn payload(&self, rendered: &Rendered) -> Payload {
+        let mut payload = Payload::default();
+        for spec in &self.config.files {
+            let Some(files) = rendered.get(&spec.name) else { continue };
+            if spec.dir {
+                let dir =
+                    files.iter().map(|(n, b, m)| (n.clone(), PayloadFile { content: b.clone(), mode: *m })).collect();
+                payload.dirs.insert(spec.name.clone(), dir);
+            } else if let Some((_, b, m)) = files.first() {
+                payload.files.insert(spec.name.clone(), PayloadFile { content: b.clone(), mode: *m });
+            }
+        }
+        payload
+    }
+
+    /// Takes in one update. `Err` ends a one-shot run that cannot succeed;
+    /// `Ok(false)`: nothing new to render.
+    fn take(&self, p: &mut Progress, update: Update) -> Result<bool, StartupError> {
+        match update {
+            Update::Data { source, secret } => {
+                p.latest[source] = Some(secret);
+                p.source_errors[source] = None;
+                Ok(true)
+            }
+            Update::Failed { source, error } => {
+                let permanent = matches!(error, BackendError::Permanent(_) | BackendError::Denied(_));
+                p.source_errors[source] = Some(error);
+                if self.once && permanent && self.plan.sources[source].required && p.latest[source].is_none() {
+                    return Err(StartupError::Failed(self.describe_missing(p)));
+                }
+                Ok(false)
+            }
+        }
+    }
+
     /// Runs until the channel closes or shutdown; with `once`, until the
     /// first complete write.
     ///
@@ -428,38 +490,15 @@ impl Renderer {
         ready: watch::Sender<bool>,
         mut shutdown: watch::Receiver<bool>,
     ) -> Result<(), StartupError> {
-        let sources = self.plan.sources.len();
-        let mut latest: Vec<Option<Arc<Secret>>> = vec![None; sources];
-        let mut source_errors: Vec<Option<BackendError>> = vec![None; sources];
-        let mut render_errors: HashMap<String, String> = HashMap::new();
-        let mut previous = Rendered::new();
-        let mut written = false;
+        let mut p = Progress::new(self.plan.sources.len());
         let mut timed_out = false;
         let deadline = Instant::now() + self.config.startup_timeout;
         let http = crate::notify::reqwest_like::Client;
-        let describe_missing = |latest: &[Option<Arc<Secret>>],
-                                source_errors: &[Option<BackendError>],
-                                render_errors: &HashMap<String, String>| {
-            let mut parts = Vec::new();
-            for (i, spec) in self.config.files.iter().enumerate() {
-                let s = self.plan.file_source[i];
-                if spec.optional {
-                    continue;
-                }
-                if latest[s].is_none() {
-                    let why = source_errors[s].as_ref().map_or("no answer yet".to_owned(), ToString::to_string);
-                    parts.push(format!("file {} ({}): {why}", spec.name, spec.reference));
-                } else if let Some(e) = render_errors.get(&spec.name) {
-                    parts.push(format!("file {}: {e}", spec.name));
-                }
-            }
-            parts.join("; ")
-        };
         loop {
             let update = tokio::select! {
                 u = rx.recv() => match u { Some(u) => u, None => return Ok(()) },
-                () = tokio::time::sleep_until(deadline), if !written && !timed_out => {
-                    let missing = describe_missing(&latest, &source_errors, &render_errors);
+                () = tokio::time::sleep_until(deadline), if !p.written && !timed_out => {
+                    let missing = self.describe_missing(&p);
                     if self.once {
                         return Err(StartupError::Timeout { timeout: self.config.startup_timeout, missing });
                     }
@@ -470,55 +509,30 @@ impl Renderer {
                 }
                 _ = shutdown.changed() => return Ok(()),
             };
-            match update {
-                Update::Data { source, secret } => {
-                    latest[source] = Some(secret);
-                    source_errors[source] = None;
-                }
-                Update::Failed { source, error } => {
-                    let permanent = matches!(error, BackendError::Permanent(_) | BackendError::Denied(_));
-                    source_errors[source] = Some(error);
-                    if self.once && permanent && self.plan.sources[source].required && latest[source].is_none() {
-                        return Err(StartupError::Failed(describe_missing(&latest, &source_errors, &render_errors)));
-                    }
-                    continue;
-                }
+            if !self.take(&mut p, update)? {
+                continue;
             }
-            let Some(rendered) = self.render_all(&latest, &previous, &mut render_errors) else {
-                if self.once
-                    && !render_errors.is_empty()
-                    && latest.iter().enumerate().all(|(i, l)| l.is_some() || !self.plan.sources[i].required)
-                {
-                    return Err(StartupError::Failed(describe_missing(&latest, &source_errors, &render_errors)));
+            let Some(rendered) = self.render_all(&p.latest, &p.previous, &mut p.render_errors) else {
+                let all_read = p.latest.iter().enumerate().all(|(i, l)| l.is_some() || !self.plan.sources[i].required);
+                if self.once && !p.render_errors.is_empty() && all_read {
+                    return Err(StartupError::Failed(self.describe_missing(&p)));
                 }
                 continue;
             };
-            if written && same(&rendered, &previous) {
+            if p.written && same(&rendered, &p.previous) {
                 continue;
             }
-            let mut payload = Payload::default();
-            for spec in &self.config.files {
-                let Some(files) = rendered.get(&spec.name) else { continue };
-                if spec.dir {
-                    let dir = files
-                        .iter()
-                        .map(|(n, b, m)| (n.clone(), PayloadFile { content: b.clone(), mode: *m }))
-                        .collect();
-                    payload.dirs.insert(spec.name.clone(), dir);
-                } else if let Some((_, b, m)) = files.first() {
-                    payload.files.insert(spec.name.clone(), PayloadFile { content: b.clone(), mode: *m });
-                }
-            }
+            let payload = self.payload(&rendered);
             match self.writer.write(&payload) {
                 Ok(()) => {
                     self.metrics.rendered();
                     tracing::info!(files = payload.files.len() + payload.dirs.len(), "wrote the secret files");
-                    previous = rendered;
-                    if written {
+                    p.previous = rendered;
+                    if p.written {
                         crate::notify::notify(&self.config.on_change, &self.config.mount_path, &http, &self.metrics)
                             .await;
                     } else {
-                        written = true;
+                        p.written = true;
                         self.metrics.set_ready();
                         let _ = ready.send(true);
                         if self.once {
@@ -533,6 +547,32 @@ impl Renderer {
                     }
                 }
             }
+        }
+    }
+}
+
+/// What the renderer knows so far.
+struct Progress {
+    /// The latest data of each source.
+    latest: Vec<Option<Arc<Secret>>>,
+    /// The last error of each source, until it reads again.
+    source_errors: Vec<Option<BackendError>>,
+    /// Files that cannot be rendered from the latest data, and why.
+    render_errors: HashMap<String, String>,
+    /// What was written last.
+    previous: Rendered,
+    /// Whether a complete set was written.
+    written: bool,
+}
+
+impl Progress {
+    fn new(sources: usize) -> Self {
+        Progress {
+            latest: vec![None; sources],
+            source_errors: vec![None; sources],
+            render_errors: HashMap::new(),
+            previous: Rendered::new(),
+            written: false,
         }
     }
 }
@@ -556,3 +596,6 @@ fn same(a: &Rendered, b: &Rendered) -> bool {
                 && va.iter().zip(vb.iter()).all(|((na, ba, ma), (nb, bb, mb))| na == nb && ma == mb && ba == bb)
         })
 }
+
+#[cfg(test)]
+mod tests;
