@@ -357,31 +357,177 @@ fn check_role_arn(s: &str) -> Result<String, String> {
 /// hundred secrets has about 200).
 pub const MAX_ANNOTATIONS: usize = 1000;
 
-/// Known keys without a name suffix, for the "unknown annotation" hint.
-const PLAIN_KEYS: [&str; 22] = [
-    "inject",
-    "status",
-    "mount-path",
-    "containers",
-    "env",
-    "refresh",
-    "revoke-on-shutdown",
-    "on-change",
-    "lifecycle",
-    "vault-addr",
-    "vault-role",
-    "vault-auth-mount",
-    "vault-namespace",
-    "aws-region",
-    "aws-role-arn",
-    "agent-cpu-request",
-    "agent-cpu-limit",
-    "agent-memory-request",
-    "agent-memory-limit",
-    "secret-<name>",
-    "map-<secret>",
-    "format-<name>, template-<name>, file-mode-<name>, command-<container>",
-];
+/// The annotations sidekey reads, each declared once. Their meaning is in
+/// `docs/annotations.md`; a key is `sidekey.dev/` and its [`Key::name`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Key {
+    /// `inject`: the pod opts in.
+    Inject,
+    /// `status`: written by the injector once the pod is injected.
+    Status,
+    /// `mount-path`.
+    MountPath,
+    /// `containers`.
+    Containers,
+    /// `env`.
+    Env,
+    /// `refresh`.
+    Refresh,
+    /// `revoke-on-shutdown`.
+    RevokeOnShutdown,
+    /// `on-change`.
+    OnChange,
+    /// `lifecycle`.
+    Lifecycle,
+    /// `vault-addr`.
+    VaultAddr,
+    /// `vault-role`.
+    VaultRole,
+    /// `vault-auth-mount`.
+    VaultAuthMount,
+    /// `vault-namespace`.
+    VaultNamespace,
+    /// `aws-region`.
+    AwsRegion,
+    /// `aws-role-arn`.
+    AwsRoleArn,
+    /// `agent-cpu-request`.
+    AgentCpuRequest,
+    /// `agent-cpu-limit`.
+    AgentCpuLimit,
+    /// `agent-memory-request`.
+    AgentMemoryRequest,
+    /// `agent-memory-limit`.
+    AgentMemoryLimit,
+}
+
+impl Key {
+    /// Every key, in the order the docs list them.
+    pub const ALL: [Key; 19] = [
+        Key::Inject,
+        Key::Status,
+        Key::MountPath,
+        Key::Containers,
+        Key::Env,
+        Key::Refresh,
+        Key::RevokeOnShutdown,
+        Key::OnChange,
+        Key::Lifecycle,
+        Key::VaultAddr,
+        Key::VaultRole,
+        Key::VaultAuthMount,
+        Key::VaultNamespace,
+        Key::AwsRegion,
+        Key::AwsRoleArn,
+        Key::AgentCpuRequest,
+        Key::AgentCpuLimit,
+        Key::AgentMemoryRequest,
+        Key::AgentMemoryLimit,
+    ];
+
+    /// The key without the prefix.
+    pub const fn name(self) -> &'static str {
+        match self {
+            Key::Inject => "inject",
+            Key::Status => "status",
+            Key::MountPath => "mount-path",
+            Key::Containers => "containers",
+            Key::Env => "env",
+            Key::Refresh => "refresh",
+            Key::RevokeOnShutdown => "revoke-on-shutdown",
+            Key::OnChange => "on-change",
+            Key::Lifecycle => "lifecycle",
+            Key::VaultAddr => "vault-addr",
+            Key::VaultRole => "vault-role",
+            Key::VaultAuthMount => "vault-auth-mount",
+            Key::VaultNamespace => "vault-namespace",
+            Key::AwsRegion => "aws-region",
+            Key::AwsRoleArn => "aws-role-arn",
+            Key::AgentCpuRequest => "agent-cpu-request",
+            Key::AgentCpuLimit => "agent-cpu-limit",
+            Key::AgentMemoryRequest => "agent-memory-request",
+            Key::AgentMemoryLimit => "agent-memory-limit",
+        }
+    }
+
+    /// The whole key, `sidekey.dev/<name>`.
+    pub fn key(self) -> String {
+        format!("{PREFIX}{}", self.name())
+    }
+
+    fn lookup(name: &str) -> Option<Key> {
+        Key::ALL.into_iter().find(|k| k.name() == name)
+    }
+}
+
+/// The annotations named after a file, a Kubernetes Secret or a container:
+/// `secret-<name>`, `map-<secret>`, ….
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Named {
+    /// `secret-<name>`: a file and its reference.
+    Secret,
+    /// `map-<secret>`: where a Kubernetes Secret's keys live now.
+    Map,
+    /// `format-<name>`.
+    Format,
+    /// `template-<name>`.
+    Template,
+    /// `file-mode-<name>`.
+    FileMode,
+    /// `command-<container>`.
+    Command,
+}
+
+impl Named {
+    /// Every named kind, in the order the docs list them.
+    pub const ALL: [Named; 6] =
+        [Named::Secret, Named::Map, Named::Format, Named::Template, Named::FileMode, Named::Command];
+
+    /// The part of the key before the name.
+    pub const fn prefix(self) -> &'static str {
+        match self {
+            Named::Secret => "secret-",
+            Named::Map => "map-",
+            Named::Format => "format-",
+            Named::Template => "template-",
+            Named::FileMode => "file-mode-",
+            Named::Command => "command-",
+        }
+    }
+
+    /// What the name names, in messages.
+    const fn what(self) -> &'static str {
+        match self {
+            Named::Map => "Kubernetes Secret",
+            Named::Command => "container",
+            _ => "secret",
+        }
+    }
+
+    /// The key (without the prefix) for `name`: `file-mode-tls`.
+    pub fn name(self, name: &str) -> String {
+        format!("{}{name}", self.prefix())
+    }
+
+    fn lookup(key: &str) -> Option<(Named, &str)> {
+        Named::ALL.into_iter().find_map(|n| key.strip_prefix(n.prefix()).map(|name| (n, name)))
+    }
+
+    fn placeholder(self) -> String {
+        let name = match self {
+            Named::Map => "<secret>",
+            Named::Command => "<container>",
+            _ => "<name>",
+        };
+        format!("{}{name}", self.prefix())
+    }
+}
+
+/// Every key, for the "unknown annotation" hint.
+fn known_keys() -> String {
+    let plain = Key::ALL.iter().map(|k| k.name().to_owned());
+    plain.chain(Named::ALL.iter().map(|n| n.placeholder())).collect::<Vec<_>>().join(", ")
+}
 
 /// The annotation values of a pod template as strings, or problems for
 /// values that are not strings (Kubernetes requires strings; YAML turns an
@@ -406,8 +552,7 @@ fn string_values(annotations: &Map<String, Value>, problems: &mut Vec<Problem>) 
 /// the webhook calls it for every pod.
 pub fn wants_injection(annotations: Option<&Map<String, Value>>) -> bool {
     annotations.is_some_and(|a| {
-        a.get(&format!("{PREFIX}inject")).and_then(Value::as_str) == Some("true")
-            && !a.contains_key(&format!("{PREFIX}status"))
+        a.get(&Key::Inject.key()).and_then(Value::as_str) == Some("true") && !a.contains_key(&Key::Status.key())
     })
 }
 
@@ -422,14 +567,13 @@ pub fn wants_injection(annotations: Option<&Map<String, Value>>) -> bool {
 pub fn parse(annotations: Option<&Map<String, Value>>) -> Result<PodAnnotations, Vec<Problem>> {
     let mut out = PodAnnotations::default();
     let Some(annotations) = annotations else { return Ok(out) };
-    let mut problems = Vec::new();
-    out.injected = annotations.contains_key(&format!("{PREFIX}status"));
-    match annotations.get(&format!("{PREFIX}inject")) {
+    out.injected = annotations.contains_key(&Key::Status.key());
+    match annotations.get(&Key::Inject.key()) {
         None => return Ok(out),
         Some(Value::String(s)) if s == "true" => out.inject = true,
         Some(Value::String(s)) if s == "false" || s.is_empty() => return Ok(out),
         Some(_) => {
-            return Err(vec![Problem::annotation("inject", "must be \"true\" or \"false\"")]);
+            return Err(vec![Problem::annotation(Key::Inject.name(), "must be \"true\" or \"false\"")]);
         }
     }
     if out.injected {
@@ -445,225 +589,209 @@ pub fn parse(annotations: Option<&Map<String, Value>>) -> Result<PodAnnotations,
             reason: format!("{ours} {PREFIX} annotations; at most {MAX_ANNOTATIONS} are accepted"),
         }]);
     }
+    let mut problems = Vec::new();
     let values = string_values(annotations, &mut problems);
-
-    // Companions are collected first and joined to their secret afterwards.
-    let mut formats = BTreeMap::new();
-    let mut templates = BTreeMap::new();
-    let mut modes = BTreeMap::new();
-
+    let mut companions = Companions::default();
     for (key, value) in &values {
-        let mut bad = |reason: String| problems.push(Problem::annotation(key, reason));
-        let named = |prefix: &str| key.strip_prefix(prefix);
-        let name_ok = |name: &str, what: &str| match dns_label_problem(name) {
-            Some(p) => Err(format!("the {what} name {p}")),
-            None => Ok(()),
+        let result = match (Key::lookup(key), Named::lookup(key)) {
+            (Some(k), _) => set_plain(&mut out, k, value),
+            (None, Some((n, name))) => set_named(&mut out, &mut companions, n, name, value),
+            (None, None) => Err(format!("unknown annotation (known: {})", known_keys())),
         };
-        match key.as_str() {
-            "inject" | "status" => {}
-            "mount-path" => match secrets_mount_problem(value) {
-                None => out.mount_path = Some(value.clone()),
-                Some(p) => bad(p),
-            },
-            "containers" => {
-                let list: Vec<String> = value.split(',').map(|s| s.trim().to_owned()).collect();
-                if let Some(p) = list.iter().find_map(|c| dns_label_problem(c)) {
-                    bad(format!("must be a comma-separated list of container names; a name {p}"));
-                } else {
-                    out.containers = Some(list);
-                }
-            }
-            "env" => match value.as_str() {
-                "file" => out.env = Some(EnvMode::File),
-                "exec" => out.env = Some(EnvMode::Exec),
-                "remove" => out.env = Some(EnvMode::Remove),
-                _ => bad("must be file, exec or remove".into()),
-            },
-            "revoke-on-shutdown" => match value.as_str() {
-                "true" => out.revoke_on_shutdown = Some(true),
-                "false" => out.revoke_on_shutdown = Some(false),
-                _ => bad("must be \"true\" or \"false\"".into()),
-            },
-            "refresh" => match duration::parse(value) {
-                Ok(d) => match refresh_problem(d) {
-                    None => out.refresh = Some(d),
-                    Some(p) => bad(p),
-                },
-                Err(e) => bad(e.to_string()),
-            },
-            "on-change" => match value.parse() {
-                Ok(v) => out.on_change = Some(v),
-                Err(e) => bad(e),
-            },
-            "lifecycle" => match value.as_str() {
-                "sidecar" => out.lifecycle = Some(Lifecycle::Sidecar),
-                "init-only" => out.lifecycle = Some(Lifecycle::InitOnly),
-                "legacy" => out.lifecycle = Some(Lifecycle::Legacy),
-                _ => bad("must be sidecar, init-only or legacy".into()),
-            },
-            "vault-addr" => match crate::config::vault_addr_problem(value) {
-                None => out.vault_addr = Some(value.trim_end_matches('/').to_owned()),
-                Some(p) => bad(p),
-            },
-            "vault-role" => match check_role(value) {
-                Ok(v) => out.vault_role = Some(v),
-                Err(e) => bad(e),
-            },
-            "vault-auth-mount" => match check_path_like(value) {
-                Ok(v) => out.vault_auth_mount = Some(v),
-                Err(e) => bad(e),
-            },
-            "vault-namespace" => match check_path_like(value) {
-                Ok(v) => out.vault_namespace = Some(v),
-                Err(e) => bad(e),
-            },
-            "aws-region" => match check_region(value) {
-                Ok(v) => out.aws_region = Some(v),
-                Err(e) => bad(e),
-            },
-            "aws-role-arn" => match check_role_arn(value) {
-                Ok(v) => out.aws_role_arn = Some(v),
-                Err(e) => bad(e),
-            },
-            "agent-cpu-request" | "agent-cpu-limit" | "agent-memory-request" | "agent-memory-limit" => {
-                match value.parse::<Quantity>() {
-                    Ok(q) => {
-                        let r = &mut out.resources;
-                        let slot = match key.as_str() {
-                            "agent-cpu-request" => &mut r.cpu_request,
-                            "agent-cpu-limit" => &mut r.cpu_limit,
-                            "agent-memory-request" => &mut r.memory_request,
-                            _ => &mut r.memory_limit,
-                        };
-                        *slot = Some(q);
-                    }
-                    Err(e) => bad(e.to_string()),
-                }
-            }
-            _ => {
-                if let Some(name) = named("secret-") {
-                    match name_ok(name, "secret").and_then(|()| value.parse::<Reference>().map_err(|e| e.to_string())) {
-                        Ok(reference) => {
-                            out.secrets.insert(
-                                name.to_owned(),
-                                SecretAnnotation { reference, format: None, template: None, file_mode: None },
-                            );
-                        }
-                        Err(e) => bad(e),
-                    }
-                } else if let Some(name) = named("map-") {
-                    let r = name_ok(name, "Kubernetes Secret").and_then(|()| {
-                        let r = value.parse::<Reference>().map_err(|e| e.to_string())?;
-                        if r.key().is_some() {
-                            return Err("must not have a #key: the key of each secretKeyRef is appended".into());
-                        }
-                        Ok(r)
-                    });
-                    match r {
-                        Ok(r) => {
-                            out.maps.insert(name.to_owned(), r);
-                        }
-                        Err(e) => bad(e),
-                    }
-                } else if let Some(name) = named("format-") {
-                    let f = match value.as_str() {
-                        "raw" => Some(Format::Raw),
-                        "json" => Some(Format::Json),
-                        "dotenv" => Some(Format::Dotenv),
-                        "yaml" => Some(Format::Yaml),
-                        "template" => Some(Format::Template),
-                        _ => None,
-                    };
-                    match (name_ok(name, "secret"), f) {
-                        (Err(e), _) => bad(e),
-                        (Ok(()), None) => bad("must be raw, json, dotenv, yaml or template".into()),
-                        (Ok(()), Some(f)) => {
-                            formats.insert(name.to_owned(), f);
-                        }
-                    }
-                } else if let Some(name) = named("template-") {
-                    match name_ok(name, "secret") {
-                        Err(e) => bad(e),
-                        Ok(()) if value.trim().is_empty() => bad("the template is empty".into()),
-                        Ok(()) => {
-                            templates.insert(name.to_owned(), value.clone());
-                        }
-                    }
-                } else if let Some(name) = named("file-mode-") {
-                    match name_ok(name, "secret").and_then(|()| parse_file_mode(value)) {
-                        Ok(m) => {
-                            modes.insert(name.to_owned(), m);
-                        }
-                        Err(e) => bad(e),
-                    }
-                } else if let Some(name) = named("command-") {
-                    match name_ok(name, "container").and_then(|()| parse_command(value)) {
-                        Ok(c) => {
-                            out.commands.insert(name.to_owned(), c);
-                        }
-                        Err(e) => bad(e),
-                    }
-                } else {
-                    bad(format!("unknown annotation (known: {})", PLAIN_KEYS.join(", ")));
-                }
-            }
+        if let Err(reason) = result {
+            problems.push(Problem::annotation(key, reason));
         }
     }
-
-    // A companion without its secret is a typo waiting to bite.
-    let secret_names: Vec<String> = out.secrets.keys().cloned().collect();
-    let orphan = |prefix: &str, name: &str, problems: &mut Vec<Problem>| {
-        if !values.contains_key(&format!("secret-{name}")) {
-            problems.push(Problem::annotation(
-                &format!("{prefix}{name}"),
-                format!("there is no {PREFIX}secret-{name} annotation"),
-            ));
-        }
-    };
-    for name in formats.keys() {
-        orphan("format-", name, &mut problems);
-    }
-    for name in templates.keys() {
-        orphan("template-", name, &mut problems);
-    }
-    for name in modes.keys() {
-        orphan("file-mode-", name, &mut problems);
-    }
-    for name in secret_names {
-        let Some(s) = out.secrets.get_mut(&name) else { continue };
-        s.template = templates.remove(&name);
-        s.file_mode = modes.remove(&name);
-        s.format = match (formats.remove(&name), &s.template) {
-            (None, Some(_)) => Some(Format::Template),
-            (Some(Format::Template), None) => {
-                problems.push(Problem::annotation(
-                    &format!("format-{name}"),
-                    format!("format template needs a {PREFIX}template-{name} annotation"),
-                ));
-                None
-            }
-            (Some(f), Some(_)) if f != Format::Template => {
-                problems.push(Problem::annotation(
-                    &format!("template-{name}"),
-                    format!("a template is only used with format template, but {PREFIX}format-{name} is not template"),
-                ));
-                None
-            }
-            (f, _) => f,
-        };
-    }
+    companions.join(&mut out, &values, &mut problems);
     let r = &out.resources;
-    for (what, req, lim) in [("cpu", &r.cpu_request, &r.cpu_limit), ("memory", &r.memory_request, &r.memory_limit)] {
-        if let (Some(req), Some(lim)) = (req, lim) {
-            if req > lim {
-                problems.push(Problem::annotation(
-                    &format!("agent-{what}-request"),
-                    format!("{req} exceeds {PREFIX}agent-{what}-limit {lim}"),
-                ));
-            }
+    for (req_key, lim_key, req, lim) in [
+        (Key::AgentCpuRequest, Key::AgentCpuLimit, &r.cpu_request, &r.cpu_limit),
+        (Key::AgentMemoryRequest, Key::AgentMemoryLimit, &r.memory_request, &r.memory_limit),
+    ] {
+        if let (Some(req), Some(lim)) = (req, lim)
+            && req > lim
+        {
+            problems.push(Problem::annotation(req_key.name(), format!("{req} exceeds {} {lim}", lim_key.key())));
         }
     }
     if problems.is_empty() { Ok(out) } else { Err(problems) }
+}
+
+/// Sets what a plain annotation says.
+fn set_plain(out: &mut PodAnnotations, key: Key, value: &str) -> Result<(), String> {
+    let some = |v: Result<String, String>| v.map(Some);
+    match key {
+        Key::Inject | Key::Status => {}
+        Key::MountPath => match secrets_mount_problem(value) {
+            None => out.mount_path = Some(value.to_owned()),
+            Some(p) => return Err(p),
+        },
+        Key::Containers => {
+            let list: Vec<String> = value.split(',').map(|s| s.trim().to_owned()).collect();
+            if let Some(p) = list.iter().find_map(|c| dns_label_problem(c)) {
+                return Err(format!("must be a comma-separated list of container names; a name {p}"));
+            }
+            out.containers = Some(list);
+        }
+        Key::Env => {
+            out.env = Some(match value {
+                "file" => EnvMode::File,
+                "exec" => EnvMode::Exec,
+                "remove" => EnvMode::Remove,
+                _ => return Err("must be file, exec or remove".into()),
+            });
+        }
+        Key::RevokeOnShutdown => {
+            out.revoke_on_shutdown = Some(match value {
+                "true" => true,
+                "false" => false,
+                _ => return Err("must be \"true\" or \"false\"".into()),
+            });
+        }
+        Key::Refresh => {
+            let d = duration::parse(value).map_err(|e| e.to_string())?;
+            if let Some(p) = refresh_problem(d) {
+                return Err(p);
+            }
+            out.refresh = Some(d);
+        }
+        Key::OnChange => out.on_change = Some(value.parse()?),
+        Key::Lifecycle => {
+            out.lifecycle = Some(match value {
+                "sidecar" => Lifecycle::Sidecar,
+                "init-only" => Lifecycle::InitOnly,
+                "legacy" => Lifecycle::Legacy,
+                _ => return Err("must be sidecar, init-only or legacy".into()),
+            });
+        }
+        Key::VaultAddr => match crate::config::vault_addr_problem(value) {
+            None => out.vault_addr = Some(value.trim_end_matches('/').to_owned()),
+            Some(p) => return Err(p),
+        },
+        Key::VaultRole => out.vault_role = some(check_role(value))?,
+        Key::VaultAuthMount => out.vault_auth_mount = some(check_path_like(value))?,
+        Key::VaultNamespace => out.vault_namespace = some(check_path_like(value))?,
+        Key::AwsRegion => out.aws_region = some(check_region(value))?,
+        Key::AwsRoleArn => out.aws_role_arn = some(check_role_arn(value))?,
+        Key::AgentCpuRequest | Key::AgentCpuLimit | Key::AgentMemoryRequest | Key::AgentMemoryLimit => {
+            let q = value.parse::<Quantity>().map_err(|e| e.to_string())?;
+            let r = &mut out.resources;
+            let slot = match key {
+                Key::AgentCpuRequest => &mut r.cpu_request,
+                Key::AgentCpuLimit => &mut r.cpu_limit,
+                Key::AgentMemoryRequest => &mut r.memory_request,
+                _ => &mut r.memory_limit,
+            };
+            *slot = Some(q);
+        }
+    }
+    Ok(())
+}
+
+/// The annotations that only mean something next to a `secret-<name>`,
+/// collected first and joined to their secret afterwards.
+#[derive(Default)]
+struct Companions {
+    formats: BTreeMap<String, Format>,
+    templates: BTreeMap<String, String>,
+    modes: BTreeMap<String, u32>,
+}
+
+/// Sets what a named annotation says (companions wait in `companions`).
+fn set_named(
+    out: &mut PodAnnotations,
+    companions: &mut Companions,
+    kind: Named,
+    name: &str,
+    value: &str,
+) -> Result<(), String> {
+    if let Some(p) = dns_label_problem(name) {
+        return Err(format!("the {} name {p}", kind.what()));
+    }
+    let name = name.to_owned();
+    match kind {
+        Named::Secret => {
+            let reference = value.parse::<Reference>().map_err(|e| e.to_string())?;
+            out.secrets.insert(name, SecretAnnotation { reference, format: None, template: None, file_mode: None });
+        }
+        Named::Map => {
+            let r = value.parse::<Reference>().map_err(|e| e.to_string())?;
+            if r.key().is_some() {
+                return Err("must not have a #key: the key of each secretKeyRef is appended".into());
+            }
+            out.maps.insert(name, r);
+        }
+        Named::Format => {
+            let f = match value {
+                "raw" => Format::Raw,
+                "json" => Format::Json,
+                "dotenv" => Format::Dotenv,
+                "yaml" => Format::Yaml,
+                "template" => Format::Template,
+                _ => return Err("must be raw, json, dotenv, yaml or template".into()),
+            };
+            companions.formats.insert(name, f);
+        }
+        Named::Template => {
+            if value.trim().is_empty() {
+                return Err("the template is empty".into());
+            }
+            companions.templates.insert(name, value.to_owned());
+        }
+        Named::FileMode => {
+            companions.modes.insert(name, parse_file_mode(value)?);
+        }
+        Named::Command => {
+            out.commands.insert(name, parse_command(value)?);
+        }
+    }
+    Ok(())
+}
+
+impl Companions {
+    /// Joins each companion to its secret; a companion without its secret,
+    /// or a format and template that disagree, is a problem.
+    fn join(mut self, out: &mut PodAnnotations, values: &BTreeMap<String, String>, problems: &mut Vec<Problem>) {
+        // A companion without its secret is a typo waiting to bite.
+        let orphans = [
+            (Named::Format, self.formats.keys().collect::<Vec<_>>()),
+            (Named::Template, self.templates.keys().collect()),
+            (Named::FileMode, self.modes.keys().collect()),
+        ];
+        for (kind, names) in orphans {
+            for name in names.into_iter().filter(|n| !values.contains_key(&Named::Secret.name(n))) {
+                problems.push(Problem::annotation(
+                    &kind.name(name),
+                    format!("there is no {PREFIX}{} annotation", Named::Secret.name(name)),
+                ));
+            }
+        }
+        for (name, s) in &mut out.secrets {
+            s.template = self.templates.remove(name);
+            s.file_mode = self.modes.remove(name);
+            s.format = match (self.formats.remove(name), &s.template) {
+                (None, Some(_)) => Some(Format::Template),
+                (Some(Format::Template), None) => {
+                    problems.push(Problem::annotation(
+                        &Named::Format.name(name),
+                        format!("format template needs a {PREFIX}{} annotation", Named::Template.name(name)),
+                    ));
+                    None
+                }
+                (Some(f), Some(_)) if f != Format::Template => {
+                    problems.push(Problem::annotation(
+                        &Named::Template.name(name),
+                        format!(
+                            "a template is only used with format template, but {PREFIX}{} is not template",
+                            Named::Format.name(name)
+                        ),
+                    ));
+                    None
+                }
+                (f, _) => f,
+            };
+        }
+    }
 }
 
 #[cfg(test)]

@@ -18,6 +18,7 @@ use saphyr_parser::{Event, Parser};
 use serde_json::{Value, json};
 
 use crate::PREFIX;
+use crate::annotations::Key;
 use crate::names::dns_label_problem;
 use crate::pod::{Container, EnvSource, Kind, PodSpec, SecretKeyRef};
 use crate::workload::templates;
@@ -346,7 +347,7 @@ fn inject_check(
             meta["annotations"][k] = json!(v);
         }
         if add_label {
-            meta["labels"][format!("{PREFIX}inject")] = json!("true");
+            meta["labels"][Key::Inject.key()] = json!("true");
         }
     }
     let attempt = |c: &Value| crate::mutate::mutate_template(&mut c.clone(), &config).map(|_| ());
@@ -433,8 +434,8 @@ pub fn migrate(text: &str, to: &str) -> Result<(String, Vec<Change>), MigrateErr
             let labels = template.pointer("/metadata/labels").and_then(Value::as_object);
             let mut add_ann: Vec<(String, String)> = Vec::new();
             let mut skipped = Vec::new();
-            if annotations.and_then(|a| a.get(&format!("{PREFIX}inject"))).is_none() {
-                add_ann.push((format!("{PREFIX}inject"), "true".into()));
+            if annotations.and_then(|a| a.get(&Key::Inject.key())).is_none() {
+                add_ann.push((Key::Inject.key(), "true".into()));
             }
             for s in &secrets {
                 if let Some(p) = dns_label_problem(s) {
@@ -450,7 +451,7 @@ pub fn migrate(text: &str, to: &str) -> Result<(String, Vec<Change>), MigrateErr
                 }
                 add_ann.push((key, expand(to, namespace, s)));
             }
-            let add_label = labels.and_then(|l| l.get(&format!("{PREFIX}inject"))).is_none();
+            let add_label = labels.and_then(|l| l.get(&Key::Inject.key())).is_none();
             // Never opt in a workload that inject (and so the webhook) would
             // then refuse: add what makes it acceptable, or leave it alone.
             match inject_check(template, &add_ann, add_label) {
@@ -481,7 +482,7 @@ pub fn migrate(text: &str, to: &str) -> Result<(String, Vec<Change>), MigrateErr
                         ann[k] = json!(v);
                     }
                     if add_label {
-                        meta.entry("labels").or_insert_with(|| json!({}))[format!("{PREFIX}inject")] = json!("true");
+                        meta.entry("labels").or_insert_with(|| json!({}))[Key::Inject.key()] = json!("true");
                     }
                 }
             }
@@ -543,7 +544,7 @@ pub fn migrate(text: &str, to: &str) -> Result<(String, Vec<Change>), MigrateErr
             };
             let mut ok = add_ann.is_empty() || edit(ann_pos, "annotations", &add_ann);
             if add_label {
-                ok &= edit(label_pos, "labels", &[(format!("{PREFIX}inject"), "true".into())]);
+                ok &= edit(label_pos, "labels", &[(Key::Inject.key(), "true".into())]);
             }
             fallback |= !ok;
             let mut added = add_ann;

@@ -13,9 +13,8 @@ use super::{
     AGENT_BINARY, AGENT_CONTAINER, BIN_DIR, BIN_VOLUME, INIT_CONTAINER, INSTALL_CONTAINER, SECRETS_VOLUME, STATE_DIR,
     STATE_VOLUME, STATUS_INJECTED, TOKEN_DIR, TOKEN_VOLUME,
 };
-use crate::PREFIX;
 use crate::agent_config;
-use crate::annotations::{EnvMode, Lifecycle, OnChange, PodAnnotations};
+use crate::annotations::{EnvMode, Key, Lifecycle, OnChange, PodAnnotations};
 use crate::config::InjectorConfig;
 use crate::pod::Kind;
 
@@ -99,7 +98,7 @@ pub(super) fn apply(
 /// leaves it alone.
 pub(super) fn mark_injected(template: &mut Value, ops: &mut Ops) {
     if let Some(ann) = template.pointer_mut("/metadata/annotations").and_then(Value::as_object_mut) {
-        let key = format!("{PREFIX}status");
+        let key = Key::Status.key();
         ops.add(&["metadata", "annotations", &key], json!(STATUS_INJECTED));
         ann.insert(key, json!(STATUS_INJECTED));
     }

@@ -14,7 +14,7 @@ use super::{
 };
 use crate::PREFIX;
 use crate::agent_config::{AgentConfig, AwsConfig, FileSpec, VaultAuth, VaultConfig};
-use crate::annotations::{EnvMode, Format, Lifecycle, OnChange, PodAnnotations, Problem};
+use crate::annotations::{EnvMode, Format, Key, Lifecycle, Named, OnChange, PodAnnotations, Problem};
 use crate::config::InjectorConfig;
 use crate::pod::{Container, EnvFromSource, EnvSource, Kind, PodSpec, SecretKeyRef};
 use crate::reference::{Backend, Reference, is_env_reference};
@@ -349,7 +349,7 @@ impl Planner<'_> {
                 for name in list.iter().filter(|n| !exists(n)) {
                     let known: Vec<&str> = self.pod.app_containers().map(|c| c.name()).collect();
                     problems.push(Problem::annotation(
-                        "containers",
+                        Key::Containers.name(),
                         format!("container {name} does not exist (the pod has: {})", known.join(", ")),
                     ));
                 }
@@ -358,7 +358,7 @@ impl Planner<'_> {
             None => self.pod.containers(&[Kind::Regular]).map(|c| c.name().to_owned()).collect(),
         };
         for name in self.a.commands.keys().filter(|n| !exists(n)) {
-            problems.push(Problem::annotation(&format!("command-{name}"), format!("container {name} does not exist")));
+            problems.push(Problem::annotation(&Named::Command.name(name), format!("container {name} does not exist")));
         }
         self.problems.extend(problems);
         selected
@@ -367,9 +367,9 @@ impl Planner<'_> {
     /// The mount path (and `/sidekey/bin` for `env: exec`) must be free in
     /// every selected container.
     fn check_mount_paths(&mut self, selected: &[Container<'_>]) {
-        let mut ours = vec![(self.mount_path.clone(), "mount-path")];
+        let mut ours = vec![(self.mount_path.clone(), Key::MountPath)];
         if self.env_mode == EnvMode::Exec {
-            ours.push((BIN_DIR.to_owned(), "env"));
+            ours.push((BIN_DIR.to_owned(), Key::Env));
         }
         for c in selected {
             for m in c.field("volumeMounts").and_then(Value::as_array).into_iter().flatten() {
@@ -378,7 +378,7 @@ impl Planner<'_> {
                     if path == dir || path.strip_prefix(dir.as_str()).is_some_and(|rest| rest.starts_with('/')) {
                         let volume = m.get("name").and_then(Value::as_str).unwrap_or("a volume");
                         self.annotation_problem(
-                            key,
+                            key.name(),
                             format!(
                                 "container {} already mounts {volume} at {path}, where sidekey mounts its volume",
                                 c.name()
@@ -396,7 +396,7 @@ impl Planner<'_> {
             && !self.pod.is_true("shareProcessNamespace")
         {
             self.annotation_problem(
-                "on-change",
+                Key::OnChange.name(),
                 format!(
                     "signal:{sig} needs spec.shareProcessNamespace: true so the agent can see the app's processes; sidekey does not turn it on for you because it exposes every process of the pod to every container (use an http:// on-change or watch the files instead)"
                 ),
@@ -414,12 +414,14 @@ impl Planner<'_> {
             o.memory_request.as_ref().unwrap_or(&r.requests.memory),
             o.memory_limit.as_ref().unwrap_or(&r.limits.memory),
         );
-        for (what, (req, lim), limit_set) in
-            [("cpu", cpu, o.cpu_limit.is_some()), ("memory", memory, o.memory_limit.is_some())]
-        {
+        let cpu_key = if o.cpu_limit.is_some() { Key::AgentCpuLimit } else { Key::AgentCpuRequest };
+        let memory_key = if o.memory_limit.is_some() { Key::AgentMemoryLimit } else { Key::AgentMemoryRequest };
+        for (what, (req, lim), key) in [("cpu", cpu, cpu_key), ("memory", memory, memory_key)] {
             if req > lim {
-                let key = if limit_set { format!("agent-{what}-limit") } else { format!("agent-{what}-request") };
-                self.annotation_problem(&key, format!("the agent's {what} request {req} exceeds its limit {lim}"));
+                self.annotation_problem(
+                    key.name(),
+                    format!("the agent's {what} request {req} exceeds its limit {lim}"),
+                );
             }
         }
     }
@@ -428,10 +430,10 @@ impl Planner<'_> {
     fn check_vault_addr(&mut self) {
         let Some(addr) = &self.a.vault_addr else { return };
         if let Some(reason) = self.config.vault.http_problem(addr) {
-            self.annotation_problem("vault-addr", reason);
+            self.annotation_problem(Key::VaultAddr.name(), reason);
         } else if !self.config.vault.addr_allowed(addr) {
             self.annotation_problem(
-                "vault-addr",
+                Key::VaultAddr.name(),
                 "this Vault address is not in the injector's vault.allowedAddrs (an annotation may not choose where a credential is sent)",
             );
         }
@@ -602,7 +604,7 @@ impl Planner<'_> {
         moves.used_maps.insert(secret.to_owned());
         if self.a.secrets.contains_key(secret) {
             self.annotation_problem(
-                &format!("map-{secret}"),
+                &Named::Map.name(secret),
                 format!("the directory {secret} for envFrom would clash with the file of {PREFIX}secret-{secret}"),
             );
             return None;
@@ -627,7 +629,7 @@ impl Planner<'_> {
             let explicit = files.explicit_mode.contains(&f.name);
             match access.app_can_read(f.mode) {
                 Some(false) if explicit => self.annotation_problem(
-                    &format!("file-mode-{}", f.name),
+                    &Named::FileMode.name(&f.name),
                     format!(
                         "mode {:04o} does not let every selected container read the file (they run as UID {}; the agent writes it as UID {} group {}); use 0440 with a pod fsGroup, or 0444",
                         f.mode,
