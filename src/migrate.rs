@@ -18,7 +18,7 @@ use saphyr_parser::{Event, Parser};
 use serde_json::{Value, json};
 
 use crate::PREFIX;
-use crate::annotations::Key;
+use crate::annotations::{Key, Named};
 use crate::names::dns_label_problem;
 use crate::pod::{Container, EnvSource, Kind, PodSpec, SecretKeyRef};
 use crate::workload::templates;
@@ -195,17 +195,72 @@ fn escape(token: &str) -> String {
 /// start of the line where the document's root node starts to where the
 /// document ends (what a rewrite of that one document replaces).
 fn mapping_positions(text: &str) -> Vec<(HashMap<String, Pos>, (usize, usize))> {
-    let chars: Vec<char> = text.chars().collect();
-    let mut docs = Vec::new();
-    let mut root_start = 0;
-    let mut current: HashMap<String, Pos> = HashMap::new();
-    let mut stack: Vec<Frame> = Vec::new();
-    let mut in_doc = false;
-    // parse_documents drops empty documents: keep the two lists aligned.
-    let mut has_root = false;
-    // The pointer the next node gets, from its parent.
-    let child_pointer = |stack: &mut Vec<Frame>| -> String {
-        match stack.last_mut() {
+    let mut w = PositionWalker { chars: text.chars().collect(), ..PositionWalker::default() };
+    for ev in Parser::new_from_str(text) {
+        let Ok((ev, span)) = ev else { break };
+        match ev {
+            Event::DocumentStart(_) => {
+                w.in_doc = true;
+                w.has_root = false;
+                w.current = HashMap::new();
+                w.stack.clear();
+            }
+            Event::DocumentEnd => {
+                if w.in_doc && w.has_root {
+                    w.docs.push((std::mem::take(&mut w.current), (w.root_start, span.start.index())));
+                }
+                w.in_doc = false;
+            }
+            Event::MappingStart(..) => {
+                let pointer = w.node_start(&span);
+                let mut pos = Pos::at(&span);
+                pos.flow = w.chars.get(span.start.index()).is_some_and(|c| *c == '{');
+                w.current.insert(pointer.clone(), pos);
+                w.stack.push(Frame::Map { key: None, key_col: 0, pointer });
+            }
+            Event::SequenceStart(..) => {
+                let pointer = w.node_start(&span);
+                w.stack.push(Frame::Seq { index: 0, pointer });
+            }
+            Event::MappingEnd | Event::SequenceEnd => w.collection_end(&span),
+            Event::Scalar(v, style, _, _) => w.scalar(&v, style, &span),
+            Event::Alias(_) => w.alias(&span),
+            _ => {}
+        }
+    }
+    w.docs
+}
+
+/// The state of [`mapping_positions`]' walk over the parser's events.
+#[derive(Default)]
+struct PositionWalker {
+    chars: Vec<char>,
+    docs: Vec<(HashMap<String, Pos>, (usize, usize))>,
+    root_start: usize,
+    current: HashMap<String, Pos>,
+    stack: Vec<Frame>,
+    in_doc: bool,
+    /// parse_documents drops empty documents: keep the two lists aligned.
+    has_root: bool,
+}
+
+impl Pos {
+    fn at(span: &saphyr_parser::Span) -> Pos {
+        Pos {
+            line: span.start.line(),
+            col: span.start.col(),
+            flow: false,
+            flow_end: None,
+            empty_key_col: None,
+            alias: None,
+        }
+    }
+}
+
+impl PositionWalker {
+    /// The pointer the next node gets, from its parent.
+    fn child_pointer(&mut self) -> String {
+        match self.stack.last_mut() {
             None => String::new(),
             Some(Frame::Map { key, pointer, .. }) => format!("{pointer}/{}", escape(key.as_deref().unwrap_or(""))),
             Some(Frame::Seq { index, pointer }) => {
@@ -214,115 +269,72 @@ fn mapping_positions(text: &str) -> Vec<(HashMap<String, Pos>, (usize, usize))> 
                 p
             }
         }
-    };
-    for ev in Parser::new_from_str(text) {
-        let Ok((ev, span)) = ev else { break };
-        match ev {
-            Event::DocumentStart(_) => {
-                in_doc = true;
-                has_root = false;
-                current = HashMap::new();
-                stack.clear();
-            }
-            Event::DocumentEnd => {
-                if in_doc && has_root {
-                    docs.push((std::mem::take(&mut current), (root_start, span.start.index())));
-                }
-                in_doc = false;
-            }
-            Event::MappingStart(..) => {
-                if stack.is_empty() {
-                    let at = span.start.index().min(chars.len());
-                    root_start = chars[..at].iter().rposition(|c| *c == '\n').map_or(0, |i| i + 1);
-                }
-                has_root = true;
-                let pointer = child_pointer(&mut stack);
-                let flow = chars.get(span.start.index()).is_some_and(|c| *c == '{');
-                let pos = Pos {
-                    line: span.start.line(),
-                    col: span.start.col(),
-                    flow,
-                    flow_end: None,
-                    empty_key_col: None,
-                    alias: None,
-                };
-                current.insert(pointer.clone(), pos);
-                stack.push(Frame::Map { key: None, key_col: 0, pointer });
-            }
-            Event::SequenceStart(..) => {
-                if stack.is_empty() {
-                    let at = span.start.index().min(chars.len());
-                    root_start = chars[..at].iter().rposition(|c| *c == '\n').map_or(0, |i| i + 1);
-                }
-                has_root = true;
-                let pointer = child_pointer(&mut stack);
-                stack.push(Frame::Seq { index: 0, pointer });
-            }
-            Event::MappingEnd | Event::SequenceEnd => {
-                if let Some(Frame::Map { pointer, .. }) = stack.last()
-                    && let Some(pos) = current.get_mut(pointer)
-                    && pos.flow
-                {
-                    // A flow mapping ends at its `}` (after a trailing comma, the
-                    // span may start before it).
-                    let from = span.start.index();
-                    let end = chars.iter().skip(from).position(|c| !c.is_whitespace() && *c != ',').map(|i| from + i);
-                    pos.flow_end = end.filter(|e| chars.get(*e) == Some(&'}'));
-                }
-                stack.pop();
-                if let Some(Frame::Map { key, .. }) = stack.last_mut() {
-                    *key = None;
-                }
-            }
-            Event::Scalar(v, style, _, _) => {
-                if stack.is_empty()
-                    && !(style == saphyr_parser::ScalarStyle::Plain && yaml::resolve_plain(&v).is_null())
-                {
-                    has_root = true;
-                }
-                let empty = style == saphyr_parser::ScalarStyle::Plain && v.is_empty();
-                if empty && let Some(Frame::Map { key: Some(k), key_col, pointer }) = stack.last() {
-                    let pos = Pos {
-                        line: span.start.line(),
-                        col: span.start.col(),
-                        flow: false,
-                        flow_end: None,
-                        empty_key_col: Some(*key_col),
-                        alias: None,
-                    };
-                    current.insert(format!("{pointer}/{}", escape(k)), pos);
-                }
-                match stack.last_mut() {
-                    Some(Frame::Map { key, key_col, .. }) if key.is_none() => {
-                        *key = Some(v.into_owned());
-                        *key_col = span.start.col();
-                    }
-                    Some(Frame::Map { key, .. }) => *key = None,
-                    Some(Frame::Seq { index, .. }) => *index += 1,
-                    None => {}
-                }
-            }
-            Event::Alias(_) => match stack.last_mut() {
-                Some(Frame::Map { key, pointer, .. }) => {
-                    if let Some(k) = key.take() {
-                        let pos = Pos {
-                            line: span.start.line(),
-                            col: span.start.col(),
-                            flow: false,
-                            flow_end: None,
-                            empty_key_col: None,
-                            alias: Some((span.start.index(), span.end.index())),
-                        };
-                        current.insert(format!("{pointer}/{}", escape(&k)), pos);
-                    }
-                }
-                Some(Frame::Seq { index, .. }) => *index += 1,
-                None => {}
-            },
-            _ => {}
+    }
+
+    /// A mapping or sequence starts: its pointer (a root also marks where
+    /// the document's text starts).
+    fn node_start(&mut self, span: &saphyr_parser::Span) -> String {
+        if self.stack.is_empty() {
+            let at = span.start.index().min(self.chars.len());
+            self.root_start = self.chars[..at].iter().rposition(|c| *c == '\n').map_or(0, |i| i + 1);
+        }
+        self.has_root = true;
+        self.child_pointer()
+    }
+
+    fn collection_end(&mut self, span: &saphyr_parser::Span) {
+        if let Some(Frame::Map { pointer, .. }) = self.stack.last()
+            && let Some(pos) = self.current.get_mut(pointer)
+            && pos.flow
+        {
+            // A flow mapping ends at its `}` (after a trailing comma, the
+            // span may start before it).
+            let from = span.start.index();
+            let chars = &self.chars;
+            let end = chars.iter().skip(from).position(|c| !c.is_whitespace() && *c != ',').map(|i| from + i);
+            pos.flow_end = end.filter(|e| chars.get(*e) == Some(&'}'));
+        }
+        self.stack.pop();
+        if let Some(Frame::Map { key, .. }) = self.stack.last_mut() {
+            *key = None;
         }
     }
-    docs
+
+    fn scalar(&mut self, v: &str, style: saphyr_parser::ScalarStyle, span: &saphyr_parser::Span) {
+        let plain = style == saphyr_parser::ScalarStyle::Plain;
+        if self.stack.is_empty() && !(plain && yaml::resolve_plain(v).is_null()) {
+            self.has_root = true;
+        }
+        if plain
+            && v.is_empty()
+            && let Some(Frame::Map { key: Some(k), key_col, pointer }) = self.stack.last()
+        {
+            let pos = Pos { empty_key_col: Some(*key_col), ..Pos::at(span) };
+            self.current.insert(format!("{pointer}/{}", escape(k)), pos);
+        }
+        match self.stack.last_mut() {
+            Some(Frame::Map { key, key_col, .. }) if key.is_none() => {
+                *key = Some(v.to_owned());
+                *key_col = span.start.col();
+            }
+            Some(Frame::Map { key, .. }) => *key = None,
+            Some(Frame::Seq { index, .. }) => *index += 1,
+            None => {}
+        }
+    }
+
+    fn alias(&mut self, span: &saphyr_parser::Span) {
+        match self.stack.last_mut() {
+            Some(Frame::Map { key, pointer, .. }) => {
+                if let Some(k) = key.take() {
+                    let pos = Pos { alias: Some((span.start.index(), span.end.index())), ..Pos::at(span) };
+                    self.current.insert(format!("{pointer}/{}", escape(&k)), pos);
+                }
+            }
+            Some(Frame::Seq { index, .. }) => *index += 1,
+            None => {}
+        }
+    }
 }
 
 /// Runs the injection on `template` with the annotations (and label)
@@ -390,206 +402,42 @@ pub fn migrate(text: &str, to: &str) -> Result<(String, Vec<Change>), MigrateErr
     check_target(to)?;
     let docs = yaml::parse_documents(text)?;
     let positions = mapping_positions(text);
+    let src = Text::new(text);
     let mut changes = Vec::new();
-    // Insertions: char index (insert before) → texts, in order.
-    let mut inserts: BTreeMap<usize, Vec<String>> = BTreeMap::new();
-    // Replacements: char index → end of the text the insertion there replaces.
-    let mut skips: HashMap<usize, usize> = HashMap::new();
-    let chars: Vec<char> = text.chars().collect();
-    let mut line_starts = vec![0];
-    line_starts.extend(chars.iter().enumerate().filter(|(_, c)| **c == '\n').map(|(i, _)| i + 1));
-    // New lines end like the file's own (a CRLF file stays CRLF).
-    let nl = if text.contains("\r\n") { "\r\n" } else { "\n" };
-    let mut reserialize: Vec<usize> = Vec::new();
+    let mut edits = Edits::default();
+    let mut reserialize = false;
     let mut new_docs = docs.clone();
     for (di, doc) in docs.iter().enumerate() {
         let (pos, range) = positions.get(di).cloned().unwrap_or_default();
-        let mut doc_edits: Vec<(usize, String)> = Vec::new();
-        let mut doc_skips: Vec<(usize, usize)> = Vec::new();
+        let mut doc_edits = Edits::default();
         let mut fallback = false;
         for (object_pointer, tp) in templates(doc) {
             let Some(template) = doc.pointer(&tp) else { continue };
-            let object = crate::workload::describe(doc.pointer(&object_pointer).unwrap_or(doc));
-            let namespace = doc
-                .pointer(&format!("{object_pointer}/metadata/namespace"))
-                .and_then(Value::as_str)
-                .unwrap_or("default");
-            let secrets = secrets_used(template);
-            if secrets.is_empty() {
-                continue;
-            }
-            // Metadata that is there but not a mapping (a scalar where the
-            // pod template's labels belong) cannot take the opt-in; the
-            // API server would refuse the object anyway.
-            let not_mapping = |p: &str| template.pointer(p).is_some_and(|v| !v.is_object() && !v.is_null());
-            if let Some(field) =
-                ["/metadata", "/metadata/annotations", "/metadata/labels"].into_iter().find(|p| not_mapping(p))
-            {
-                let reason = format!("the pod template's {} is not a mapping", field[1..].replace('/', "."));
-                let skipped = secrets.iter().map(|s| (s.clone(), reason.clone())).collect();
-                changes.push(Change { object, skipped, ..Change::default() });
-                continue;
-            }
-            let annotations = template.pointer("/metadata/annotations").and_then(Value::as_object);
-            let labels = template.pointer("/metadata/labels").and_then(Value::as_object);
-            let mut add_ann: Vec<(String, String)> = Vec::new();
-            let mut skipped = Vec::new();
-            if annotations.and_then(|a| a.get(&Key::Inject.key())).is_none() {
-                add_ann.push((Key::Inject.key(), "true".into()));
-            }
-            for s in &secrets {
-                if let Some(p) = dns_label_problem(s) {
-                    skipped.push((
-                        s.clone(),
-                        format!("the Secret name {p}, so it cannot be a sidekey.dev/map-<secret> annotation"),
-                    ));
+            let plan = match plan_template(doc, &object_pointer, template, to) {
+                Planned::Nothing => continue,
+                Planned::Report(change) => {
+                    changes.push(change);
                     continue;
                 }
-                let key = format!("{PREFIX}map-{s}");
-                if annotations.is_some_and(|a| a.contains_key(&key)) {
-                    continue;
-                }
-                add_ann.push((key, expand(to, namespace, s)));
-            }
-            let add_label = labels.and_then(|l| l.get(&Key::Inject.key())).is_none();
-            // Never opt in a workload that inject (and so the webhook) would
-            // then refuse: add what makes it acceptable, or leave it alone.
-            match inject_check(template, &add_ann, add_label) {
-                Ok(extra) => add_ann.extend(extra),
-                Err(refused) => {
-                    changes.push(Change { object, skipped, refused, ..Change::default() });
-                    continue;
-                }
-            }
-            if add_ann.is_empty() && !add_label {
-                if !skipped.is_empty() {
-                    changes.push(Change { object, skipped, ..Change::default() });
-                }
-                continue;
-            }
-            // The new value of the document, for the fallback and the report.
-            if let Some(t) = new_docs[di].pointer_mut(&tp) {
-                let meta = t.as_object_mut().map(|o| o.entry("metadata").or_insert_with(|| json!({})));
-                let meta = meta.map(|m| {
-                    if m.is_null() {
-                        *m = json!({});
-                    }
-                    m
-                });
-                if let Some(meta) = meta.and_then(Value::as_object_mut) {
-                    let ann = meta.entry("annotations").or_insert_with(|| json!({}));
-                    for (k, v) in &add_ann {
-                        ann[k] = json!(v);
-                    }
-                    if add_label {
-                        meta.entry("labels").or_insert_with(|| json!({}))[Key::Inject.key()] = json!("true");
-                    }
-                }
-            }
-            // Text edits: into existing mappings (block or flow), or a new
-            // key in metadata.
-            let meta_pos = pos.get(&format!("{tp}/metadata")).copied();
-            let ann_pos = pos.get(&format!("{tp}/metadata/annotations")).copied();
-            let label_pos = pos.get(&format!("{tp}/metadata/labels")).copied();
-            let mut edit = |target: Option<Pos>, key: &str, entries: &[(String, String)]| -> bool {
-                match (target, meta_pos) {
-                    (Some(Pos { alias: Some((start, end)), .. }), _) if end > start && end <= chars.len() => {
-                        let alias: String = chars[start..end].iter().collect();
-                        let items: Vec<String> = entries.iter().map(|(k, v)| flow_entry(k, v)).collect();
-                        doc_edits.push((start, format!("{{<<: {}, {}}}", alias.trim_end(), items.join(", "))));
-                        doc_skips.push((start, start + alias.trim_end().chars().count()));
-                        true
-                    }
-                    (Some(Pos { empty_key_col: Some(col), line, .. }), _) if line > 0 => {
-                        let (at, lead) = match line_starts.get(line) {
-                            Some(&at) => (at, ""),
-                            None => (chars.len(), nl),
-                        };
-                        let lines: String = entries
-                            .iter()
-                            .map(|(k, v)| format!("{}{}{nl}", " ".repeat(col + 2), entry(k, v)))
-                            .collect();
-                        doc_edits.push((at, format!("{lead}{lines}")));
-                        true
-                    }
-                    (Some(Pos { flow_end: Some(end), .. }), _) => {
-                        let items: Vec<String> = entries.iter().map(|(k, v)| flow_entry(k, v)).collect();
-                        doc_edits.push((end, format!("{}{}", flow_separator(&chars, end), items.join(", "))));
-                        true
-                    }
-                    (Some(p), _) if !p.flow && p.line > 0 => {
-                        let at = line_starts.get(p.line - 1).copied().unwrap_or(chars.len());
-                        let lines: String =
-                            entries.iter().map(|(k, v)| format!("{}{}{nl}", " ".repeat(p.col), entry(k, v))).collect();
-                        doc_edits.push((at, lines));
-                        true
-                    }
-                    (None, Some(Pos { flow_end: Some(end), .. })) => {
-                        let items: Vec<String> = entries.iter().map(|(k, v)| flow_entry(k, v)).collect();
-                        let text = format!("{}{key}: {{{}}}", flow_separator(&chars, end), items.join(", "));
-                        doc_edits.push((end, text));
-                        true
-                    }
-                    (None, Some(m)) if !m.flow && m.line > 0 => {
-                        let at = line_starts.get(m.line - 1).copied().unwrap_or(chars.len());
-                        let mut lines = format!("{}{key}:{nl}", " ".repeat(m.col));
-                        for (k, v) in entries {
-                            lines.push_str(&format!("{}{}{nl}", " ".repeat(m.col + 2), entry(k, v)));
-                        }
-                        doc_edits.push((at, lines));
-                        true
-                    }
-                    _ => false,
-                }
+                Planned::Add(plan) => plan,
             };
-            let mut ok = add_ann.is_empty() || edit(ann_pos, "annotations", &add_ann);
-            if add_label {
-                ok &= edit(label_pos, "labels", &[(Key::Inject.key(), "true".into())]);
-            }
+            plan.add_to(&mut new_docs[di], &tp);
+            let ok = src.edit_template(&pos, &tp, &plan, &mut doc_edits);
             fallback |= !ok;
-            let mut added = add_ann;
-            if add_label {
-                added.push((format!("label {PREFIX}inject"), "true".into()));
-            }
-            let mapped: BTreeSet<String> = secrets.iter().filter(|s| dns_label_problem(s).is_none()).cloned().collect();
-            let notes = file_convention_notes(template, &mapped);
-            changes.push(Change { object, added, skipped, reserialized: !ok, notes, ..Change::default() });
+            changes.push(plan.into_change(template, ok));
         }
-        if fallback {
-            // Write this one document anew, in its place, if its range
-            // holds exactly it; else the whole file.
-            let (start, end) = range;
-            let alone: String = chars.get(start..end).map(|c| c.iter().collect()).unwrap_or_default();
-            if start < end && yaml::parse_documents(&alone).is_ok_and(|d| d.len() == 1 && d[0] == *doc) {
-                let mut new_text = yaml::to_yaml(&new_docs[di]);
-                if nl == "\r\n" {
-                    new_text = new_text.replace('\n', "\r\n");
-                }
-                let trailing: String = alone.chars().rev().take_while(|c| c.is_whitespace()).collect();
-                let keep = trailing.chars().rev().collect::<String>();
-                let end = end - keep.chars().count();
-                let new_text = new_text.trim_end().to_owned() + &keep;
-                inserts.entry(start).or_default().push(new_text);
-                skips.insert(start, end);
-            } else {
-                reserialize.push(di);
-            }
+        if !fallback {
+            edits.extend(doc_edits);
+        } else if let Some((start, end, new_text)) = src.rewrite_document(doc, &new_docs[di], range) {
+            // This one document anew, in its place.
+            edits.insert(start, new_text);
+            edits.skips.insert(start, end);
         } else {
-            for (at, t) in doc_edits {
-                inserts.entry(at).or_default().push(t);
-            }
-            skips.extend(doc_skips);
+            reserialize = true;
         }
     }
-    if reserialize.is_empty() {
-        let mut out = String::with_capacity(text.len() + inserts.values().flatten().map(String::len).sum::<usize>());
-        let mut next = 0;
-        for (at, texts) in &inserts {
-            out.extend(&chars[next.min(*at)..*at]);
-            texts.iter().for_each(|t| out.push_str(t));
-            next = next.max(skips.get(at).copied().unwrap_or(*at));
-        }
-        out.extend(&chars[next..]);
+    if !reserialize {
+        let out = src.apply(&edits);
         // The edit must mean exactly the intended documents; anything else
         // (an odd layout the positions did not capture) is written anew.
         if yaml::parse_documents(&out).is_ok_and(|d| d == new_docs) {
@@ -608,6 +456,249 @@ pub fn migrate(text: &str, to: &str) -> Result<(String, Vec<Change>), MigrateErr
         c.whole_file = true;
     }
     Ok((yaml::to_yaml_stream(&new_docs), changes))
+}
+
+/// What to do with one pod template.
+enum Planned {
+    /// Nothing to map, or all mapped already.
+    Nothing,
+    /// Nothing added, for a reason the report gives.
+    Report(Change),
+    /// Add annotations (and the label).
+    Add(TemplatePlan),
+}
+
+/// The opt-in of one pod template.
+struct TemplatePlan {
+    object: String,
+    secrets: Vec<String>,
+    annotations: Vec<(String, String)>,
+    label: bool,
+    skipped: Vec<(String, String)>,
+}
+
+/// Decides what the template at `template` (in `doc`, of the object at
+/// `object_pointer`) gets.
+fn plan_template(doc: &Value, object_pointer: &str, template: &Value, to: &str) -> Planned {
+    let object = crate::workload::describe(doc.pointer(object_pointer).unwrap_or(doc));
+    let namespace =
+        doc.pointer(&format!("{object_pointer}/metadata/namespace")).and_then(Value::as_str).unwrap_or("default");
+    let secrets = secrets_used(template);
+    if secrets.is_empty() {
+        return Planned::Nothing;
+    }
+    // Metadata that is there but not a mapping (a scalar where the pod
+    // template's labels belong) cannot take the opt-in; the API server
+    // would refuse the object anyway.
+    let not_mapping = |p: &str| template.pointer(p).is_some_and(|v| !v.is_object() && !v.is_null());
+    if let Some(field) = ["/metadata", "/metadata/annotations", "/metadata/labels"].into_iter().find(|p| not_mapping(p))
+    {
+        let reason = format!("the pod template's {} is not a mapping", field[1..].replace('/', "."));
+        let skipped = secrets.iter().map(|s| (s.clone(), reason.clone())).collect();
+        return Planned::Report(Change { object, skipped, ..Change::default() });
+    }
+    let existing = template.pointer("/metadata/annotations").and_then(Value::as_object);
+    let mut annotations: Vec<(String, String)> = Vec::new();
+    let mut skipped = Vec::new();
+    if existing.and_then(|a| a.get(&Key::Inject.key())).is_none() {
+        annotations.push((Key::Inject.key(), "true".into()));
+    }
+    for s in &secrets {
+        if let Some(p) = dns_label_problem(s) {
+            skipped.push((
+                s.clone(),
+                format!("the Secret name {p}, so it cannot be a sidekey.dev/map-<secret> annotation"),
+            ));
+            continue;
+        }
+        let key = format!("{PREFIX}{}", Named::Map.name(s));
+        if !existing.is_some_and(|a| a.contains_key(&key)) {
+            annotations.push((key, expand(to, namespace, s)));
+        }
+    }
+    let labels = template.pointer("/metadata/labels").and_then(Value::as_object);
+    let label = labels.and_then(|l| l.get(&Key::Inject.key())).is_none();
+    // Never opt in a workload that inject (and so the webhook) would then
+    // refuse: add what makes it acceptable, or leave it alone.
+    match inject_check(template, &annotations, label) {
+        Ok(extra) => annotations.extend(extra),
+        Err(refused) => return Planned::Report(Change { object, skipped, refused, ..Change::default() }),
+    }
+    if annotations.is_empty() && !label {
+        return if skipped.is_empty() {
+            Planned::Nothing
+        } else {
+            Planned::Report(Change { object, skipped, ..Change::default() })
+        };
+    }
+    Planned::Add(TemplatePlan { object, secrets, annotations, label, skipped })
+}
+
+impl TemplatePlan {
+    /// Adds the annotations and label to the template at `tp` in `doc`
+    /// (the document's new value, for the checks and the fallback).
+    fn add_to(&self, doc: &mut Value, tp: &str) {
+        let Some(t) = doc.pointer_mut(tp).and_then(Value::as_object_mut) else { return };
+        let meta = t.entry("metadata").or_insert_with(|| json!({}));
+        if meta.is_null() {
+            *meta = json!({});
+        }
+        let Some(meta) = meta.as_object_mut() else { return };
+        let ann = meta.entry("annotations").or_insert_with(|| json!({}));
+        for (k, v) in &self.annotations {
+            ann[k] = json!(v);
+        }
+        if self.label {
+            meta.entry("labels").or_insert_with(|| json!({}))[Key::Inject.key()] = json!("true");
+        }
+    }
+
+    /// The report of what was added; `edited`: by insertions into the text.
+    fn into_change(self, template: &Value, edited: bool) -> Change {
+        let mut added = self.annotations;
+        if self.label {
+            added.push((format!("label {PREFIX}inject"), "true".into()));
+        }
+        let mapped: BTreeSet<String> =
+            self.secrets.iter().filter(|s| dns_label_problem(s).is_none()).cloned().collect();
+        let notes = file_convention_notes(template, &mapped);
+        Change { object: self.object, added, skipped: self.skipped, reserialized: !edited, notes, ..Change::default() }
+    }
+}
+
+/// Text insertions, and the text some of them replace.
+#[derive(Default)]
+struct Edits {
+    /// Char index (insert before) → texts, in order.
+    inserts: BTreeMap<usize, Vec<String>>,
+    /// Char index → end of the text the insertion there replaces.
+    skips: HashMap<usize, usize>,
+}
+
+impl Edits {
+    fn insert(&mut self, at: usize, text: String) {
+        self.inserts.entry(at).or_default().push(text);
+    }
+
+    fn extend(&mut self, other: Edits) {
+        for (at, texts) in other.inserts {
+            self.inserts.entry(at).or_default().extend(texts);
+        }
+        self.skips.extend(other.skips);
+    }
+}
+
+/// The input text, as chars and lines.
+struct Text {
+    chars: Vec<char>,
+    line_starts: Vec<usize>,
+    /// New lines end like the file's own (a CRLF file stays CRLF).
+    nl: &'static str,
+}
+
+impl Text {
+    fn new(text: &str) -> Self {
+        let chars: Vec<char> = text.chars().collect();
+        let mut line_starts = vec![0];
+        line_starts.extend(chars.iter().enumerate().filter(|(_, c)| **c == '\n').map(|(i, _)| i + 1));
+        let nl = if text.contains("\r\n") { "\r\n" } else { "\n" };
+        Text { chars, line_starts, nl }
+    }
+
+    /// Inserts the plan's annotations and label into the template at `tp`;
+    /// false when its metadata is where no insertion can reach.
+    fn edit_template(&self, pos: &HashMap<String, Pos>, tp: &str, plan: &TemplatePlan, edits: &mut Edits) -> bool {
+        let at = |p: &str| pos.get(&format!("{tp}{p}")).copied();
+        let meta = at("/metadata");
+        let mut ok = plan.annotations.is_empty()
+            || self.edit(at("/metadata/annotations"), meta, "annotations", &plan.annotations, edits);
+        if plan.label {
+            ok &= self.edit(at("/metadata/labels"), meta, "labels", &[(Key::Inject.key(), "true".into())], edits);
+        }
+        ok
+    }
+
+    /// Adds `entries` to the mapping at `target` (block or flow, empty, an
+    /// alias), or as a new `key` in `meta`; false when neither is possible.
+    fn edit(
+        &self,
+        target: Option<Pos>,
+        meta: Option<Pos>,
+        key: &str,
+        entries: &[(String, String)],
+        edits: &mut Edits,
+    ) -> bool {
+        let (chars, nl) = (&self.chars, self.nl);
+        let flow_items = || entries.iter().map(|(k, v)| flow_entry(k, v)).collect::<Vec<_>>().join(", ");
+        let block_lines = |col: usize| {
+            entries.iter().map(|(k, v)| format!("{}{}{nl}", " ".repeat(col), entry(k, v))).collect::<String>()
+        };
+        let line_start = |line: usize| self.line_starts.get(line - 1).copied().unwrap_or(chars.len());
+        match (target, meta) {
+            (Some(Pos { alias: Some((start, end)), .. }), _) if end > start && end <= chars.len() => {
+                let alias: String = chars[start..end].iter().collect();
+                let alias = alias.trim_end();
+                edits.insert(start, format!("{{<<: {alias}, {}}}", flow_items()));
+                edits.skips.insert(start, start + alias.chars().count());
+            }
+            (Some(Pos { empty_key_col: Some(col), line, .. }), _) if line > 0 => {
+                let (at, lead) = match self.line_starts.get(line) {
+                    Some(&at) => (at, ""),
+                    None => (chars.len(), nl),
+                };
+                edits.insert(at, format!("{lead}{}", block_lines(col + 2)));
+            }
+            (Some(Pos { flow_end: Some(end), .. }), _) => {
+                edits.insert(end, format!("{}{}", flow_separator(chars, end), flow_items()));
+            }
+            (Some(p), _) if !p.flow && p.line > 0 => edits.insert(line_start(p.line), block_lines(p.col)),
+            (None, Some(Pos { flow_end: Some(end), .. })) => {
+                edits.insert(end, format!("{}{key}: {{{}}}", flow_separator(chars, end), flow_items()));
+            }
+            (None, Some(m)) if !m.flow && m.line > 0 => {
+                let text = format!("{}{key}:{nl}{}", " ".repeat(m.col), block_lines(m.col + 2));
+                edits.insert(line_start(m.line), text);
+            }
+            _ => return false,
+        }
+        true
+    }
+
+    /// `doc` written anew as `new_doc` in its place, if `range` holds
+    /// exactly it: the range to replace and the text.
+    fn rewrite_document(
+        &self,
+        doc: &Value,
+        new_doc: &Value,
+        (start, end): (usize, usize),
+    ) -> Option<(usize, usize, String)> {
+        let alone: String = self.chars.get(start..end).map(|c| c.iter().collect()).unwrap_or_default();
+        if start >= end || !yaml::parse_documents(&alone).is_ok_and(|d| d.len() == 1 && d[0] == *doc) {
+            return None;
+        }
+        let mut new_text = yaml::to_yaml(new_doc);
+        if self.nl == "\r\n" {
+            new_text = new_text.replace('\n', "\r\n");
+        }
+        let trailing: String = alone.chars().rev().take_while(|c| c.is_whitespace()).collect();
+        let keep = trailing.chars().rev().collect::<String>();
+        let end = end - keep.chars().count();
+        Some((start, end, new_text.trim_end().to_owned() + &keep))
+    }
+
+    /// The text with `edits` made.
+    fn apply(&self, edits: &Edits) -> String {
+        let added = edits.inserts.values().flatten().map(String::len).sum::<usize>();
+        let mut out = String::with_capacity(self.chars.len() + added);
+        let mut next = 0;
+        for (at, texts) in &edits.inserts {
+            out.extend(&self.chars[next.min(*at)..*at]);
+            texts.iter().for_each(|t| out.push_str(t));
+            next = next.max(edits.skips.get(at).copied().unwrap_or(*at));
+        }
+        out.extend(&self.chars[next..]);
+        out
+    }
 }
 
 /// `"key": "value"` for a flow mapping (JSON strings are YAML double-quoted
