@@ -8,6 +8,8 @@
 //! - [`config`]: the injector's configuration (YAML, unknown keys rejected);
 //! - [`agent_config`]: the JSON the injector hands the agent (references and
 //!   settings, never a secret value);
+//! - [`kv`]: Vault KV v1/v2 paths and mounts, for the agent's reads and
+//!   `migrate --push`'s writes;
 //! - [`mutate`]: the pod mutation as a pure function over the raw JSON of a pod
 //!   template, so that fields unknown to typed Kubernetes structs survive;
 //! - [`pod`]: one typed view of a pod spec (containers of every kind, env
@@ -25,6 +27,7 @@ pub mod audit;
 pub mod cli;
 pub mod config;
 pub mod duration;
+pub mod kv;
 pub mod migrate;
 pub mod mutate;
 pub mod names;

@@ -11,9 +11,10 @@
 use std::time::Duration;
 
 use reqwest::{Method, StatusCode};
-use serde_json::{Value, json};
+use serde_json::Value;
 use zeroize::Zeroizing;
 
+use crate::kv::{self, KvError, KvPath, Mount};
 use crate::reference::{AwsVersion, Reference};
 use crate::secret::{ExposeSecret, SecretString, SecretValue};
 
@@ -22,7 +23,7 @@ pub struct Current {
     /// The value, `None` when there is none (absent or deleted).
     pub value: Option<SecretValue>,
     /// Vault only: the KV version of the mount, found by the read.
-    kv: Option<Kv>,
+    kv: Option<KvPath>,
     /// Vault KV v2 only: the current version, for check-and-set.
     version: u64,
 }
@@ -67,7 +68,7 @@ impl Stores {
         // before writing, and stop if the value changed since the first read
         // (this narrows the window; only KV v2's cas closes it).
         let unchecked = match reference {
-            Reference::Vault { .. } => matches!(current.kv, Some(Kv::V1)),
+            Reference::Vault { .. } => matches!(current.kv, Some(KvPath::V1)),
             _ => true,
         };
         if unchecked {
@@ -122,13 +123,6 @@ struct Vault {
     addr: String,
     token: SecretString,
     namespace: Option<String>,
-}
-
-/// The KV version of a path's mount.
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Kv {
-    V1,
-    V2,
 }
 
 impl Vault {
@@ -199,28 +193,19 @@ impl Vault {
         format!("{method} {path}: HTTP {}: {detail}{hint}", status.as_u16())
     }
 
-    /// The KV version of `path`'s mount, as `vault kv` finds it.
-    async fn kv(&self, path: &str) -> Result<Kv, String> {
-        let (status, v) = self.call(Method::GET, &format!("sys/internal/ui/mounts/{path}"), None).await?;
+    /// How `path` is written, from its mount as `vault kv` finds it.
+    async fn kv(&self, path: &str) -> Result<KvPath, String> {
+        let (status, v) = self.call(Method::GET, &kv::mount_endpoint(path), None).await?;
         if !status.is_success() {
             // No access to the mount list: go by the path's shape.
-            return Ok(if path.contains("/data/") { Kv::V2 } else { Kv::V1 });
+            return Ok(KvPath::by_shape(path));
         }
-        let mount = v["data"]["path"].as_str().unwrap_or("");
-        let kind = v["data"]["type"].as_str().unwrap_or("");
-        if kind != "kv" && kind != "generic" {
-            return Err(format!("vault:{path} is on a {kind} mount ({mount}), not KV: sidekey pushes to KV only"));
-        }
-        if v["data"]["options"]["version"] == "2" {
-            let rest = path.strip_prefix(mount).unwrap_or(path);
-            if !rest.starts_with("data/") {
-                return Err(format!(
-                    "vault:{path} is on the KV v2 mount {mount}: KV v2 paths include data/ (vault:{mount}data/{rest})"
-                ));
-            }
-            return Ok(Kv::V2);
-        }
-        Ok(Kv::V1)
+        let mount = Mount::from_answer(&v).filter(Mount::is_kv).ok_or_else(|| {
+            let kind = v["data"]["type"].as_str().unwrap_or("").to_owned();
+            let mount = v["data"]["path"].as_str().unwrap_or("").to_owned();
+            format!("{}: sidekey pushes to KV only", KvError::NotKv { path: path.to_owned(), kind, mount })
+        })?;
+        KvPath::on(path, &mount).map_err(|e| e.to_string())
     }
 
     async fn read(&self, path: &str) -> Result<Current, String> {
@@ -234,24 +219,20 @@ impl Vault {
         if !status.is_success() {
             return Err(Self::failure(&Method::GET, path, status, &v));
         }
-        let (data, version) = match kv {
-            Kv::V2 => (v["data"]["data"].take(), v["data"]["metadata"]["version"].as_u64().unwrap_or(0)),
-            Kv::V1 => (v["data"].take(), 0),
-        };
+        let (data, version) = kv.take_fields(&mut v);
         drop(SecretValue::new(v));
-        Ok(Current { value: (!data.is_null()).then(|| SecretValue::new(data)), kv: Some(kv), version })
+        let value = (!data.is_null()).then(|| SecretValue::new(data));
+        Ok(Current { value, kv: Some(kv), version: version.unwrap_or(0) })
     }
 
     async fn write(&self, path: &str, current: &Current, value: &SecretValue) -> Result<(), String> {
-        let kv = match current.kv {
-            Some(kv) => kv,
+        let kv = match &current.kv {
+            Some(kv) => kv.clone(),
             None => self.kv(path).await?,
         };
-        let body = match kv {
-            // Check-and-set: fails rather than overwrite a version written since the read.
-            Kv::V2 => json!({"options": {"cas": current.version}, "data": value.expose_secret()}),
-            Kv::V1 => value.expose_secret().clone(),
-        };
+        // KV v2: check-and-set, which fails rather than overwrite a version
+        // written since the read.
+        let body = kv.write_body(value.expose_secret(), current.version);
         let bytes = Zeroizing::new(serde_json::to_vec(&body).map_err(|e| format!("POST {path}: {e}"))?);
         drop(SecretValue::new(body));
         let (status, v) = self.call(Method::POST, path, Some(bytes)).await?;

@@ -20,6 +20,7 @@ use reqwest::{Method, StatusCode};
 use secrecy::{ExposeSecret, SecretString};
 use serde_json::{Value, json};
 use sidekey::agent_config::{VaultAuth, VaultConfig};
+use sidekey::kv::{self, KvPath, Mount};
 use sidekey::reference::Reference;
 use tokio::sync::{Mutex, watch};
 use tokio::time::Instant;
@@ -52,9 +53,9 @@ pub struct Vault {
     state: Mutex<TokenState>,
     deadlines: std::sync::Mutex<HashMap<u64, Instant>>,
     changes: watch::Sender<u64>,
-    /// Mounts seen so far: (path, is KV v2). Vault refuses overlapping
+    /// Mounts seen so far. Vault refuses overlapping
     /// mounts, so a known mount path that prefixes a path is its mount.
-    mounts: Mutex<Vec<(String, bool)>>,
+    mounts: Mutex<Vec<Mount>>,
     metrics: Arc<Metrics>,
     /// Where the token is kept across restarts, when configured.
     store: Option<Arc<StateStore>>,
@@ -322,40 +323,30 @@ impl Vault {
         Err(last.unwrap_or_else(|| BackendError::Transient(format!("{method} {path}: failed"))))
     }
 
-    /// The KV v2 mount and path below `data/` of `path` (`None`: not KV v2),
-    /// found through `sys/internal/ui/mounts` (what `vault kv` uses) once
-    /// per mount; concurrent first reads wait for one lookup.
-    async fn kv2_split(&self, path: &str) -> Result<Option<(String, String)>, BackendError> {
+    /// How `path` is read: KV v2 when its mount, found through the mounts
+    /// endpoint once per mount (concurrent first reads wait for one
+    /// lookup), is KV v2; `V1` otherwise, including when the mount cannot
+    /// be known (the shape of the answer decides then).
+    async fn kv_path(&self, path: &str) -> Result<KvPath, BackendError> {
         let mut mounts = self.mounts.lock().await;
-        let known = mounts.iter().find(|(m, _)| path.starts_with(m.as_str())).cloned();
-        let (mount, is_kv2) = match known {
-            Some(k) => k,
-            None => match self.call(Method::GET, &format!("sys/internal/ui/mounts/{path}"), None).await {
+        let mount = match mounts.iter().find(|m| m.holds(path)).cloned() {
+            Some(m) => m,
+            None => match self.call(Method::GET, &kv::mount_endpoint(path), None).await {
                 Ok((text, _)) => {
                     let v: Value = serde_json::from_str(&text).unwrap_or_default();
-                    let mount = v["data"]["path"].as_str().unwrap_or("").to_owned();
-                    let is_kv2 = v["data"]["type"] == "kv" && v["data"]["options"]["version"] == "2";
-                    if !mount.is_empty() && path.starts_with(&mount) {
-                        mounts.push((mount.clone(), is_kv2));
+                    let Some(m) = Mount::from_answer(&v) else { return Ok(KvPath::V1) };
+                    if m.holds(path) {
+                        mounts.push(m.clone());
                     }
-                    (mount, is_kv2)
+                    m
                 }
-                // Without access to the mounts endpoint, fall back on the shape of the read.
-                Err(BackendError::Denied(_) | BackendError::Permanent(_)) => return Ok(None),
+                // Without access to the mounts endpoint, go by the answer's shape.
+                Err(BackendError::Denied(_) | BackendError::Permanent(_)) => return Ok(KvPath::V1),
                 Err(e) => return Err(e),
             },
         };
         drop(mounts);
-        if !is_kv2 || mount.is_empty() {
-            return Ok(None);
-        }
-        let rest = path.strip_prefix(&mount).unwrap_or(path);
-        match rest.strip_prefix("data/") {
-            Some(below) => Ok(Some((mount, below.to_owned()))),
-            None => Err(BackendError::Permanent(format!(
-                "{path} is on the KV v2 mount {mount}: KV v2 paths include data/ (vault:{mount}data/{rest})"
-            ))),
-        }
+        KvPath::on(path, &mount).map_err(|e| BackendError::Permanent(e.to_string()))
     }
 
     /// Reads `reference`'s path.
@@ -366,7 +357,7 @@ impl Vault {
         let Reference::Vault { path, .. } = reference else {
             return Err(BackendError::Permanent(format!("{reference}: not a Vault reference")));
         };
-        let kv2 = self.kv2_split(path).await?;
+        let known = self.kv_path(path).await?;
         let (text, owner) = self.call(Method::GET, path, None).await?;
         let mut v: Value =
             serde_json::from_str(&text).map_err(|_| BackendError::Transient(format!("GET {path}: not JSON")))?;
@@ -374,24 +365,23 @@ impl Vault {
         let lease_id = v["lease_id"].as_str().unwrap_or("").to_owned();
         let lease_ttl = Duration::from_secs(v["lease_duration"].as_u64().unwrap_or(0));
         let renewable = v["renewable"].as_bool().unwrap_or(false);
-        let kv2_shape = v["data"]["metadata"]["version"].is_u64() && v["data"].get("data").is_some();
-        let (fields, version, check) = if kv2.is_some() || kv2_shape {
-            let version = v["data"]["metadata"]["version"].as_u64().map(|n| n.to_string());
-            let fields = std::mem::take(&mut v["data"]["data"]);
-            if fields.is_null() {
-                return Err(BackendError::Permanent(format!("{path}: the current version is deleted or destroyed")));
-            }
-            let check = kv2.map(|(mount, rest)| format!("{mount}metadata/{rest}")).or_else(|| {
-                let (mount, rest) = path.split_once("/data/")?;
-                Some(format!("{mount}/metadata/{rest}"))
-            });
-            (fields, version, check)
-        } else {
-            (std::mem::take(&mut v["data"]), None, None)
+        let layout = match known {
+            KvPath::V1 if kv::looks_like_kv2(&v) => KvPath::by_shape(path),
+            k => k,
         };
+        let (fields, version) = layout.take_fields(&mut v);
         crate::secret::SecretValue::new(v);
+        if matches!(layout, KvPath::V2 { .. }) && fields.is_null() {
+            return Err(BackendError::Permanent(format!("{path}: the current version is deleted or destroyed")));
+        }
         let lease = (!lease_id.is_empty()).then_some(Lease { id: lease_id, ttl: lease_ttl, renewable });
-        Ok(Fetched { secret: Arc::new(Secret::from_fields(fields)), version, lease, check, owner })
+        Ok(Fetched {
+            secret: Arc::new(Secret::from_fields(fields)),
+            version: version.map(|n| n.to_string()),
+            lease,
+            check: layout.metadata(),
+            owner,
+        })
     }
 
     /// The current KV v2 version at the metadata path `check`.
