@@ -17,11 +17,13 @@ build:
 testenv:
 	scripts/testenv.sh
 
-## lint: formatting and clippy, warnings are errors
+## lint: formatting and clippy, warnings are errors; the core alone (no I/O) and the offline CLI
+## build on their own
 lint:
 	$(CARGO) fmt --all --check
 	$(CARGO) clippy --workspace --all-targets --locked -- -D warnings
 	$(CARGO) clippy -p sidekey --no-default-features --locked -- -D warnings
+	$(CARGO) clippy -p sidekey --no-default-features --features cli --locked -- -D warnings
 
 ## test: provision the test environment, lint, build the static binaries and the images (the
 ## real-node tests run them in pods), run every test

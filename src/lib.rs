@@ -1,6 +1,8 @@
 //! # sidekey core
 //!
-//! Everything every other sidekey crate builds on, with no I/O:
+//! Everything every other sidekey crate builds on. Built without default
+//! features, as the injector, the agent and the fuzzers use it, it does no
+//! I/O at all: no files, no network, no clock, no environment.
 //!
 //! - [`annotations`]: the `sidekey.dev/` annotation contract, parsed into typed specs;
 //! - [`reference`]: the secret reference grammar (`vault:`, `aws-sm:`, bare
@@ -19,11 +21,20 @@
 //! - [`yaml`]: YAML read and written the way `kubectl` does (YAML 1.1 scalars);
 //! - [`pss`]: the Pod Security Standard `restricted` checks;
 //! - [`secret`]: redacting, zeroizing wrappers for secret bytes;
+//! - [`audit`], [`migrate`], [`push`]: what `sidekey audit` and `sidekey
+//!   migrate` find and rewrite, as functions over parsed manifests;
 //! - [`duration`], [`quantity`], [`names`]: small validated value types.
+//!
+//! The `sidekey` command line is here too, behind features: `cli` (on by
+//! default) adds `cli`, which reads files and stdin and writes stdout;
+//! `online` (on by default) adds its Kubernetes, Vault and AWS Secrets
+//! Manager clients for `audit --cluster` and `migrate --push`/`--cluster`.
+//! `docs/architecture.md` draws the boundary.
 
 pub mod agent_config;
 pub mod annotations;
 pub mod audit;
+#[cfg(feature = "cli")]
 pub mod cli;
 pub mod config;
 pub mod duration;
