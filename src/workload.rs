@@ -56,7 +56,7 @@ pub struct ObjectOutcome {
     /// The mutation's outcome; `None` for objects without a pod template.
     pub outcome: Option<Outcome>,
     /// Warnings for env-var secrets of a template that did not opt in.
-    pub not_opted_in_warnings: Vec<String>,
+    pub not_opted_in_warnings: Vec<mutate::Warning>,
 }
 
 /// An object that could not be injected.

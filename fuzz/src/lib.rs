@@ -24,7 +24,8 @@ pub mod alloc;
 /// The webhook handler, bytes in, response out. The answer is 200 or 400;
 /// a 200 is an AdmissionReview echoing the request's uid; a patch applies
 /// to the pod it was computed from; the answer's size is bounded by the
-/// request's (the denial message lists at most 20 problems).
+/// request's (the denial message lists at most 20 problems); every warning
+/// fits kubectl's 120 characters.
 pub fn admission(data: &[u8]) {
     static CONFIG: OnceLock<InjectorConfig> = OnceLock::new();
     // Any Vault address and image: the most code reachable.
@@ -48,6 +49,10 @@ pub fn admission(data: &[u8]) {
             assert_eq!(answer["kind"], "AdmissionReview");
             assert_eq!(response["uid"].as_str(), Some(request.uid.as_str()), "the uid is echoed");
             assert!(response["allowed"].is_boolean());
+            for w in response["warnings"].as_array().into_iter().flatten() {
+                let w = w.as_str().expect("a warning is a string");
+                assert!(w.chars().count() <= 120, "a {}-character warning: {w}", w.chars().count());
+            }
             if let Some(p) = response["patch"].as_str() {
                 assert_eq!(response["patchType"], "JSONPatch");
                 assert_eq!(response["allowed"], true);

@@ -9,7 +9,7 @@
 use base64::Engine;
 use serde_json::{Value, json};
 use sidekey::config::InjectorConfig;
-use sidekey::mutate::{self, Outcome};
+use sidekey::mutate::{self, Outcome, Warning};
 
 /// The largest body accepted (the API server's own request limit is 3 MiB).
 pub const MAX_BODY: usize = 3 * 1024 * 1024;
@@ -255,10 +255,11 @@ pub fn review(body: &[u8], config: &InjectorConfig) -> Reply {
         Ok((Outcome::Injected { warnings }, patch)) => {
             let patch = serde_json::to_vec(&patch).unwrap_or_default();
             let n = warnings.len();
+            let warnings: Vec<String> = warnings.iter().map(Warning::short).collect();
             reply(200, injected_answer(&uid, &patch, &warnings), Verdict::Injected, n, None)
         }
         Ok((Outcome::NotOptedIn, _)) => {
-            let warnings = mutate::env_secret_warnings(&pod);
+            let warnings: Vec<String> = mutate::env_secret_warnings(&pod).iter().map(Warning::short).collect();
             let mut response = json!({"allowed": true});
             if !warnings.is_empty() {
                 response["warnings"] = json!(warnings);

@@ -18,16 +18,18 @@ mod apply;
 mod plan;
 #[cfg(test)]
 mod tests;
+mod warning;
 
 use json_patch::Patch;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
-use crate::PREFIX;
 use crate::annotations::{self, Problem};
 use crate::config::InjectorConfig;
 use crate::pod::{EnvFromSource, EnvSource, PodSpec};
 use crate::reference::{Reference, is_env_reference};
+
+pub use warning::Warning;
 
 /// The in-memory volume holding the rendered files.
 pub const SECRETS_VOLUME: &str = "sidekey-secrets";
@@ -72,7 +74,7 @@ pub enum Outcome {
     Injected {
         /// Things the user should know (world-readable files, unmapped
         /// Secrets left in env, …).
-        warnings: Vec<String>,
+        warnings: Vec<Warning>,
     },
 }
 
@@ -126,30 +128,26 @@ pub fn env_file_name(var: &str, reference: &Reference) -> String {
 
 /// Warnings for env-var secrets in a template that did not opt in: what the
 /// webhook adds to its response so that users find what to migrate.
-pub fn env_secret_warnings(template: &Value) -> Vec<String> {
+pub fn env_secret_warnings(template: &Value) -> Vec<Warning> {
     let mut out = Vec::new();
     for c in PodSpec::of_template(template).app_containers() {
-        let cname = c.name();
+        let container = || c.name().to_owned();
         for e in c.env() {
-            let var = e.name;
+            let var = e.name.to_owned();
             match e.source {
-                EnvSource::Value(v) if is_env_reference(v) => out.push(format!(
-                    "container {cname}: env {var} holds a secret reference but the pod does not opt in, so the app gets the reference text: add the annotation {PREFIX}inject: \"true\""
-                )),
+                EnvSource::Value(v) if is_env_reference(v) => {
+                    out.push(Warning::ReferenceNotInjected { container: container(), var });
+                }
                 EnvSource::SecretKeyRef(r) => {
                     let Some(secret) = r.secret else { continue };
-                    out.push(format!(
-                        "container {cname}: env {var} exposes Kubernetes Secret {secret} as an env var (visible in /proc, crash dumps and logs): move it to a file with {PREFIX}inject: \"true\" and {PREFIX}map-{secret}"
-                    ));
+                    out.push(Warning::SecretInEnv { container: container(), var, secret: secret.to_owned() });
                 }
                 _ => {}
             }
         }
         for e in c.env_from() {
             if let EnvFromSource::Secret { name: Some(secret), .. } = e.source {
-                out.push(format!(
-                    "container {cname}: envFrom exposes every key of Kubernetes Secret {secret} as env vars: move them to files with {PREFIX}inject: \"true\" and {PREFIX}map-{secret}"
-                ));
+                out.push(Warning::SecretEnvFrom { container: container(), secret: secret.to_owned() });
             }
         }
     }

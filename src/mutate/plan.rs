@@ -10,7 +10,7 @@ use serde_json::{Map, Value};
 
 use super::{
     AGENT_CONTAINER, BIN_DIR, BIN_VOLUME, INIT_CONTAINER, INSTALL_CONTAINER, Invalid, MAX_MOVED, SECRETS_VOLUME,
-    STATE_DIR, STATE_VOLUME, TOKEN_DIR, TOKEN_VOLUME, env_file_name,
+    STATE_DIR, STATE_VOLUME, TOKEN_DIR, TOKEN_VOLUME, Warning, env_file_name,
 };
 use crate::PREFIX;
 use crate::agent_config::{AgentConfig, AwsConfig, FileSpec, VaultAuth, VaultConfig};
@@ -44,7 +44,7 @@ pub(super) struct Plan {
     /// Whether the `exec` wrapper is installed.
     pub exec_used: bool,
     /// For the user, in the answer.
-    pub warnings: Vec<String>,
+    pub warnings: Vec<Warning>,
 }
 
 /// An env var (or `envFrom` entry) that becomes a file.
@@ -200,7 +200,7 @@ struct Planner<'a> {
     mount_path: String,
     env_mode: EnvMode,
     problems: Vec<Problem>,
-    warnings: Vec<String>,
+    warnings: Vec<Warning>,
 }
 
 /// Reads `spec` (a pod spec object) and the parsed annotations `a` and
@@ -260,9 +260,7 @@ pub(super) fn plan(
         return Err(problems.into());
     }
     if files.specs.is_empty() {
-        warnings.push(format!(
-            "the pod opts in but references no secret (no {PREFIX}secret-*, no reference-valued env var, no mapped Secret in use)"
-        ));
+        warnings.push(Warning::NoSecret);
     }
     // A restarted agent adopts its token and leases instead of issuing new
     // credentials; only Vault has either, and only a long-running agent
@@ -538,9 +536,7 @@ impl Planner<'_> {
             }
         }
         for secret in self.a.maps.keys().filter(|s| !moves.used_maps.contains(*s)) {
-            self.warnings.push(format!(
-                "annotation {PREFIX}map-{secret}: no secretKeyRef or envFrom in the pod uses Kubernetes Secret {secret}"
-            ));
+            self.warnings.push(Warning::UnusedMap { secret: secret.clone() });
         }
         migrated
     }
@@ -567,10 +563,11 @@ impl Planner<'_> {
             EnvSource::SecretKeyRef(SecretKeyRef { secret, key, optional }) => {
                 let secret = secret.unwrap_or("");
                 let Some(base) = self.a.maps.get(secret) else {
-                    self.warnings.push(format!(
-                        "container {}: env {var} still comes from Kubernetes Secret {secret} (no {PREFIX}map-{secret} annotation), so it stays an env var",
-                        c.name()
-                    ));
+                    self.warnings.push(Warning::UnmappedSecretKeyRef {
+                        container: c.name().to_owned(),
+                        var: var.to_owned(),
+                        secret: secret.to_owned(),
+                    });
                     return None;
                 };
                 moves.used_maps.insert(secret.to_owned());
@@ -592,10 +589,7 @@ impl Planner<'_> {
     /// it stays (with a warning or problem).
     fn env_dir(&mut self, c: &Container<'_>, secret: &str, optional: bool, moves: &mut Moves<'_>) -> Option<String> {
         let Some(reference) = self.a.maps.get(secret) else {
-            self.warnings.push(format!(
-                "container {}: envFrom still exposes Kubernetes Secret {secret} as env vars (no {PREFIX}map-{secret} annotation)",
-                c.name()
-            ));
+            self.warnings.push(Warning::UnmappedEnvFrom { container: c.name().to_owned(), secret: secret.to_owned() });
             return None;
         };
         if !moves.count() {
@@ -614,11 +608,11 @@ impl Planner<'_> {
         }
         moves.note_use(secret, optional);
         if self.env_mode == EnvMode::File {
-            self.warnings.push(format!(
-                "container {}: the keys of {secret} are files in {}/{secret}/ (env file mode cannot name them in advance; use {PREFIX}env: exec to get them as env vars)",
-                c.name(),
-                self.mount_path
-            ));
+            self.warnings.push(Warning::EnvFromAsFiles {
+                container: c.name().to_owned(),
+                secret: secret.to_owned(),
+                mount_path: self.mount_path.clone(),
+            });
         }
         Some(secret.to_owned())
     }
@@ -638,17 +632,17 @@ impl Planner<'_> {
                         access.agent_gid
                     ),
                 ),
-                None if explicit && f.mode & 0o004 == 0 => self.warnings.push(format!(
-                    "annotation {PREFIX}file-mode-{}: with mode {:04o} the app can read the file only if it runs as UID {} or in group {}; set runAsUser or fsGroup in the pod spec so sidekey can check",
-                    f.name, f.mode, access.agent_uid, access.agent_gid
-                )),
+                None if explicit && f.mode & 0o004 == 0 => self.warnings.push(Warning::UnverifiedMode {
+                    file: f.name.clone(),
+                    mode: f.mode,
+                    uid: access.agent_uid,
+                    gid: access.agent_gid,
+                }),
                 _ => {}
             }
         }
         if access.default_mode == 0o444 && files.specs.iter().any(|f| !files.explicit_mode.contains(&f.name)) {
-            self.warnings.push(
-                "secret files are readable by every container of the pod (mode 0444) because the pod has no fsGroup and its selected containers do not all run as one known non-root UID; set spec.securityContext.fsGroup (or runAsUser) to restrict them to the app".into(),
-            );
+            self.warnings.push(Warning::WorldReadable);
         }
     }
 

@@ -12,7 +12,7 @@ fn pod(annotations: Value, spec: Value) -> Value {
 
 fn run(mut p: Value) -> (Value, Vec<String>) {
     match mutate_template(&mut p, &InjectorConfig::default()) {
-        Ok(Outcome::Injected { warnings }) => (p, warnings),
+        Ok(Outcome::Injected { warnings }) => (p, warnings.iter().map(Warning::detail).collect()),
         other => panic!("{other:?}"),
     }
 }
@@ -463,5 +463,6 @@ fn warns_about_secrets_in_pods_that_did_not_opt_in() {
         ], "envFrom": [{"secretRef": {"name": "e"}}]}]}),
     ));
     assert_eq!(w.len(), 3);
+    let w: Vec<String> = w.iter().map(Warning::detail).collect();
     assert!(w[0].contains("env T") && w[1].contains("Secret s") && w[2].contains("Secret e"));
 }
