@@ -90,13 +90,51 @@ pub enum OnChange {
     #[default]
     None,
     /// A signal to the app's processes; needs `shareProcessNamespace`.
-    Signal(String),
+    Signal(Signal),
     /// An HTTP POST to a loopback URL.
     Http(String),
 }
 
-/// The signals `on-change: signal:` accepts.
-pub const SIGNALS: [&str; 6] = ["SIGHUP", "SIGUSR1", "SIGUSR2", "SIGINT", "SIGQUIT", "SIGWINCH"];
+/// The signals `on-change: signal:` accepts: the ones apps reload on, none
+/// that cannot be caught.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Signal {
+    /// `SIGHUP`.
+    Hup,
+    /// `SIGUSR1`.
+    Usr1,
+    /// `SIGUSR2`.
+    Usr2,
+    /// `SIGINT`.
+    Int,
+    /// `SIGQUIT`.
+    Quit,
+    /// `SIGWINCH`.
+    Winch,
+}
+
+impl Signal {
+    /// Every accepted signal.
+    pub const ALL: [Signal; 6] = [Signal::Hup, Signal::Usr1, Signal::Usr2, Signal::Int, Signal::Quit, Signal::Winch];
+
+    /// Its name, `SIGHUP`.
+    pub const fn name(self) -> &'static str {
+        match self {
+            Signal::Hup => "SIGHUP",
+            Signal::Usr1 => "SIGUSR1",
+            Signal::Usr2 => "SIGUSR2",
+            Signal::Int => "SIGINT",
+            Signal::Quit => "SIGQUIT",
+            Signal::Winch => "SIGWINCH",
+        }
+    }
+}
+
+impl fmt::Display for Signal {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
 
 impl fmt::Display for OnChange {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -118,10 +156,12 @@ impl FromStr for OnChange {
         if let Some(sig) = s.strip_prefix("signal:") {
             let sig = sig.to_ascii_uppercase();
             let sig = if sig.starts_with("SIG") { sig } else { format!("SIG{sig}") };
-            return if SIGNALS.contains(&sig.as_str()) {
-                Ok(OnChange::Signal(sig))
-            } else {
-                Err(format!("unsupported signal (supported: {})", SIGNALS.join(", ")))
+            return match Signal::ALL.into_iter().find(|s| s.name() == sig) {
+                Some(s) => Ok(OnChange::Signal(s)),
+                None => {
+                    let names: Vec<&str> = Signal::ALL.iter().map(|s| s.name()).collect();
+                    Err(format!("unsupported signal (supported: {})", names.join(", ")))
+                }
             };
         }
         if let Some(rest) = s.strip_prefix("http://") {
@@ -902,7 +942,7 @@ mod tests {
         assert_eq!(a.secrets["db"].format, Some(Format::Json));
         assert_eq!(a.secrets["db"].file_mode, Some(0o400));
         assert_eq!(a.containers, Some(vec!["a".into(), "b".into()]));
-        assert_eq!(a.on_change, Some(OnChange::Signal("SIGHUP".into())));
+        assert_eq!(a.on_change, Some(OnChange::Signal(Signal::Hup)));
         assert_eq!(a.vault_addr.as_deref(), Some("https://vault:8200"));
         assert_eq!(a.commands["a"], vec!["/app", "serve"]);
         assert_eq!(a.refresh, Some(Duration::from_secs(120)));

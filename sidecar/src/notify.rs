@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use sidekey::annotations::OnChange;
+use sidekey::annotations::{OnChange, Signal};
 
 use crate::metrics::Metrics;
 
@@ -17,15 +17,14 @@ fn has_mount_at(mountinfo: &str, path: &str) -> bool {
 /// Signals the processes of the selected containers (those that mount the
 /// secrets at `mount_path`), never the agent, PID 1, a pause container or
 /// another container of the pod; returns how many were signalled.
-fn signal_processes(name: &str, mount_path: &str) -> Result<usize, String> {
-    let sig = match name {
-        "SIGHUP" => rustix::process::Signal::HUP,
-        "SIGUSR1" => rustix::process::Signal::USR1,
-        "SIGUSR2" => rustix::process::Signal::USR2,
-        "SIGINT" => rustix::process::Signal::INT,
-        "SIGQUIT" => rustix::process::Signal::QUIT,
-        "SIGWINCH" => rustix::process::Signal::WINCH,
-        other => return Err(format!("unsupported signal {other}")),
+fn signal_processes(signal: Signal, mount_path: &str) -> Result<usize, String> {
+    let sig = match signal {
+        Signal::Hup => rustix::process::Signal::HUP,
+        Signal::Usr1 => rustix::process::Signal::USR1,
+        Signal::Usr2 => rustix::process::Signal::USR2,
+        Signal::Int => rustix::process::Signal::INT,
+        Signal::Quit => rustix::process::Signal::QUIT,
+        Signal::Winch => rustix::process::Signal::WINCH,
     };
     let me = std::process::id();
     let mut sent = 0;
@@ -63,7 +62,7 @@ fn signal_processes(name: &str, mount_path: &str) -> Result<usize, String> {
 pub async fn notify(on_change: &OnChange, mount_path: &str, http: &reqwest_like::Client, metrics: &Metrics) {
     match on_change {
         OnChange::None => {}
-        OnChange::Signal(sig) => match signal_processes(sig, mount_path) {
+        OnChange::Signal(sig) => match signal_processes(*sig, mount_path) {
             Ok(n) => {
                 metrics.notification(true);
                 tracing::info!(signal = %sig, processes = n, "notified the app");
