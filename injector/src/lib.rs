@@ -108,7 +108,8 @@ pub async fn run(settings: Settings, shutdown: impl Future<Output = ()>) -> Resu
             store
         }
         TlsSource::SelfManaged(m) => {
-            let client = kube::Client::try_default().await.map_err(|e| tls::TlsError::Kube(e.to_string()))?;
+            let client =
+                kube::Client::try_default().await.map_err(tls::TlsError::kube("connecting to the API server"))?;
             let store = tls::managed::start(&client, m).await?;
             tokio::spawn(tls::managed::maintain(client, m.clone(), store.clone(), stop_rx.clone()));
             store

@@ -5,8 +5,8 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use crate::Options;
 use crate::exec::{self, ExecSpec};
-use crate::{AgentError, Options};
 use clap::{Parser, Subcommand};
 use sidekey::agent_config::{AgentConfig, ENV_VAR};
 
@@ -127,7 +127,7 @@ pub fn main() -> ExitCode {
                 runtime.block_on(crate::run(config, Options { once }, sidekey_runtime::shutdown_signal(), |_| {}));
             match result {
                 Ok(()) => ExitCode::SUCCESS,
-                Err(e @ AgentError::Config(_)) => {
+                Err(e) if e.is_config() => {
                     tracing::error!(error = %e, "invalid configuration");
                     ExitCode::from(64)
                 }

@@ -44,12 +44,41 @@ pub struct Options {
 /// Why the agent stopped with an error.
 #[derive(Debug, thiserror::Error)]
 pub enum AgentError {
-    /// The configuration cannot work (exit code 64).
+    /// The configuration is invalid (exit code 64).
+    #[error("config: {0}")]
+    Invalid(#[from] sidekey::agent_config::AgentConfigError),
+    /// The configuration cannot work with this agent (exit code 64).
     #[error("config: {0}")]
     Config(String),
+    /// The metrics address is not `host:port` (exit code 64).
+    #[error("config: metricsAddr {addr:?} is not host:port")]
+    MetricsAddr {
+        /// The address.
+        addr: String,
+        /// Why.
+        #[source]
+        source: std::net::AddrParseError,
+    },
+    /// The metrics address cannot be listened on (exit code 64).
+    #[error("config: metricsAddr {addr}: {source}")]
+    MetricsListen {
+        /// The address.
+        addr: SocketAddr,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
     /// The files could not be written at start.
     #[error(transparent)]
     Startup(#[from] StartupError),
+}
+
+impl AgentError {
+    /// Whether the configuration is at fault (exit code 64) rather than the
+    /// backends or the files.
+    pub fn is_config(&self) -> bool {
+        !matches!(self, AgentError::Startup(_))
+    }
 }
 
 /// What a running agent exposes to its caller (tests, `main`).
@@ -143,18 +172,16 @@ pub async fn run(
     shutdown: impl Future<Output = ()>,
     started: impl FnOnce(Handle),
 ) -> Result<(), AgentError> {
-    config.validate().map_err(|e| AgentError::Config(e.to_string()))?;
+    config.validate()?;
     let _ = rustls::crypto::ring::default_provider().install_default();
     let metrics = Arc::new(Metrics::default());
     let (stop_tx, stop_rx) = watch::channel(false);
     let (ready_tx, ready_rx) = watch::channel(false);
 
     if let Some(addr) = &config.metrics_addr {
-        let addr: SocketAddr =
-            addr.parse().map_err(|_| AgentError::Config(format!("metricsAddr {addr:?} is not host:port")))?;
-        let listener = tokio::net::TcpListener::bind(addr)
-            .await
-            .map_err(|e| AgentError::Config(format!("metricsAddr {addr}: {e}")))?;
+        let addr: SocketAddr = addr.parse().map_err(|source| AgentError::MetricsAddr { addr: addr.clone(), source })?;
+        let listener =
+            tokio::net::TcpListener::bind(addr).await.map_err(|source| AgentError::MetricsListen { addr, source })?;
         tokio::spawn(sidekey_runtime::serve_admin(listener, metrics.clone(), stop_rx.clone()));
     }
 

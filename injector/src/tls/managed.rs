@@ -47,10 +47,6 @@ pub struct Material {
 const CA_NOT_AFTER: &str = "sidekey.dev/ca-not-after";
 const CERT_NOT_AFTER: &str = "sidekey.dev/cert-not-after";
 
-fn kube_err(e: kube::Error) -> TlsError {
-    TlsError::Kube(e.to_string())
-}
-
 fn ca_params(now: time_like::Now, lifetime: Duration) -> CertificateParams {
     let mut p = CertificateParams::new(Vec::<String>::new()).unwrap_or_default();
     p.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
@@ -171,7 +167,7 @@ fn from_secret(s: &Secret) -> Option<Material> {
 pub async fn load_or_create(client: &kube::Client, m: &Managed) -> Result<Material, TlsError> {
     let api: Api<Secret> = Api::namespaced(client.clone(), &m.namespace);
     for _ in 0..5 {
-        if let Some(s) = api.get_opt(&m.secret).await.map_err(kube_err)? {
+        if let Some(s) = api.get_opt(&m.secret).await.map_err(TlsError::kube("reading the TLS Secret"))? {
             if let Some(mat) = from_secret(&s) {
                 return Ok(mat);
             }
@@ -180,10 +176,7 @@ pub async fn load_or_create(client: &kube::Client, m: &Managed) -> Result<Materi
             // ServiceAccount tokens); fill it, the first replica wins.
             let empty = s.data.as_ref().is_none_or(|d| d.values().all(|v| v.0.is_empty()));
             if !empty {
-                return Err(TlsError::Kube(format!(
-                    "secret {}/{} lacks ca.crt, ca.key, tls.crt or tls.key",
-                    m.namespace, m.secret
-                )));
+                return Err(TlsError::UnusableSecret(format!("{}/{}", m.namespace, m.secret)));
             }
             let mat = generate(m)?;
             let filled = replacing(&s, to_secret(m, &mat));
@@ -193,7 +186,7 @@ pub async fn load_or_create(client: &kube::Client, m: &Managed) -> Result<Materi
                     return Ok(mat);
                 }
                 Err(kube::Error::Api(e)) if e.code == 409 => continue,
-                Err(e) => return Err(kube_err(e)),
+                Err(e) => return Err(TlsError::kube("filling the TLS Secret")(e)),
             }
         }
         let mat = generate(m)?;
@@ -203,10 +196,10 @@ pub async fn load_or_create(client: &kube::Client, m: &Managed) -> Result<Materi
                 return Ok(mat);
             }
             Err(kube::Error::Api(e)) if e.code == 409 => continue,
-            Err(e) => return Err(kube_err(e)),
+            Err(e) => return Err(TlsError::kube("creating the TLS Secret")(e)),
         }
     }
-    Err(TlsError::Kube("could not create or read the TLS secret".into()))
+    Err(TlsError::Contended(format!("the TLS Secret {}/{}", m.namespace, m.secret)))
 }
 
 /// Sets the caBundle of every webhook of the configuration.
@@ -219,7 +212,8 @@ pub async fn publish_ca(client: &kube::Client, m: &Managed, ca_bundle: &str) -> 
     // Read-modify-replace with the resourceVersion: a concurrent writer
     // (another replica) makes this fail with 409 and we try again.
     for _ in 0..5 {
-        let mut current = api.get(&m.webhook_config).await.map_err(kube_err)?;
+        let mut current =
+            api.get(&m.webhook_config).await.map_err(TlsError::kube("reading the MutatingWebhookConfiguration"))?;
         let webhooks = current.webhooks.get_or_insert_with(Vec::new);
         if webhooks.iter().all(|w| w.client_config.ca_bundle.as_ref() == Some(&encoded)) {
             return Ok(false);
@@ -233,10 +227,10 @@ pub async fn publish_ca(client: &kube::Client, m: &Managed, ca_bundle: &str) -> 
                 return Ok(true);
             }
             Err(kube::Error::Api(e)) if e.code == 409 => continue,
-            Err(e) => return Err(kube_err(e)),
+            Err(e) => return Err(TlsError::kube("updating the webhook caBundle")(e)),
         }
     }
-    Err(TlsError::Kube(format!("could not update {}: too many conflicts", m.webhook_config)))
+    Err(TlsError::Contended(format!("MutatingWebhookConfiguration {}", m.webhook_config)))
 }
 
 /// Sets up the self-managed certificate: Secret, caBundle, store.
@@ -272,9 +266,9 @@ pub async fn maintain(
 
 async fn refresh(client: &kube::Client, m: &Managed, store: &CertStore) -> Result<(), TlsError> {
     let api: Api<Secret> = Api::namespaced(client.clone(), &m.namespace);
-    let secret = api.get(&m.secret).await.map_err(kube_err)?;
+    let secret = api.get(&m.secret).await.map_err(TlsError::kube("reading the TLS Secret"))?;
     let Some(mut mat) = from_secret(&secret) else {
-        return Err(TlsError::Kube("the TLS secret lost its keys".into()));
+        return Err(TlsError::UnusableSecret(format!("{}/{}", m.namespace, m.secret)));
     };
     let mut changed = false;
     let left = |not_after: i64| not_after - time_like::Now::get().secs();
@@ -304,7 +298,9 @@ async fn refresh(client: &kube::Client, m: &Managed, store: &CertStore) -> Resul
     }
     if changed {
         let s = replacing(&secret, to_secret(m, &mat));
-        api.replace(&m.secret, &PostParams::default(), &s).await.map_err(kube_err)?;
+        api.replace(&m.secret, &PostParams::default(), &s)
+            .await
+            .map_err(TlsError::kube("rotating the serving certificate"))?;
         tracing::info!("rotated the self-managed serving certificate");
     }
     publish_ca(client, m, &mat.ca_bundle).await?;

@@ -30,9 +30,29 @@ pub enum TlsError {
     /// The PEM is not a usable certificate chain and key.
     #[error("{0}")]
     Pem(String),
-    /// The Kubernetes API refused (self-managed mode).
-    #[error("kubernetes: {0}")]
-    Kube(String),
+    /// The Kubernetes API refused or could not be reached (self-managed mode).
+    #[error("kubernetes: {what}: {source}")]
+    Kube {
+        /// What was being done.
+        what: &'static str,
+        /// Why it failed.
+        #[source]
+        source: kube::Error,
+    },
+    /// The TLS Secret holds something else (self-managed mode).
+    #[error("secret {0} lacks ca.crt, ca.key, tls.crt or tls.key")]
+    UnusableSecret(String),
+    /// Other replicas kept changing an object (the TLS Secret, the webhook
+    /// configuration) while this one tried to write it (self-managed mode).
+    #[error("could not write {0}: it kept changing (conflicts with other writers)")]
+    Contended(String),
+}
+
+impl TlsError {
+    /// A Kubernetes error while doing `what`.
+    pub fn kube(what: &'static str) -> impl FnOnce(kube::Error) -> TlsError {
+        move |source| TlsError::Kube { what, source }
+    }
 }
 
 /// Parses a PEM certificate chain and private key.
