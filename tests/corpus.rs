@@ -459,3 +459,35 @@ fn bad_yaml_and_missing_files_fail_without_output() {
         .unwrap();
     assert_eq!(out.status.code(), Some(64));
 }
+
+/// `sidekey inject` writes exactly the committed output for every valid
+/// corpus file, warnings included: a refactoring must not change a byte.
+/// After an intended change, `SIDEKEY_BLESS=1 cargo test --test corpus`
+/// rewrites `tests/golden/inject/` (review the diff).
+#[test]
+fn inject_output_is_byte_for_byte_the_golden_output() {
+    let golden = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden/inject");
+    let bless = std::env::var_os("SIDEKEY_BLESS").is_some();
+    let mut files: Vec<_> = std::fs::read_dir(sidekey_testenv::corpus_dir().join("valid"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "yaml"))
+        .collect();
+    files.sort();
+    assert!(files.len() >= 10, "the corpus is missing: {files:?}");
+    let mut differ = Vec::new();
+    for path in files {
+        let out = inject_stdin(&std::fs::read_to_string(&path).unwrap());
+        assert!(out.status.success(), "{}: {}", path.display(), String::from_utf8_lossy(&out.stderr));
+        let stem = path.file_stem().unwrap().to_string_lossy().into_owned();
+        for (ext, got) in [("yaml", &out.stdout), ("stderr", &out.stderr)] {
+            let want_path = golden.join(format!("{stem}.{ext}"));
+            if bless {
+                std::fs::write(&want_path, got).unwrap();
+            } else if std::fs::read(&want_path).ok().as_ref() != Some(got) {
+                differ.push(want_path.display().to_string());
+            }
+        }
+    }
+    assert!(differ.is_empty(), "inject output differs from {differ:?} (SIDEKEY_BLESS=1 rewrites them)");
+}
