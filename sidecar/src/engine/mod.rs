@@ -262,7 +262,6 @@ impl<B: SecretBackend> SourceTask<B> {
     /// Keeps what was read current (renewals, version checks) until a new
     /// read is due.
     async fn keep(&mut self, holding: &mut Holding, backoff: &mut Backoff) -> Flow {
-        let name = self.source.name.clone();
         loop {
             let owner = match holding.held {
                 Held::Lease { owner, .. } => self.backend.owner_deadline(owner),
@@ -276,68 +275,79 @@ impl<B: SecretBackend> SourceTask<B> {
                 _ = self.shutdown.changed() => return Flow::Stop,
             }
             let now = Instant::now();
-            match action {
+            let flow = match action {
                 Action::Read => {
                     if holding.lease().is_some() {
                         tracing::info!("fetching a new credential before the lease ends");
                     }
-                    return Flow::Read;
+                    Some(Flow::Read)
                 }
-                Action::Renew => {
-                    let Some(lease) = holding.lease().cloned() else { return Flow::Read };
-                    match self.backend.renew(&lease, holding.increment()).await {
-                        Ok(granted) => {
-                            self.metrics.renewal(&name, true);
-                            backoff.reset();
-                            if let Some(state) = &self.state {
-                                state.renewed(&name, granted);
-                            }
-                            self.metrics.lease_expiry(&name, Some(SystemTime::now() + granted));
-                            if holding.renewed(granted, now) {
-                                tracing::info!(lease = %lease.id, left_s = granted.as_secs(), "lease reached its max TTL");
-                            } else {
-                                tracing::debug!(lease = %lease.id, ttl_s = granted.as_secs(), "renewed lease");
-                            }
-                        }
-                        Err(e @ BackendError::Permanent(_)) => {
-                            self.metrics.renewal(&name, false);
-                            self.metrics.failure(&name, e.kind());
-                            tracing::warn!(error = %e, "lease renewal refused; fetching a new credential");
-                            return Flow::Read;
-                        }
-                        Err(e) => {
-                            self.metrics.renewal(&name, false);
-                            self.metrics.failure(&name, e.kind());
-                            let delay = backoff.next_delay();
-                            tracing::warn!(error = %e, retry_in_ms = delay.as_millis() as u64, "lease renewal failed");
-                            if holding.failed(delay, now) {
-                                return Flow::Read;
-                            }
-                        }
-                    }
+                Action::Renew => self.renew(holding, backoff, now).await,
+                Action::CheckVersion => self.check_version(holding, backoff, now).await,
+            };
+            if let Some(flow) = flow {
+                return flow;
+            }
+        }
+    }
+
+    /// Renews the held lease; `Some` when a new read is due instead.
+    async fn renew(&mut self, holding: &mut Holding, backoff: &mut Backoff, now: Instant) -> Option<Flow> {
+        let name = &self.source.name;
+        let Some(lease) = holding.lease().cloned() else { return Some(Flow::Read) };
+        let result = self.backend.renew(&lease, holding.increment()).await;
+        self.metrics.renewal(name, result.is_ok());
+        match result {
+            Ok(granted) => {
+                backoff.reset();
+                if let Some(state) = &self.state {
+                    state.renewed(name, granted);
                 }
-                Action::CheckVersion => {
-                    let Held::Versioned { version, check } = &holding.held else { return Flow::Read };
-                    match self.backend.version(check).await {
-                        Ok(v) if v == *version => {
-                            self.metrics.version_check(&name, true);
-                            backoff.reset();
-                            holding.unchanged(now, self.refresh);
-                        }
-                        Ok(v) => {
-                            self.metrics.version_check(&name, true);
-                            tracing::info!(version = %v, "a new version exists");
-                            return Flow::Read;
-                        }
-                        Err(e) => {
-                            self.metrics.version_check(&name, false);
-                            self.metrics.failure(&name, e.kind());
-                            let delay = backoff.next_delay();
-                            tracing::warn!(error = %e, retry_in_ms = delay.as_millis() as u64, "version check failed; keeping the last good files");
-                            holding.failed(delay, now);
-                        }
-                    }
+                self.metrics.lease_expiry(name, Some(SystemTime::now() + granted));
+                if holding.renewed(granted, now) {
+                    tracing::info!(lease = %lease.id, left_s = granted.as_secs(), "lease reached its max TTL");
+                } else {
+                    tracing::debug!(lease = %lease.id, ttl_s = granted.as_secs(), "renewed lease");
                 }
+                None
+            }
+            Err(e @ BackendError::Permanent(_)) => {
+                self.metrics.failure(name, e.kind());
+                tracing::warn!(error = %e, "lease renewal refused; fetching a new credential");
+                Some(Flow::Read)
+            }
+            Err(e) => {
+                self.metrics.failure(name, e.kind());
+                let delay = backoff.next_delay();
+                tracing::warn!(error = %e, retry_in_ms = delay.as_millis() as u64, "lease renewal failed");
+                holding.failed(delay, now).then_some(Flow::Read)
+            }
+        }
+    }
+
+    /// Asks whether the held version is still current; `Some` when a new
+    /// read is due.
+    async fn check_version(&mut self, holding: &mut Holding, backoff: &mut Backoff, now: Instant) -> Option<Flow> {
+        let name = &self.source.name;
+        let Held::Versioned { version, check } = &holding.held else { return Some(Flow::Read) };
+        let result = self.backend.version(check).await;
+        self.metrics.version_check(name, result.is_ok());
+        match result {
+            Ok(v) if v == *version => {
+                backoff.reset();
+                holding.unchanged(now, self.refresh);
+                None
+            }
+            Ok(v) => {
+                tracing::info!(version = %v, "a new version exists");
+                Some(Flow::Read)
+            }
+            Err(e) => {
+                self.metrics.failure(name, e.kind());
+                let delay = backoff.next_delay();
+                tracing::warn!(error = %e, retry_in_ms = delay.as_millis() as u64, "version check failed; keeping the last good files");
+                holding.failed(delay, now);
+                None
             }
         }
     }
