@@ -25,10 +25,11 @@ lint:
 	$(CARGO) clippy -p sidekey --no-default-features --locked -- -D warnings
 	$(CARGO) clippy -p sidekey --no-default-features --features cli --locked -- -D warnings
 
-## test: provision the test environment, lint, build the static binaries and the images (the
-## real-node tests run them in pods), run every test
+## test: provision the test environment, lint, build the static binaries, the images and their
+## SBOMs (the real-node tests push, sign and attest them, then run them in pods), run every test
 test: testenv lint
 	scripts/build-images.sh --test
+	scripts/sbom.sh
 	source "$(CACHE)/env.sh" && $(CARGO) test --workspace --locked
 
 ## static: the musl binaries the images ship, with their sizes
@@ -36,7 +37,8 @@ static:
 	scripts/build-static.sh
 
 ## images: the static binaries, then the agent, injector and example-app images from
-## deploy/docker with docker, podman or buildah, saved in target/images/
+## deploy/docker with docker, podman or buildah, saved in target/images/; PUSH_TO=host/prefix
+## also pushes them (with skopeo) and prints their digests
 images:
 	scripts/build-images.sh
 

@@ -8,6 +8,10 @@
 #   scripts/build-images.sh           the agent, injector and example app
 #   scripts/build-images.sh --test    also the test images (tests/node/images)
 #   IMAGE_PREFIX=registry.example.com/platform scripts/build-images.sh
+#   PUSH_TO=registry.example.com/platform scripts/build-images.sh
+#       also pushes the agent, injector and example app there with skopeo
+#       (PUSH_TLS_VERIFY=false for a plain-HTTP registry) and prints each
+#       digest; sign and deploy those digests (docs/supply-chain.md)
 #
 # Tags: $IMAGE_PREFIX/sidekey-{agent,injector,example-app}:<version>, by
 # default ghcr.io/sidekey/…, the names the Helm chart and the injector's
@@ -69,6 +73,17 @@ build() {
 build "$prefix/sidekey-agent:$version" deploy/docker/agent.Dockerfile "$ctx"
 build "$prefix/sidekey-injector:$version" deploy/docker/injector.Dockerfile "$ctx"
 build "$prefix/sidekey-example-app:$version" deploy/docker/example-app.Dockerfile "$ctx"
+
+if [[ -n ${PUSH_TO:-} ]]; then
+  command -v skopeo >/dev/null || { echo "PUSH_TO needs skopeo (apt-get install skopeo)" >&2; exit 1; }
+  for name in sidekey-agent sidekey-injector sidekey-example-app; do
+    digest_file=$(mktemp)
+    skopeo copy --quiet --dest-tls-verify="${PUSH_TLS_VERIFY:-true}" --digestfile "$digest_file" \
+      "docker-archive:$out/$name.tar" "docker://$PUSH_TO/$name:$version"
+    printf '%-55s pushed as %s@%s\n' "$name" "$PUSH_TO/$name" "$(cat "$digest_file")"
+    rm -f "$digest_file"
+  done
+fi
 
 if [[ $with_test == 1 ]]; then
   # Test images: the node's sandbox (pause), OpenBao, a busybox, and the

@@ -17,6 +17,8 @@ HELM=v3.19.0
 KUBE=v1.34.4
 ETCD=v3.6.13
 COREDNS=v1.14.7
+REGISTRY=v3.0.0
+COSIGN=v2.6.5
 
 here=$(cd "$(dirname "$0")" && pwd)
 mkdir -p "$CACHE"
@@ -55,9 +57,9 @@ if [[ ! -f $sarif ]]; then
 fi
 
 # --- Debian packages: a real node (containerd, runc, CNI plugins, iptables,
-# conntrack), buildah for the images, busybox for the test images, musl-gcc
-# for the static binaries ---
-debs=(containerd runc containernetworking-plugins iptables conntrack iproute2 buildah busybox-static musl-tools)
+# conntrack), buildah for the images and skopeo to push them, busybox for
+# the test images, musl-gcc for the static binaries ---
+debs=(containerd runc containernetworking-plugins iptables conntrack iproute2 buildah skopeo busybox-static musl-tools)
 need=()
 for p in "${debs[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || need+=("$p"); done
 if [[ ${#need[@]} -gt 0 ]]; then
@@ -81,6 +83,9 @@ kube="$CACHE/kube-$KUBE-etcd-$ETCD"
 
 # --- helm, built from the Go module proxy ---
 "$here/build-helm.sh" "$CACHE" "$HELM"
+
+# --- the distribution registry and cosign, built from the Go module proxy ---
+"$here/build-supply-chain.sh" "$CACHE" "$REGISTRY" "$COSIGN"
 
 # --- The musl target and musl-gcc for the static release binaries ---
 if ! rustup target list --installed 2>/dev/null | grep -qx x86_64-unknown-linux-musl; then
@@ -109,6 +114,8 @@ export SIDEKEY_CNI_BIN=/usr/lib/cni
 export SIDEKEY_PG_BIN="$pgbin"
 export SIDEKEY_SARIF_SCHEMA="$sarif"
 export SIDEKEY_HELM="$CACHE/helm-$HELM/helm"
+export SIDEKEY_REGISTRY="$CACHE/registry-$REGISTRY/registry"
+export SIDEKEY_COSIGN="$CACHE/cosign-$COSIGN/cosign"
 export SIDEKEY_PYTHON="$venv/bin/python"
 ENV
 echo "testenv: ready in $(( $(date +%s) - started ))s ($CACHE/env.sh)" >&2

@@ -1,5 +1,7 @@
 //! The product in real pods on a real node: the images `make images` builds,
-//! loaded into containerd; the Helm chart installing the injector as pods
+//! pushed to a registry on the node, signed and attested by digest with
+//! cosign, and pulled by digest by containerd; the Helm chart installing the
+//! injector as pods
 //! behind its Service; OpenBao in the cluster behind TLS; the example
 //! workload applied with kubectl into a namespace that enforces Pod Security
 //! `restricted`; and what the pod does, observed from inside it.
@@ -11,9 +13,105 @@
 
 use std::time::{Duration, Instant};
 
+use base64::Engine;
 use serde_json::{Value, json};
-use sidekey_testenv::Cluster;
-use sidekey_testenv::shop::{Shop, images};
+use sidekey_testenv::shop::{PRODUCT_IMAGES, Shop, image, repo_root, test_images};
+use sidekey_testenv::{Cluster, Cosign, Published, Registry};
+
+/// The product's images in the node's registry, and the key that signed them.
+struct Supply {
+    registry: Registry,
+    cosign: Cosign,
+    agent: Published,
+    injector: Published,
+}
+
+/// The supply-chain path: each product image is pushed to a registry on the
+/// node (the CNCF distribution registry), signed by digest with cosign and a
+/// key made for this run, and the agent's and injector's CycloneDX SBOMs
+/// are attested to them; signatures and attestations verify against the
+/// key, and not against another.
+fn the_images_are_pushed_signed_and_attested(c: &Cluster) -> Supply {
+    let registry = Registry::start_in(c.node());
+    let cosign = Cosign::new();
+    let mut published = Vec::new();
+    for name in PRODUCT_IMAGES {
+        let sbom = repo_root().join(format!("target/sbom/{name}.cdx.json"));
+        let sbom = (name != "sidekey-example-app").then(|| {
+            assert!(sbom.exists(), "{} is missing: run scripts/sbom.sh (make test does)", sbom.display());
+            sbom
+        });
+        let p = registry.publish(&cosign, &image(name), name, env!("CARGO_PKG_VERSION"), sbom.as_deref());
+        let verified = cosign.verify(&p.local_pinned()).unwrap();
+        assert!(verified.contains(&p.digest), "{name}: the signature covers {}: {verified}", p.digest);
+        if let Some(sbom) = &sbom {
+            let out = cosign.verify_attestation(&p.local_pinned(), "cyclonedx").unwrap();
+            let envelope: Value = serde_json::from_str(out.lines().next().unwrap()).unwrap();
+            let statement = base64::engine::general_purpose::STANDARD
+                .decode(envelope["payload"].as_str().unwrap())
+                .map(|b| serde_json::from_slice::<Value>(&b).unwrap())
+                .unwrap();
+            assert_eq!(statement["predicateType"], "https://cyclonedx.org/bom");
+            assert_eq!(statement["subject"][0]["digest"]["sha256"], p.digest.trim_start_matches("sha256:"));
+            let bom: Value = serde_json::from_slice(&std::fs::read(sbom).unwrap()).unwrap();
+            assert_eq!(statement["predicate"], bom, "{name}: the attested SBOM is the one the build wrote");
+        }
+        published.push(p);
+    }
+    let stranger = Cosign::new();
+    assert!(stranger.verify(&published[0].local_pinned()).is_err(), "another key does not verify the agent");
+    let injector = published.remove(1);
+    let agent = published.remove(0);
+    Supply { registry, cosign, agent, injector }
+}
+
+/// An image changed after signing and pushed under the same tag is not
+/// signed: cosign refuses the tag and the new digest, the signed digest
+/// still verifies, and the node keeps running the signed one because the
+/// chart names it by digest (checked on the pods created afterwards).
+fn a_tampered_image_under_the_same_tag_does_not_verify(s: &Supply) {
+    let a = &s.agent;
+    let tampered = s.registry.push_modified(&image("sidekey-agent"), &format!("{}:{}", a.repo, a.tag));
+    assert_ne!(tampered, a.digest);
+    assert_eq!(s.registry.digest(&a.repo, &a.tag).as_deref(), Some(tampered.as_str()), "the tag moved");
+    assert!(s.cosign.verify(&a.local_tagged()).is_err(), "the moved tag is refused");
+    assert!(s.cosign.verify(&format!("{}@{tampered}", a.local)).is_err(), "the new digest is refused");
+    s.cosign.verify(&a.local_pinned()).unwrap();
+}
+
+/// The injector replicas and the agent of an injected pod run exactly the
+/// signed images, pulled from the registry by digest.
+fn the_pods_run_the_signed_digests(w: &Shop, s: &Supply, app_pod: &str) {
+    let c = &w.cluster;
+    let image_ids = |ns: &str, args: &[&str]| -> Vec<(String, String)> {
+        let mut a = vec!["-n", ns, "get", "pods"];
+        a.extend_from_slice(args);
+        let pods = c.get_json(&a);
+        let items = pods["items"].as_array().cloned().unwrap_or_else(|| vec![pods.clone()]);
+        items
+            .iter()
+            .flat_map(|p| {
+                let st = &p["status"];
+                st["initContainerStatuses"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .chain(st["containerStatuses"].as_array().into_iter().flatten())
+                    .cloned()
+                    .collect::<Vec<_>>()
+            })
+            .map(|s| (s["name"].as_str().unwrap_or("").to_owned(), s["imageID"].as_str().unwrap_or("").to_owned()))
+            .collect()
+    };
+    let injectors = image_ids("sidekey", &["-l", "app.kubernetes.io/name=sidekey-injector"]);
+    assert_eq!(injectors.len(), 2, "{injectors:?}");
+    for (_, id) in &injectors {
+        assert_eq!(id, &s.injector.pinned(), "the injector runs the signed digest");
+    }
+    let app = image_ids("shop", &[app_pod]);
+    let agent = app.iter().find(|(n, _)| n == "sidekey-agent").unwrap_or_else(|| panic!("no agent in {app:?}"));
+    assert_eq!(agent.1, s.agent.pinned(), "the injected agent runs the signed digest, not the tampered tag");
+}
 
 /// A pod on the node: it runs, resolves a Service name through cluster DNS
 /// and reaches the apiserver through the `kubernetes` Service.
@@ -56,9 +154,14 @@ fn a_pod_runs_and_reaches_services_by_name(c: &Cluster) {
 /// `helm install` of deploy/helm/sidekey with self-managed TLS: both
 /// injector replicas run, the webhook configuration gets its caBundle, and
 /// the apiserver reaches the webhook through its Service.
-fn helm_installs_the_injector(w: &Shop) {
+fn helm_installs_the_injector(w: &Shop, s: &Supply) {
     let c = &w.cluster;
-    w.helm_install();
+    w.helm_install_with(&[
+        format!("injector.image.repository={}", s.injector.repository),
+        format!("injector.image.digest={}", s.injector.digest),
+        format!("agent.image.repository={}", s.agent.repository),
+        format!("agent.image.digest={}", s.agent.digest),
+    ]);
     let pods = c.get_json(&["-n", "sidekey", "get", "pods", "-l", "app.kubernetes.io/name=sidekey-injector"]);
     let running = pods["items"].as_array().unwrap().iter().filter(|p| p["status"]["phase"] == "Running").count();
     assert_eq!(running, 2, "two injector replicas run: {pods}");
@@ -490,15 +593,21 @@ fn step<T>(name: &str, f: impl FnOnce() -> T) -> T {
 
 #[test]
 fn the_product_in_real_pods_on_a_real_node() {
-    let cluster = Cluster::start(&images());
+    let cluster = Cluster::start(&test_images());
     step("a pod runs and reaches Services by name", || a_pod_runs_and_reaches_services_by_name(&cluster));
+    let supply =
+        step("the images are pushed, signed and attested", || the_images_are_pushed_signed_and_attested(&cluster));
     let w = step("OpenBao in the cluster behind TLS, PostgreSQL on the node", || Shop::on(cluster));
-    step("helm installs the injector", || helm_installs_the_injector(&w));
+    step("helm installs the injector from the registry, by digest", || helm_installs_the_injector(&w, &supply));
+    step("a tampered image under the same tag does not verify", || {
+        a_tampered_image_under_the_same_tag_does_not_verify(&supply)
+    });
     step("the webhook refuses bad pods and leaves others alone", || {
         the_webhook_refuses_bad_pods_and_leaves_others_alone(&w)
     });
     let pod =
         step("the example app runs with its secrets in files", || the_example_app_runs_with_its_secrets_in_files(&w));
+    step("the pods run the signed digests", || the_pods_run_the_signed_digests(&w, &supply, &pod));
     // The rotation check below counts from here; the other steps run meanwhile.
     let app_started = Instant::now();
     step("a KV update reaches the app container within refresh", || {

@@ -11,6 +11,9 @@
 //! - [`KubeApi`]: etcd and a real kube-apiserver with serving certs, a
 //!   service-account issuer (TokenRequest, TokenReview), PodSecurity and
 //!   admission webhooks, and a kubeconfig for kubectl and kube-rs;
+//! - [`Registry`], [`Cosign`]: the CNCF distribution registry (on loopback
+//!   or on a node) and cosign with a key pair made for the run, for the
+//!   push → sign → attest → verify → pull-by-digest path;
 //! - [`TcpProxy`]: a loopback TCP proxy that can cut a server off, for
 //!   outage tests, or forward into a node's network namespace;
 //! - [`Cluster`]: a real single-node cluster (kubelet, containerd, the
@@ -37,6 +40,7 @@ mod moto;
 pub mod node;
 mod postgres;
 mod proxy;
+mod registry;
 pub mod shop;
 
 use std::fs::File;
@@ -51,6 +55,7 @@ pub use moto::Moto;
 pub use node::Cluster;
 pub use postgres::Postgres;
 pub use proxy::TcpProxy;
+pub use registry::{Cosign, Published, Registry};
 
 /// The cache directory `scripts/testenv.sh` installs into.
 pub fn cache_dir() -> PathBuf {

@@ -658,7 +658,8 @@ fn which(name: &str) -> PathBuf {
 /// containerd's configuration: every path under the node's state directory,
 /// `restrict_oom_score_adj` (root here lacks CAP_SYS_RESOURCE, so runc
 /// cannot lower a container's OOM score), the CNI bridge with an IP range
-/// of its own and no masquerading.
+/// of its own and no masquerading, and pulls over plain HTTP from a
+/// registry on the node's address.
 fn write_containerd_config(d: &Path, cni_bin: &Path) -> String {
     let net_d = d.join("cni/net.d");
     fs::create_dir_all(&net_d).unwrap();
@@ -668,6 +669,18 @@ fn write_containerd_config(d: &Path, cni_bin: &Path) -> String {
         format!(
             r#"{{"cniVersion": "0.4.0", "name": "sidekey", "plugins": [{{"type": "bridge", "bridge": "cni0", "isGateway": true, "ipMasq": false, "hairpinMode": true, "ipam": {{"type": "host-local", "ranges": [[{{"subnet": "{POD_CIDR}"}}]], "routes": [{{"dst": "0.0.0.0/0"}}], "dataDir": "{}"}}}}]}}"#,
             d.join("cni/ipam").display()
+        ),
+    )
+    .unwrap();
+    // The registry a test may start on the node (`Registry::start_in`):
+    // plain HTTP, on the node's own address.
+    let registry = format!("{NODE_IP}:{}", crate::registry::NODE_REGISTRY_PORT);
+    let hosts = d.join("certs.d").join(&registry);
+    fs::create_dir_all(&hosts).unwrap();
+    fs::write(
+        hosts.join("hosts.toml"),
+        format!(
+            "server = \"http://{registry}\"\n\n[host.\"http://{registry}\"]\n  capabilities = [\"pull\", \"resolve\"]\n"
         ),
     )
     .unwrap();
@@ -704,6 +717,8 @@ state = "{d}/containerd/state"
   [plugins."io.containerd.grpc.v1.cri".cni]
     bin_dir = "{cni}"
     conf_dir = "{net_d}"
+  [plugins."io.containerd.grpc.v1.cri".registry]
+    config_path = "{d}/certs.d"
 "#,
             d = d.display(),
             cni = cni_bin.display(),

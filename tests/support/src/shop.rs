@@ -26,19 +26,30 @@ pub fn repo_root() -> PathBuf {
 /// # Panics
 /// When one is missing, with the command that builds them.
 pub fn images() -> Vec<PathBuf> {
+    let mut all = test_images();
+    all.extend(PRODUCT_IMAGES.iter().map(|n| image(n)));
+    all
+}
+
+/// The images the product ships, which the supply-chain path pushes to a
+/// registry, signs and pulls by digest instead of importing.
+pub const PRODUCT_IMAGES: [&str; 3] = ["sidekey-agent", "sidekey-injector", "sidekey-example-app"];
+
+/// The images only the tests use (the pause image, OpenBao, a busybox
+/// toolbox, the example app with a shell), imported into containerd.
+pub fn test_images() -> Vec<PathBuf> {
+    ["pause", "openbao", "testbox", "example-app-debug"].iter().map(|n| image(n)).collect()
+}
+
+/// The tarball of image `name` in `target/images` (or `$SIDEKEY_IMAGES`).
+///
+/// # Panics
+/// When it is missing, with the command that builds it.
+pub fn image(name: &str) -> PathBuf {
     let dir = std::env::var_os("SIDEKEY_IMAGES").map_or_else(|| repo_root().join("target/images"), PathBuf::from);
-    ["pause", "sidekey-agent", "sidekey-injector", "sidekey-example-app", "openbao", "testbox", "example-app-debug"]
-        .iter()
-        .map(|n| {
-            let p = dir.join(format!("{n}.tar"));
-            assert!(
-                p.exists(),
-                "image {} is missing: run `scripts/build-images.sh --test` (make test does)",
-                p.display()
-            );
-            p
-        })
-        .collect()
+    let p = dir.join(format!("{name}.tar"));
+    assert!(p.exists(), "image {} is missing: run `scripts/build-images.sh --test` (make test does)", p.display());
+    p
 }
 
 /// The cluster with OpenBao and PostgreSQL set up for the shop.
@@ -101,26 +112,27 @@ impl Shop {
     /// (enforcing `restricted`) with self-managed TLS, pointed at the
     /// in-cluster OpenBao and its CA; waits until the injector is ready.
     pub fn helm_install(&self) {
+        self.helm_install_with(&[]);
+    }
+
+    /// [`Shop::helm_install`] with more `--set` values (`key=value`).
+    pub fn helm_install_with(&self, values: &[String]) {
         let (vault_addr, ca_pem) = self.bao.in_cluster.clone().unwrap();
         let dir = tempfile::tempdir().unwrap();
         let ca = dir.path().join("vault-ca.pem");
         std::fs::write(&ca, ca_pem).unwrap();
         self.cluster.api.create_namespace("sidekey", &["pod-security.kubernetes.io/enforce=restricted"]);
         let chart = repo_root().join("deploy/helm/sidekey");
-        self.helm(&[
-            "install",
-            "sidekey",
-            &chart.display().to_string(),
-            "--namespace",
-            "sidekey",
-            "--wait",
-            "--timeout",
-            "120s",
-            "--set",
-            &format!("config.vault.addr={vault_addr}"),
-            "--set-file",
-            &format!("config.vault.caCert={}", ca.display()),
-        ]);
+        let chart = chart.display().to_string();
+        let addr = format!("config.vault.addr={vault_addr}");
+        let ca = format!("config.vault.caCert={}", ca.display());
+        let mut args =
+            vec!["install", "sidekey", &chart, "--namespace", "sidekey", "--wait", "--timeout", "120s", "--set", &addr];
+        args.extend(["--set-file", &ca]);
+        for v in values {
+            args.extend(["--set", v.as_str()]);
+        }
+        self.helm(&args);
     }
 
     /// Applies `examples/workloads/orders-app.yaml` into namespace `shop`
