@@ -143,6 +143,18 @@ pub enum VaultAuth {
         /// The JWT file.
         token_path: String,
     },
+    /// JWT auth with the projected service-account token, re-read at each
+    /// login: Vault checks the token's signature itself (JWKS or the
+    /// issuer's public keys) instead of calling the cluster's TokenReview.
+    #[serde(rename_all = "camelCase")]
+    Jwt {
+        /// Auth method mount, e.g. `jwt`.
+        mount: String,
+        /// Vault role.
+        role: String,
+        /// The JWT file.
+        token_path: String,
+    },
     /// A Vault token read from a file (development).
     #[serde(rename_all = "camelCase")]
     Token {

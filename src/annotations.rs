@@ -251,6 +251,8 @@ pub struct PodAnnotations {
     pub vault_role: Option<String>,
     /// `vault-auth-mount`.
     pub vault_auth_mount: Option<String>,
+    /// `vault-auth-method`: how the agent logs in.
+    pub vault_auth_method: Option<crate::config::AuthMethod>,
     /// `vault-namespace`.
     pub vault_namespace: Option<String>,
     /// `aws-region`.
@@ -423,6 +425,8 @@ pub enum Key {
     VaultAddr,
     /// `vault-role`.
     VaultRole,
+    /// `vault-auth-method`.
+    VaultAuthMethod,
     /// `vault-auth-mount`.
     VaultAuthMount,
     /// `vault-namespace`.
@@ -443,7 +447,7 @@ pub enum Key {
 
 impl Key {
     /// Every key, in the order the docs list them.
-    pub const ALL: [Key; 19] = [
+    pub const ALL: [Key; 20] = [
         Key::Inject,
         Key::Status,
         Key::MountPath,
@@ -455,6 +459,7 @@ impl Key {
         Key::Lifecycle,
         Key::VaultAddr,
         Key::VaultRole,
+        Key::VaultAuthMethod,
         Key::VaultAuthMount,
         Key::VaultNamespace,
         Key::AwsRegion,
@@ -479,6 +484,7 @@ impl Key {
             Key::Lifecycle => "lifecycle",
             Key::VaultAddr => "vault-addr",
             Key::VaultRole => "vault-role",
+            Key::VaultAuthMethod => "vault-auth-method",
             Key::VaultAuthMount => "vault-auth-mount",
             Key::VaultNamespace => "vault-namespace",
             Key::AwsRegion => "aws-region",
@@ -709,6 +715,7 @@ fn set_plain(out: &mut PodAnnotations, key: Key, value: &str) -> Result<(), Stri
             Some(p) => return Err(p),
         },
         Key::VaultRole => out.vault_role = some(check_role(value))?,
+        Key::VaultAuthMethod => out.vault_auth_method = Some(value.parse()?),
         Key::VaultAuthMount => out.vault_auth_mount = some(check_path_like(value))?,
         Key::VaultNamespace => out.vault_namespace = some(check_path_like(value))?,
         Key::AwsRegion => out.aws_region = some(check_region(value))?,

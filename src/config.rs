@@ -277,9 +277,14 @@ pub struct VaultDefaults {
     /// cluster's webhook should use, so that no annotation can send a
     /// credential to a server of its choosing). `addr` is always allowed.
     pub allowed_addrs: Option<Vec<String>>,
-    /// The Vault role; absent: the pod's service account name.
+    /// The Vault role; absent: the pod's service account name. May name
+    /// the pod's namespace and service account as `{namespace}` and
+    /// `{serviceAccount}` (`k8s-{namespace}-{serviceAccount}`), so one Vault
+    /// serves many clusters and namespaces with one naming rule.
     pub role: Option<String>,
-    /// The mount path of the Kubernetes auth method.
+    /// How the agent logs in with the pod's projected service-account token.
+    pub auth_method: AuthMethod,
+    /// The mount path of that auth method.
     pub auth_mount: String,
     /// The Vault Enterprise / OpenBao namespace.
     pub namespace: Option<String>,
@@ -309,6 +314,7 @@ impl Default for VaultDefaults {
             addr: "https://vault.vault.svc:8200".into(),
             allowed_addrs: Some(Vec::new()),
             role: None,
+            auth_method: AuthMethod::Kubernetes,
             auth_mount: "kubernetes".into(),
             namespace: None,
             audience: "sidekey".into(),
@@ -318,6 +324,48 @@ impl Default for VaultDefaults {
             revoke_on_shutdown: true,
         }
     }
+}
+
+/// How the agent logs in to Vault with the pod's projected token.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum AuthMethod {
+    /// Kubernetes auth: Vault asks the cluster's TokenReview API about the token.
+    #[default]
+    Kubernetes,
+    /// JWT auth: Vault checks the token's signature with the cluster's
+    /// public keys (JWKS, OIDC discovery), without calling the cluster.
+    Jwt,
+}
+
+impl AuthMethod {
+    /// The mount the method is usually enabled at (`kubernetes`, `jwt`).
+    pub fn default_mount(self) -> &'static str {
+        match self {
+            AuthMethod::Kubernetes => "kubernetes",
+            AuthMethod::Jwt => "jwt",
+        }
+    }
+}
+
+impl std::str::FromStr for AuthMethod {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "kubernetes" => Ok(AuthMethod::Kubernetes),
+            "jwt" => Ok(AuthMethod::Jwt),
+            _ => Err("must be kubernetes or jwt".into()),
+        }
+    }
+}
+
+/// The placeholders `vault.role` may use.
+pub const ROLE_PLACEHOLDERS: [&str; 2] = ["{namespace}", "{serviceAccount}"];
+
+/// `role` with the pod's namespace and service account filled in.
+pub fn expand_role(role: &str, namespace: &str, service_account: &str) -> String {
+    role.replace("{namespace}", namespace).replace("{serviceAccount}", service_account)
 }
 
 impl VaultDefaults {
@@ -433,6 +481,15 @@ impl InjectorConfig {
         if let Some(pem) = &self.vault.ca_cert {
             if !pem.contains("-----BEGIN CERTIFICATE-----") || !pem.contains("-----END CERTIFICATE-----") {
                 problems.push("vault.caCert: must hold PEM certificates (-----BEGIN CERTIFICATE-----)".to_owned());
+            }
+        }
+        if let Some(role) = &self.vault.role {
+            let rest = ROLE_PLACEHOLDERS.iter().fold(role.clone(), |r, p| r.replace(p, ""));
+            if rest.contains(['{', '}']) {
+                problems.push(format!(
+                    "vault.role: the only placeholders are {} (found {role:?})",
+                    ROLE_PLACEHOLDERS.join(" and ")
+                ));
             }
         }
         if let Err(p) = crate::annotations::check_path_like(&self.vault.auth_mount) {
@@ -564,5 +621,16 @@ mod tests {
         assert!(InjectorConfig::from_yaml("defaults:\n  volumeSizeLimit: lots\n").is_err());
         assert!(InjectorConfig::from_yaml("defaults:\n  refresh: 5\n").is_err());
         assert!(InjectorConfig::from_yaml("defaults:\n  lifecycle: forever\n").is_err());
+    }
+
+    #[test]
+    fn a_role_template_may_use_only_namespace_and_service_account() {
+        let mut c = InjectorConfig::default();
+        c.vault.role = Some("k8s-{namespace}-{serviceAccount}".into());
+        assert!(c.validate().is_ok());
+        c.vault.role = Some("k8s-{cluster}-{serviceAccount}".into());
+        let e = c.validate().unwrap_err().to_string();
+        assert!(e.contains("vault.role: the only placeholders are {namespace} and {serviceAccount}"), "{e}");
+        assert_eq!(expand_role("k8s-{namespace}-{serviceAccount}", "shop", "orders"), "k8s-shop-orders");
     }
 }

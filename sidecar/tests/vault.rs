@@ -438,3 +438,46 @@ fn kubernetes_auth_with_a_token_request_token_end_to_end() {
     assert_eq!(agent.read("stripe-key"), key);
     agent.assert_log_has_no(&[&key, &jwt_value]);
 }
+
+/// JWT auth: OpenBao checks the projected token with the cluster's public
+/// key and never calls the cluster; a token for another audience or another
+/// service account is refused at login, naming the login.
+#[test]
+fn jwt_auth_checks_the_token_locally_and_refuses_other_audiences_and_accounts() {
+    let kube = KubeApi::start();
+    kube.create_namespace("payments", &[]);
+    kube.create_service_account("payments", "billing");
+    kube.create_service_account("payments", "intruder");
+    let bao = OpenBao::start();
+    bao.put_policy("billing", POLICY);
+    bao.enable_jwt_auth(&kube, "billing", "payments", "billing", "sidekey", &["billing"]);
+    let key = unique("sk");
+    bao.kv_put("payments/stripe", json!({"api_key": key}));
+    let tmp = tempfile::tempdir().unwrap();
+    let run = |token: &str| {
+        let jwt = tmp.path().join(format!("token-{}", fastrand::u32(..)));
+        std::fs::write(&jwt, token).unwrap();
+        let cfg = json!({
+            "mountPath": "/x", "refresh": "5m", "startupTimeout": "5s",
+            "files": [{"name": "stripe-key", "ref": "vault:secret/data/payments/stripe#api_key", "mode": "0440"}],
+            "vault": {"addr": bao.addr, "auth": {"method": "jwt", "mount": "jwt", "role": "billing", "tokenPath": jwt}},
+        });
+        AgentProc::spawn(cfg, &["--once"])
+    };
+    let good = kube.token_request("payments", "billing", "sidekey");
+    let mut agent = run(&good);
+    assert!(agent.wait_exit(Duration::from_secs(20)).success(), "{}", agent.log());
+    assert_eq!(agent.read("stripe-key"), key);
+    agent.assert_log_has_no(&[&key, &good]);
+    for (what, token) in [
+        ("another audience", kube.token_request("payments", "billing", "vault")),
+        ("another service account", kube.token_request("payments", "intruder", "sidekey")),
+    ] {
+        let mut agent = run(&token);
+        let status = agent.wait_exit(Duration::from_secs(20));
+        assert!(!status.success(), "{what}: the login was accepted");
+        let log = agent.log();
+        assert!(log.contains("login at auth/jwt/login"), "{what}: the error names the login: {log}");
+        agent.assert_log_has_no(&[&key, &token]);
+    }
+}

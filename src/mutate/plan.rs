@@ -15,7 +15,7 @@ use super::{
 use crate::PREFIX;
 use crate::agent_config::{AgentConfig, AwsConfig, FileSpec, VaultAuth, VaultConfig};
 use crate::annotations::{EnvMode, Format, Key, Lifecycle, Named, OnChange, PodAnnotations, Problem};
-use crate::config::InjectorConfig;
+use crate::config::{AuthMethod, InjectorConfig, expand_role};
 use crate::pod::{Container, EnvFromSource, EnvSource, Kind, PodSpec, SecretKeyRef};
 use crate::reference::{Backend, Reference, is_env_reference};
 
@@ -717,18 +717,30 @@ impl Planner<'_> {
     /// The agent's Vault settings: annotations over the injector config.
     fn vault_config(&self, lifecycle: Lifecycle) -> VaultConfig {
         let (a, v) = (self.a, &self.config.vault);
+        let service_account = self.pod.service_account();
+        let role = match (&a.vault_role, &v.role) {
+            (Some(r), _) => r.clone(),
+            (None, Some(template)) => expand_role(template, self.namespace, service_account),
+            (None, None) => service_account.to_owned(),
+        };
+        let method = a.vault_auth_method.unwrap_or(v.auth_method);
+        // An annotation that picks another method than the cluster's also
+        // picks that method's usual mount, unless it names one.
+        let other_method = a.vault_auth_method.is_some_and(|m| m != v.auth_method);
+        let mount = match &a.vault_auth_mount {
+            Some(m) => m.clone(),
+            None if other_method => method.default_mount().to_owned(),
+            None => v.auth_mount.clone(),
+        };
+        let token_path = format!("{TOKEN_DIR}/token");
+        let auth = match method {
+            AuthMethod::Kubernetes => VaultAuth::Kubernetes { mount, role, token_path },
+            AuthMethod::Jwt => VaultAuth::Jwt { mount, role, token_path },
+        };
         VaultConfig {
             addr: a.vault_addr.clone().unwrap_or_else(|| v.addr.clone()),
             namespace: a.vault_namespace.clone().or_else(|| v.namespace.clone()),
-            auth: VaultAuth::Kubernetes {
-                mount: a.vault_auth_mount.clone().unwrap_or_else(|| v.auth_mount.clone()),
-                role: a
-                    .vault_role
-                    .clone()
-                    .or_else(|| v.role.clone())
-                    .unwrap_or_else(|| self.pod.service_account().to_owned()),
-                token_path: format!("{TOKEN_DIR}/token"),
-            },
+            auth,
             ca_cert: None,
             ca_pem: v.ca_cert.clone(),
             // When the pod ends its credentials are of no use to anyone:

@@ -466,3 +466,54 @@ fn warns_about_secrets_in_pods_that_did_not_opt_in() {
     let w: Vec<String> = w.iter().map(Warning::detail).collect();
     assert!(w[0].contains("env T") && w[1].contains("Secret s") && w[2].contains("Secret e"));
 }
+
+fn vault_auth_of(p: &Value) -> crate::agent_config::VaultAuth {
+    let json = p["spec"]["initContainers"][0]["env"][0]["value"].as_str().unwrap();
+    AgentConfig::from_json(json).unwrap().vault.unwrap().auth
+}
+
+#[test]
+fn the_login_method_and_role_come_from_the_cluster_defaults_or_the_pod() {
+    use crate::agent_config::VaultAuth;
+    use crate::config::AuthMethod;
+    let spec = json!({"serviceAccountName": "billing",
+        "containers": [{"name": "a", "image": "x", "env": [{"name": "K", "value": "vault:secret/data/k#v"}]}]});
+    let with = |annotations: Value, config: &InjectorConfig| {
+        let mut p = pod(annotations, spec.clone());
+        p["metadata"]["namespace"] = json!("payments");
+        mutate_template(&mut p, config).unwrap();
+        vault_auth_of(&p)
+    };
+    let token_path = format!("{TOKEN_DIR}/token");
+    // The built-in default: Kubernetes auth, the service account as role.
+    let plain = InjectorConfig::default();
+    assert_eq!(
+        with(json!({"sidekey.dev/inject": "true"}), &plain),
+        VaultAuth::Kubernetes { mount: "kubernetes".into(), role: "billing".into(), token_path: token_path.clone() }
+    );
+    // A pod picks JWT auth: its usual mount with it.
+    assert_eq!(
+        with(json!({"sidekey.dev/inject": "true", "sidekey.dev/vault-auth-method": "jwt"}), &plain),
+        VaultAuth::Jwt { mount: "jwt".into(), role: "billing".into(), token_path: token_path.clone() }
+    );
+    // A cluster that logs in with JWT at its own mount, roles named by rule.
+    let mut cluster = InjectorConfig::default();
+    cluster.vault.auth_method = AuthMethod::Jwt;
+    cluster.vault.auth_mount = "jwt-prod-eu1".into();
+    cluster.vault.role = Some("k8s-{namespace}-{serviceAccount}".into());
+    assert_eq!(
+        with(json!({"sidekey.dev/inject": "true"}), &cluster),
+        VaultAuth::Jwt {
+            mount: "jwt-prod-eu1".into(),
+            role: "k8s-payments-billing".into(),
+            token_path: token_path.clone()
+        }
+    );
+    // A pod's own role is taken as written.
+    assert_eq!(
+        with(json!({"sidekey.dev/inject": "true", "sidekey.dev/vault-role": "ops"}), &cluster),
+        VaultAuth::Jwt { mount: "jwt-prod-eu1".into(), role: "ops".into(), token_path }
+    );
+    let e = err(pod(json!({"sidekey.dev/inject": "true", "sidekey.dev/vault-auth-method": "oidc"}), spec.clone()));
+    assert_eq!(e, ["annotation sidekey.dev/vault-auth-method: must be kubernetes or jwt"]);
+}

@@ -198,7 +198,10 @@ impl Vault {
 
     async fn login(&self, state: &mut TokenState) -> Result<(), BackendError> {
         let (body, path) = match &self.auth {
-            VaultAuth::Kubernetes { mount, role, token_path } => {
+            // Both send the pod's projected token; Kubernetes auth has
+            // Vault check it with the cluster's TokenReview, JWT auth with
+            // the cluster's public keys.
+            VaultAuth::Kubernetes { mount, role, token_path } | VaultAuth::Jwt { mount, role, token_path } => {
                 // Projected tokens rotate: read the file at every login.
                 let jwt = Zeroizing::new(tokio::fs::read_to_string(token_path).await.map_err(|e| {
                     BackendError::Transient(format!("reading the service-account token {token_path}: {e}"))

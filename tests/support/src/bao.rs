@@ -273,6 +273,43 @@ impl OpenBao {
         .unwrap();
     }
 
+    /// Enables JWT auth at `auth/jwt`, trusting the tokens `kube` signs
+    /// (its public key and issuer: OpenBao never calls the cluster), with a
+    /// role `role` for service account `namespace/sa` and `audience`.
+    pub fn enable_jwt_auth(
+        &self,
+        kube: &KubeApi,
+        role: &str,
+        namespace: &str,
+        sa: &str,
+        audience: &str,
+        policies: &[&str],
+    ) {
+        let _ = self.api("POST", "sys/auth/jwt", Some(json!({"type": "jwt"})));
+        self.api(
+            "POST",
+            "auth/jwt/config",
+            Some(json!({
+                "jwt_validation_pubkeys": [kube.service_account_public_key()],
+                "bound_issuer": KubeApi::ISSUER,
+            })),
+        )
+        .unwrap();
+        self.api(
+            "POST",
+            &format!("auth/jwt/role/{role}"),
+            Some(json!({
+                "role_type": "jwt",
+                "bound_audiences": [audience],
+                "user_claim": "sub",
+                "bound_subject": format!("system:serviceaccount:{namespace}:{sa}"),
+                "token_policies": policies,
+                "token_ttl": "1h",
+            })),
+        )
+        .unwrap();
+    }
+
     /// Enables Kubernetes auth at `auth/kubernetes` pointed at `kube`, with a
     /// role `role` bound to service account `sa` in `namespace`, the token
     /// `audience`, and `policies`.

@@ -147,7 +147,7 @@ impl KubeApi {
             .arg(format!("--tls-cert-file={}", d.join("serving.pem").display()))
             .arg(format!("--tls-private-key-file={}", d.join("serving-key.pem").display()))
             .arg(format!("--token-auth-file={}", d.join("tokens.csv").display()))
-            .arg("--service-account-issuer=https://kubernetes.default.svc.cluster.local")
+            .arg(format!("--service-account-issuer={}", Self::ISSUER))
             .arg(format!("--service-account-key-file={}", d.join("sa.pub").display()))
             .arg(format!("--service-account-signing-key-file={}", d.join("sa.pem").display()))
             .args([
@@ -294,6 +294,15 @@ impl KubeApi {
     /// Creates a service account (there is no controller to create `default`).
     pub fn create_service_account(&self, namespace: &str, name: &str) {
         self.kubectl_ok(&["-n", namespace, "create", "serviceaccount", name]);
+    }
+
+    /// The issuer of the service-account tokens it signs.
+    pub const ISSUER: &'static str = "https://kubernetes.default.svc.cluster.local";
+
+    /// The public key (PEM) that verifies its service-account tokens, as a
+    /// JWT auth method is configured with (`jwt_validation_pubkeys`).
+    pub fn service_account_public_key(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("sa.pub")).unwrap()
     }
 
     /// A service-account token from the TokenRequest API.
