@@ -114,6 +114,10 @@ pub struct VaultConfig {
     /// Vault Enterprise / OpenBao namespace.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub namespace: Option<String>,
+    /// The namespace the agent logs in to, when it differs from `namespace`
+    /// (a parent's auth method reading a child's secrets).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auth_namespace: Option<String>,
     /// How the agent logs in.
     pub auth: VaultAuth,
     /// A CA bundle file to trust for the Vault TLS connection.
@@ -291,6 +295,7 @@ mod tests {
             vault: Some(VaultConfig {
                 addr: "https://vault:8200".into(),
                 namespace: None,
+                auth_namespace: None,
                 auth: VaultAuth::Kubernetes {
                     mount: "kubernetes".into(),
                     role: "app".into(),

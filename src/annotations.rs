@@ -251,6 +251,8 @@ pub struct PodAnnotations {
     pub vault_role: Option<String>,
     /// `vault-auth-mount`.
     pub vault_auth_mount: Option<String>,
+    /// `vault-auth-namespace`: where the agent logs in.
+    pub vault_auth_namespace: Option<String>,
     /// `vault-auth-method`: how the agent logs in.
     pub vault_auth_method: Option<crate::config::AuthMethod>,
     /// `vault-namespace`.
@@ -431,6 +433,8 @@ pub enum Key {
     VaultAuthMount,
     /// `vault-namespace`.
     VaultNamespace,
+    /// `vault-auth-namespace`.
+    VaultAuthNamespace,
     /// `aws-region`.
     AwsRegion,
     /// `aws-role-arn`.
@@ -447,7 +451,7 @@ pub enum Key {
 
 impl Key {
     /// Every key, in the order the docs list them.
-    pub const ALL: [Key; 20] = [
+    pub const ALL: [Key; 21] = [
         Key::Inject,
         Key::Status,
         Key::MountPath,
@@ -462,6 +466,7 @@ impl Key {
         Key::VaultAuthMethod,
         Key::VaultAuthMount,
         Key::VaultNamespace,
+        Key::VaultAuthNamespace,
         Key::AwsRegion,
         Key::AwsRoleArn,
         Key::AgentCpuRequest,
@@ -487,6 +492,7 @@ impl Key {
             Key::VaultAuthMethod => "vault-auth-method",
             Key::VaultAuthMount => "vault-auth-mount",
             Key::VaultNamespace => "vault-namespace",
+            Key::VaultAuthNamespace => "vault-auth-namespace",
             Key::AwsRegion => "aws-region",
             Key::AwsRoleArn => "aws-role-arn",
             Key::AgentCpuRequest => "agent-cpu-request",
@@ -718,6 +724,7 @@ fn set_plain(out: &mut PodAnnotations, key: Key, value: &str) -> Result<(), Stri
         Key::VaultAuthMethod => out.vault_auth_method = Some(value.parse()?),
         Key::VaultAuthMount => out.vault_auth_mount = some(check_path_like(value))?,
         Key::VaultNamespace => out.vault_namespace = some(check_path_like(value))?,
+        Key::VaultAuthNamespace => out.vault_auth_namespace = some(check_path_like(value))?,
         Key::AwsRegion => out.aws_region = some(check_region(value))?,
         Key::AwsRoleArn => out.aws_role_arn = some(check_role_arn(value))?,
         Key::AgentCpuRequest | Key::AgentCpuLimit | Key::AgentMemoryRequest | Key::AgentMemoryLimit => {

@@ -288,6 +288,10 @@ pub struct VaultDefaults {
     pub auth_mount: String,
     /// The Vault Enterprise / OpenBao namespace.
     pub namespace: Option<String>,
+    /// The namespace the agents log in to, when the auth method lives
+    /// elsewhere than the secrets (a parent namespace's auth, a child's
+    /// secrets); absent: `namespace`.
+    pub auth_namespace: Option<String>,
     /// The audience of the projected service-account token the agent logs in with.
     pub audience: String,
     /// The lifetime kubelet gives that token (it rotates it at 80%).
@@ -317,6 +321,7 @@ impl Default for VaultDefaults {
             auth_method: AuthMethod::Kubernetes,
             auth_mount: "kubernetes".into(),
             namespace: None,
+            auth_namespace: None,
             audience: "sidekey".into(),
             token_expiration_seconds: 3600,
             ca_cert: None,
@@ -497,6 +502,9 @@ impl InjectorConfig {
         }
         if let Some(Err(p)) = self.vault.namespace.as_deref().map(crate::annotations::check_path_like) {
             problems.push(format!("vault.namespace: {p}"));
+        }
+        if let Some(Err(p)) = self.vault.auth_namespace.as_deref().map(crate::annotations::check_path_like) {
+            problems.push(format!("vault.authNamespace: {p}"));
         }
         if self.vault.audience.is_empty() {
             problems.push("vault.audience: must not be empty".to_owned());

@@ -481,3 +481,47 @@ fn jwt_auth_checks_the_token_locally_and_refuses_other_audiences_and_accounts() 
         agent.assert_log_has_no(&[&key, &token]);
     }
 }
+
+/// OpenBao namespaces, as enterprises lay them out: the auth method lives in
+/// a parent namespace (`org`), the secrets in a child (`org/team`); the
+/// agent logs in in one and reads in the other, and renews its token where
+/// it got it.
+#[test]
+fn logs_in_in_a_parent_namespace_and_reads_in_a_child() {
+    let kube = KubeApi::start();
+    kube.create_namespace("payments", &[]);
+    kube.create_service_account("payments", "billing");
+    let bao = OpenBao::start();
+    bao.api("POST", "sys/namespaces/org", None).unwrap();
+    bao.api_in("org", "POST", "sys/namespaces/team", None).unwrap();
+    // A policy of the parent namespace names the child's paths relative to it.
+    let policy = "path \"team/secret/data/app\" { capabilities = [\"read\"] }\n\
+                  path \"team/secret/metadata/app\" { capabilities = [\"read\"] }\n";
+    bao.api_in("org", "POST", "sys/policies/acl/team-reader", Some(json!({"policy": policy}))).unwrap();
+    let subject = "system:serviceaccount:payments:billing";
+    bao.enable_jwt_auth_in("org", &kube, "billing", subject, "sidekey", &["team-reader"]);
+    bao.api_in("org/team", "POST", "sys/mounts/secret", Some(json!({"type": "kv", "options": {"version": "2"}})))
+        .unwrap();
+    let key = unique("sk");
+    bao.api_in("org/team", "POST", "secret/data/app", Some(json!({"data": {"api_key": key}}))).unwrap();
+    // The root namespace has no such secret: a read there would fail.
+    assert!(bao.api("GET", "secret/data/app", None).is_err());
+    let tmp = tempfile::tempdir().unwrap();
+    let jwt = tmp.path().join("token");
+    let jwt_value = kube.token_request("payments", "billing", "sidekey");
+    std::fs::write(&jwt, &jwt_value).unwrap();
+    let cfg = json!({
+        "mountPath": "/x", "refresh": "1s", "startupTimeout": "20s",
+        "files": [{"name": "api-key", "ref": "vault:secret/data/app#api_key", "mode": "0440"}],
+        "vault": {"addr": bao.addr, "namespace": "org/team", "authNamespace": "org",
+                  "auth": {"method": "jwt", "mount": "jwt", "role": "billing", "tokenPath": jwt}},
+    });
+    let mut agent = AgentProc::spawn(cfg, &[]);
+    agent.wait_for("api-key", Duration::from_secs(20));
+    assert_eq!(agent.read("api-key"), key);
+    // Version checks go on in the child namespace: an update arrives.
+    let next = unique("sk");
+    bao.api_in("org/team", "POST", "secret/data/app", Some(json!({"data": {"api_key": next}}))).unwrap();
+    agent.wait_for_content("api-key", &next, Duration::from_secs(10));
+    agent.assert_log_has_no(&[&key, &next, &jwt_value]);
+}

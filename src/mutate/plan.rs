@@ -740,6 +740,7 @@ impl Planner<'_> {
         VaultConfig {
             addr: a.vault_addr.clone().unwrap_or_else(|| v.addr.clone()),
             namespace: a.vault_namespace.clone().or_else(|| v.namespace.clone()),
+            auth_namespace: a.vault_auth_namespace.clone().or_else(|| v.auth_namespace.clone()),
             auth,
             ca_cert: None,
             ca_pem: v.ca_cert.clone(),

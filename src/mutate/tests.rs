@@ -514,6 +514,16 @@ fn the_login_method_and_role_come_from_the_cluster_defaults_or_the_pod() {
         with(json!({"sidekey.dev/inject": "true", "sidekey.dev/vault-role": "ops"}), &cluster),
         VaultAuth::Jwt { mount: "jwt-prod-eu1".into(), role: "ops".into(), token_path }
     );
+    // Where the agent logs in may differ from where it reads.
+    let mut p = pod(
+        json!({"sidekey.dev/inject": "true", "sidekey.dev/vault-namespace": "org/team",
+               "sidekey.dev/vault-auth-namespace": "org"}),
+        spec.clone(),
+    );
+    mutate_template(&mut p, &plain).unwrap();
+    let json = p["spec"]["initContainers"][0]["env"][0]["value"].as_str().unwrap();
+    let vault = AgentConfig::from_json(json).unwrap().vault.unwrap();
+    assert_eq!((vault.namespace.as_deref(), vault.auth_namespace.as_deref()), (Some("org/team"), Some("org")));
     let e = err(pod(json!({"sidekey.dev/inject": "true", "sidekey.dev/vault-auth-method": "oidc"}), spec.clone()));
     assert_eq!(e, ["annotation sidekey.dev/vault-auth-method: must be kubernetes or jwt"]);
 }

@@ -49,6 +49,8 @@ pub struct Vault {
     http: reqwest::Client,
     addr: String,
     namespace: Option<String>,
+    /// Where the agent logs in, when not in `namespace`.
+    auth_namespace: Option<String>,
     auth: VaultAuth,
     state: Mutex<TokenState>,
     deadlines: std::sync::Mutex<HashMap<u64, Instant>>,
@@ -139,6 +141,7 @@ impl Vault {
             http,
             addr: config.addr.trim_end_matches('/').to_owned(),
             namespace: config.namespace.clone(),
+            auth_namespace: config.auth_namespace.clone(),
             auth: config.auth.clone(),
             state: Mutex::new(state),
             deadlines: std::sync::Mutex::default(),
@@ -166,6 +169,8 @@ impl Vault {
         self.deadlines.lock().ok()?.get(&generation).copied()
     }
 
+    /// One request; `auth`: in the namespace where the agent logs in (the
+    /// login and its token's own endpoints), else in the secrets' namespace.
     async fn send(
         &self,
         method: Method,
@@ -173,11 +178,14 @@ impl Vault {
         token: Option<&SecretString>,
         body: Option<&Value>,
     ) -> Result<(StatusCode, String), BackendError> {
+        let auth = path.starts_with("auth/");
         let mut req = self.http.request(method.clone(), format!("{}/v1/{path}", self.addr));
         if let Some(t) = token {
             req = req.header("X-Vault-Token", t.expose_secret());
         }
-        if let Some(ns) = &self.namespace {
+        let namespace =
+            if auth { self.auth_namespace.as_ref().or(self.namespace.as_ref()) } else { self.namespace.as_ref() };
+        if let Some(ns) = namespace {
             req = req.header("X-Vault-Namespace", ns);
         }
         if let Some(b) = body {

@@ -174,13 +174,27 @@ impl OpenBao {
     /// # Errors
     /// The status and body when the status is not 2xx.
     pub fn api_with_token(&self, token: &str, method: &str, path: &str, body: Option<Value>) -> Result<Value, String> {
+        self.request(token, "", method, path, body)
+    }
+
+    /// Calls the HTTP API in OpenBao namespace `namespace` (`org/team`; `""`:
+    /// the root) with the root token.
+    ///
+    /// # Errors
+    /// The status and body when the status is not 2xx.
+    pub fn api_in(&self, namespace: &str, method: &str, path: &str, body: Option<Value>) -> Result<Value, String> {
+        self.request(&self.token, namespace, method, path, body)
+    }
+
+    fn request(&self, token: &str, ns: &str, method: &str, path: &str, body: Option<Value>) -> Result<Value, String> {
         let url = format!("{}/v1/{path}", self.addr);
         let agent = http();
+        let (t, n) = ("X-Vault-Token", "X-Vault-Namespace");
         let resp = match (method, body) {
-            ("GET", _) => agent.get(&url).header("X-Vault-Token", token).call(),
-            ("DELETE", _) => agent.delete(&url).header("X-Vault-Token", token).call(),
-            ("LIST", _) => agent.get(format!("{url}?list=true")).header("X-Vault-Token", token).call(),
-            (_, body) => agent.post(&url).header("X-Vault-Token", token).send_json(body.unwrap_or_else(|| json!({}))),
+            ("GET", _) => agent.get(&url).header(t, token).header(n, ns).call(),
+            ("DELETE", _) => agent.delete(&url).header(t, token).header(n, ns).call(),
+            ("LIST", _) => agent.get(format!("{url}?list=true")).header(t, token).header(n, ns).call(),
+            (_, body) => agent.post(&url).header(t, token).header(n, ns).send_json(body.unwrap_or_else(|| json!({}))),
         };
         let mut resp = resp.map_err(|e| format!("{method} {path}: {e}"))?;
         let status = resp.status().as_u16();
@@ -285,29 +299,33 @@ impl OpenBao {
         audience: &str,
         policies: &[&str],
     ) {
-        let _ = self.api("POST", "sys/auth/jwt", Some(json!({"type": "jwt"})));
-        self.api(
-            "POST",
-            "auth/jwt/config",
-            Some(json!({
-                "jwt_validation_pubkeys": [kube.service_account_public_key()],
-                "bound_issuer": KubeApi::ISSUER,
-            })),
-        )
-        .unwrap();
-        self.api(
-            "POST",
-            &format!("auth/jwt/role/{role}"),
-            Some(json!({
-                "role_type": "jwt",
-                "bound_audiences": [audience],
-                "user_claim": "sub",
-                "bound_subject": format!("system:serviceaccount:{namespace}:{sa}"),
-                "token_policies": policies,
-                "token_ttl": "1h",
-            })),
-        )
-        .unwrap();
+        self.enable_jwt_auth_in("", kube, role, &format!("system:serviceaccount:{namespace}:{sa}"), audience, policies);
+    }
+
+    /// [`OpenBao::enable_jwt_auth`] inside OpenBao namespace `bao_ns` (`""`:
+    /// the root), for tokens whose subject is `subject`.
+    pub fn enable_jwt_auth_in(
+        &self,
+        bao_ns: &str,
+        kube: &KubeApi,
+        role: &str,
+        subject: &str,
+        audience: &str,
+        policies: &[&str],
+    ) {
+        let _ = self.api_in(bao_ns, "POST", "sys/auth/jwt", Some(json!({"type": "jwt"})));
+        let config =
+            json!({"jwt_validation_pubkeys": [kube.service_account_public_key()], "bound_issuer": KubeApi::ISSUER});
+        self.api_in(bao_ns, "POST", "auth/jwt/config", Some(config)).unwrap();
+        let role_body = json!({
+            "role_type": "jwt",
+            "bound_audiences": [audience],
+            "user_claim": "sub",
+            "bound_subject": subject,
+            "token_policies": policies,
+            "token_ttl": "1h",
+        });
+        self.api_in(bao_ns, "POST", &format!("auth/jwt/role/{role}"), Some(role_body)).unwrap();
     }
 
     /// Enables Kubernetes auth at `auth/kubernetes` pointed at `kube`, with a
