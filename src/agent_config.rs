@@ -91,6 +91,10 @@ pub struct FileSpec {
     /// Render every key of the secret as a file in a directory `name`.
     #[serde(default, skip_serializing_if = "is_false")]
     pub dir: bool,
+    /// A certificate from the PKI engine: the directory `name` gets
+    /// `tls.crt`, `tls.key` and `ca.crt` (the reference names the endpoint).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cert: Option<crate::cert::CertRequest>,
 }
 
 fn is_false(b: &bool) -> bool {
@@ -291,6 +295,7 @@ mod tests {
                 mode: 0o440,
                 optional: false,
                 dir: false,
+                cert: None,
             }],
             vault: Some(VaultConfig {
                 addr: "https://vault:8200".into(),

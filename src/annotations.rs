@@ -251,6 +251,8 @@ pub struct PodAnnotations {
     pub vault_role: Option<String>,
     /// `vault-auth-mount`.
     pub vault_auth_mount: Option<String>,
+    /// `cert-<name>`: certificates from the PKI engine.
+    pub certs: BTreeMap<String, crate::cert::CertRequest>,
     /// `vault-auth-namespace`: where the agent logs in.
     pub vault_auth_namespace: Option<String>,
     /// `vault-auth-method`: how the agent logs in.
@@ -520,6 +522,8 @@ pub enum Named {
     Secret,
     /// `map-<secret>`: where a Kubernetes Secret's keys live now.
     Map,
+    /// `cert-<name>`: a certificate from the PKI engine, in directory `<name>`.
+    Cert,
     /// `format-<name>`.
     Format,
     /// `template-<name>`.
@@ -532,14 +536,15 @@ pub enum Named {
 
 impl Named {
     /// Every named kind, in the order the docs list them.
-    pub const ALL: [Named; 6] =
-        [Named::Secret, Named::Map, Named::Format, Named::Template, Named::FileMode, Named::Command];
+    pub const ALL: [Named; 7] =
+        [Named::Secret, Named::Map, Named::Cert, Named::Format, Named::Template, Named::FileMode, Named::Command];
 
     /// The part of the key before the name.
     pub const fn prefix(self) -> &'static str {
         match self {
             Named::Secret => "secret-",
             Named::Map => "map-",
+            Named::Cert => "cert-",
             Named::Format => "format-",
             Named::Template => "template-",
             Named::FileMode => "file-mode-",
@@ -767,6 +772,9 @@ fn set_named(
         Named::Secret => {
             let reference = value.parse::<Reference>().map_err(|e| e.to_string())?;
             out.secrets.insert(name, SecretAnnotation { reference, format: None, template: None, file_mode: None });
+        }
+        Named::Cert => {
+            out.certs.insert(name, value.parse::<crate::cert::CertRequest>()?);
         }
         Named::Map => {
             let r = value.parse::<Reference>().map_err(|e| e.to_string())?;

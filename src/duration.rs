@@ -103,6 +103,34 @@ pub mod serde_text {
     }
 }
 
+/// `serde(with = "sidekey::duration::opt_serde")` for optional durations
+/// written as text.
+pub mod opt_serde {
+    use super::*;
+
+    /// Serializes as `5m`.
+    ///
+    /// # Errors
+    /// Only those of the serializer.
+    pub fn serialize<S: Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
+        match d {
+            Some(d) => s.serialize_some(&format(*d)),
+            None => s.serialize_none(),
+        }
+    }
+
+    /// Deserializes from `5m`.
+    ///
+    /// # Errors
+    /// When the text is not a duration.
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+        match Option::<String>::deserialize(d)? {
+            Some(s) => parse(&s).map(Some).map_err(serde::de::Error::custom),
+            None => Ok(None),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

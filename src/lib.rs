@@ -10,6 +10,8 @@
 //! - [`config`]: the injector's configuration (YAML, unknown keys rejected);
 //! - [`agent_config`]: the JSON the injector hands the agent (references and
 //!   settings, never a secret value);
+//! - [`cert`]: certificates from the PKI engine (`sidekey.dev/cert-<name>`),
+//!   the key born in the pod;
 //! - [`kv`]: Vault KV v1/v2 paths and mounts, for the agent's reads and
 //!   `migrate --push`'s writes;
 //! - [`mutate`]: the pod mutation as a pure function over the raw JSON of a pod
@@ -34,6 +36,7 @@
 pub mod agent_config;
 pub mod annotations;
 pub mod audit;
+pub mod cert;
 #[cfg(feature = "cli")]
 pub mod cli;
 pub mod config;

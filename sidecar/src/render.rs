@@ -212,6 +212,7 @@ mod tests {
             mode: 0o440,
             optional: false,
             dir: false,
+            cert: None,
         }
     }
 

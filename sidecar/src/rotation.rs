@@ -12,6 +12,8 @@
 //! - a versioned secret (KV v2, AWS) gets a cheap version check every
 //!   `refresh` (±10%), and is read again only when the version moved;
 //! - a secret with neither is read again every `refresh` (±10%);
+//! - a certificate is replaced after its share of the lifetime (`renew=`,
+//!   2/3 by default, ±5%), never because of a new login;
 //! - a failed renewal or check is retried with the caller's backoff; a lease
 //!   that ended meanwhile is replaced.
 
@@ -48,6 +50,9 @@ pub enum Held {
     },
     /// A secret without versions (KV v1 and other static reads).
     Unversioned,
+    /// A certificate: replaced by a new one after its share of the lifetime,
+    /// whatever happens to the login.
+    Certificate,
 }
 
 /// What to do next.
@@ -79,6 +84,11 @@ impl Holding {
     /// previous run of the agent).
     pub fn after_read(fetched: &Fetched, issued_ttl: Option<Duration>, now: Instant, refresh: Duration) -> Self {
         let refresh_due = Some(now + jitter(refresh, SPREAD));
+        if let Some(c) = fetched.certificate {
+            // ±5%: a renewal at 90% of the lifetime must stay before its end.
+            let at = now + jitter(c.reissue_after, SPREAD / 2.0);
+            return Holding { held: Held::Certificate, due: None, replace_at: Some(at) };
+        }
         match (&fetched.lease, &fetched.version, &fetched.check) {
             (Some(l), _, _) => {
                 let held = Held::Lease {
@@ -116,7 +126,7 @@ impl Holding {
             (_, Some(due)) => match self.held {
                 Held::Lease { .. } => (Action::Renew, due),
                 Held::Versioned { .. } => (Action::CheckVersion, due),
-                Held::Unversioned => (Action::Read, due),
+                Held::Unversioned | Held::Certificate => (Action::Read, due),
             },
             // A state with neither is not built; read rather than stall.
             (None, None) => (Action::Read, Instant::now()),
@@ -177,6 +187,7 @@ mod tests {
 
     fn fetched(lease: Option<Lease>, version: Option<&str>) -> Fetched {
         Fetched {
+            certificate: None,
             secret: Arc::new(Secret::from_fields(serde_json::json!({}))),
             version: version.map(str::to_owned),
             lease,
@@ -264,6 +275,21 @@ mod tests {
         assert!(!h.failed(Duration::from_secs(1), now + Duration::from_secs(20)));
         assert_eq!(h.next(None), (Action::Renew, now + Duration::from_secs(21)));
         assert!(h.failed(Duration::from_secs(1), now + Duration::from_secs(30)), "the lease has ended");
+    }
+
+    #[test]
+    fn a_certificate_is_replaced_after_its_share_of_the_lifetime_and_ignores_logins() {
+        let now = Instant::now();
+        let mut f = fetched(None, None);
+        f.certificate = Some(crate::backend::CertTimes {
+            lifetime: Duration::from_secs(150),
+            reissue_after: Duration::from_secs(100),
+        });
+        let h = Holding::after_read(&f, None, now, Duration::from_secs(5));
+        let (action, at) = h.next(Some(now));
+        assert_eq!(action, Action::Read);
+        assert!((95.0..=105.0).contains(&secs(now, at)), "{}", secs(now, at));
+        assert_eq!(h.held, Held::Certificate);
     }
 
     #[test]

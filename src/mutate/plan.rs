@@ -142,7 +142,7 @@ impl Files {
 
     /// A file for an env var or `envFrom` entry, readable by the app.
     fn add_moved(&mut self, name: String, reference: Reference, mode: u32, optional: bool, dir: bool) {
-        let spec = FileSpec { name, reference, format: None, template: None, mode, optional, dir };
+        let spec = FileSpec { name, reference, format: None, template: None, mode, optional, dir, cert: None };
         self.add(spec, !dir);
     }
 }
@@ -462,12 +462,36 @@ impl Planner<'_> {
                 mode: s.file_mode.unwrap_or(access.default_mode),
                 optional: false,
                 dir: false,
+                cert: None,
             };
             let shareable = spec.effective_format() == Format::Raw && spec.reference.key().is_some();
             if s.file_mode.is_some() {
                 files.explicit_mode.insert(name.clone());
             }
             files.add(spec, shareable);
+        }
+        for (name, cert) in &self.a.certs {
+            let field = format!("annotation {PREFIX}{}", Named::Cert.name(name));
+            let Ok(reference) = format!("vault:{}", cert.path()).parse::<Reference>() else {
+                self.problem(field, format!("{} is not a Vault path", cert.path()));
+                continue;
+            };
+            self.check_backend(&reference, field.clone());
+            if files.has(name) {
+                self.problem(field, format!("the name {name} is taken by {PREFIX}{}", Named::Secret.name(name)));
+                continue;
+            }
+            let spec = FileSpec {
+                name: name.clone(),
+                reference,
+                format: None,
+                template: None,
+                mode: access.default_mode,
+                optional: false,
+                dir: true,
+                cert: Some(cert.clone()),
+            };
+            files.add(spec, false);
         }
         for (secret, r) in &self.a.maps {
             self.check_backend(r, format!("annotation {PREFIX}map-{secret}"));

@@ -527,3 +527,29 @@ fn the_login_method_and_role_come_from_the_cluster_defaults_or_the_pod() {
     let e = err(pod(json!({"sidekey.dev/inject": "true", "sidekey.dev/vault-auth-method": "oidc"}), spec.clone()));
     assert_eq!(e, ["annotation sidekey.dev/vault-auth-method: must be kubernetes or jwt"]);
 }
+
+#[test]
+fn a_cert_annotation_becomes_a_certificate_directory_the_agent_keeps_issued() {
+    let spec = json!({"securityContext": {"fsGroup": 2000},
+        "containers": [{"name": "web", "image": "x"}]});
+    let (p, _) = run(pod(
+        json!({"sidekey.dev/inject": "true", "sidekey.dev/cert-web": "pki/sign/web cn=web.shop.svc alt=web ttl=24h"}),
+        spec.clone(),
+    ));
+    let json = p["spec"]["initContainers"][0]["env"][0]["value"].as_str().unwrap();
+    let cfg = AgentConfig::from_json(json).unwrap();
+    let f = &cfg.files[0];
+    assert_eq!((f.name.as_str(), f.dir, f.mode), ("web", true, 0o440));
+    assert_eq!(f.reference.to_string(), "vault:pki/sign/web");
+    let cert = f.cert.as_ref().unwrap();
+    assert_eq!((cert.common_name.as_str(), cert.alt_names.as_slice()), ("web.shop.svc", &["web".to_owned()][..]));
+    assert!(cfg.vault.is_some(), "certificates come from Vault: the agent gets its login");
+    let e = err(pod(
+        json!({"sidekey.dev/inject": "true", "sidekey.dev/cert-web": "pki/sign/web cn=a.svc",
+               "sidekey.dev/secret-web": "vault:secret/data/web#k"}),
+        spec.clone(),
+    ));
+    assert_eq!(e, ["annotation sidekey.dev/cert-web: the name web is taken by sidekey.dev/secret-web"]);
+    let e = err(pod(json!({"sidekey.dev/inject": "true", "sidekey.dev/cert-web": "pki/sign/web"}), spec));
+    assert_eq!(e, ["annotation sidekey.dev/cert-web: cn=<common name> is required"]);
+}

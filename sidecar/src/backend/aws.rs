@@ -267,6 +267,7 @@ impl Aws {
             if let Some(v) = out.secret_values().iter().find(|v| matches(v.name(), v.arn())) {
                 let secret = to_secret("BatchGetSecretValue", &p.secret_id, v.secret_string(), v.secret_binary());
                 let fetched = secret.map(|secret| Fetched {
+                    certificate: None,
                     secret: Arc::new(secret),
                     version: v.version_id().map(str::to_owned),
                     lease: None,
@@ -306,7 +307,7 @@ impl Aws {
         drop(out);
         // A pinned version id never changes: nothing to check later.
         let check = (!matches!(version, AwsVersion::Id(_))).then(|| reference.to_string());
-        Ok(Fetched { secret: Arc::new(secret), version: version_id, lease: None, check, owner: 0 })
+        Ok(Fetched { certificate: None, secret: Arc::new(secret), version: version_id, lease: None, check, owner: 0 })
     }
 
     /// The version id that currently carries the reference's stage

@@ -48,6 +48,7 @@ impl FileBackend {
             Err(_) => Secret { fields: SecretValue::new(Value::Null), raw: Some(SecretBytes::new(bytes.to_vec())) },
         };
         Ok(Fetched {
+            certificate: None,
             secret: Arc::new(secret),
             version: Some(version),
             lease: None,

@@ -15,6 +15,7 @@ pub mod file;
 use std::sync::Arc;
 use std::time::Duration;
 
+use sidekey::cert::CertRequest;
 use sidekey::reference::Reference;
 
 use crate::secret::Secret;
@@ -75,6 +76,18 @@ pub struct Fetched {
     /// Which login (token generation) the lease belongs to; a lease dies
     /// with the token that created it.
     pub owner: u64,
+    /// For a certificate: its lifetime and when to fetch the next one;
+    /// renewed on this schedule alone, never on a new login.
+    pub certificate: Option<CertTimes>,
+}
+
+/// When a certificate ends and when to replace it, from its issuance.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CertTimes {
+    /// How long it is valid.
+    pub lifetime: Duration,
+    /// When to fetch the next one.
+    pub reissue_after: Duration,
 }
 
 /// A configured backend.
@@ -107,6 +120,12 @@ pub trait SecretBackend: Clone + Send + Sync + 'static {
     /// The deadline of the login `owner` (a token generation), once that
     /// login is known to end.
     fn owner_deadline(&self, owner: u64) -> Option<tokio::time::Instant>;
+
+    /// Issues a certificate (fields `tls.crt`, `tls.key`, `ca.crt`).
+    fn issue(&self, cert: &CertRequest) -> impl Future<Output = Result<Fetched, BackendError>> + Send {
+        let _ = cert;
+        async { Err(BackendError::Permanent("this backend issues no certificates".into())) }
+    }
 }
 
 impl SecretBackend for Backend {
@@ -145,6 +164,15 @@ impl SecretBackend for Backend {
             #[cfg(feature = "vault")]
             Backend::Vault(v) => v.token_deadline(owner),
             _ => None,
+        }
+    }
+
+    #[cfg_attr(not(feature = "vault"), allow(unused_variables))]
+    async fn issue(&self, cert: &CertRequest) -> Result<Fetched, BackendError> {
+        match self {
+            #[cfg(feature = "vault")]
+            Backend::Vault(v) => v.issue(cert).await,
+            _ => Err(BackendError::Permanent(format!("{cert}: certificates come from Vault only"))),
         }
     }
 }

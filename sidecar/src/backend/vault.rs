@@ -20,13 +20,14 @@ use reqwest::{Method, StatusCode};
 use secrecy::{ExposeSecret, SecretString};
 use serde_json::{Value, json};
 use sidekey::agent_config::{VaultAuth, VaultConfig};
+use sidekey::cert::CertRequest;
 use sidekey::kv::{self, KvPath, Mount};
 use sidekey::reference::Reference;
 use tokio::sync::{Mutex, watch};
 use tokio::time::Instant;
 use zeroize::Zeroizing;
 
-use super::{BackendError, Fetched, Lease};
+use super::{BackendError, CertTimes, Fetched, Lease};
 use crate::metrics::Metrics;
 use crate::schedule::{Backoff, capped, jitter, renew_after};
 use crate::secret::Secret;
@@ -61,6 +62,15 @@ pub struct Vault {
     metrics: Arc<Metrics>,
     /// Where the token is kept across restarts, when configured.
     store: Option<Arc<StateStore>>,
+}
+
+/// `e` with the certificate it was for in front.
+fn name_cert(e: BackendError, cert: &CertRequest) -> BackendError {
+    match e {
+        BackendError::Transient(m) => BackendError::Transient(format!("certificate {cert}: {m}")),
+        BackendError::Denied(m) => BackendError::Denied(format!("certificate {cert}: {m}")),
+        BackendError::Permanent(m) => BackendError::Permanent(format!("certificate {cert}: {m}")),
+    }
 }
 
 fn short(s: &str) -> String {
@@ -387,10 +397,85 @@ impl Vault {
         }
         let lease = (!lease_id.is_empty()).then_some(Lease { id: lease_id, ttl: lease_ttl, renewable });
         Ok(Fetched {
+            certificate: None,
             secret: Arc::new(Secret::from_fields(fields)),
             version: version.map(|n| n.to_string()),
             lease,
             check: layout.metadata(),
+            owner,
+        })
+    }
+
+    /// Issues `cert` from the PKI engine. With `sign` (the default) the key
+    /// pair is generated here and only a CSR is sent, so the private key
+    /// never leaves the pod, nor appears in Vault's responses or audit log.
+    ///
+    /// # Errors
+    /// [`BackendError`], naming the certificate.
+    pub async fn issue(&self, cert: &CertRequest) -> Result<Fetched, BackendError> {
+        let path = cert.path();
+        let mut body = json!({"common_name": cert.common_name, "format": "pem"});
+        if !cert.alt_names.is_empty() {
+            body["alt_names"] = json!(cert.alt_names.join(","));
+        }
+        if !cert.ip_sans.is_empty() {
+            body["ip_sans"] = json!(cert.ip_sans.join(","));
+        }
+        if let Some(ttl) = cert.ttl {
+            body["ttl"] = json!(format!("{}s", ttl.as_secs()));
+        }
+        let key = if cert.issue {
+            body["private_key_format"] = json!("pkcs8");
+            None
+        } else {
+            let bad = |e: rcgen::Error| BackendError::Permanent(format!("{cert}: making the key and CSR: {e}"));
+            let key = rcgen::KeyPair::generate().map_err(bad)?;
+            // The role takes the names from the CSR (use_csr_sans), so they
+            // go there as well as into the request.
+            let mut names = vec![cert.common_name.clone()];
+            names.extend(cert.alt_names.iter().cloned());
+            let mut params = rcgen::CertificateParams::new(names).map_err(bad)?;
+            params.distinguished_name.push(rcgen::DnType::CommonName, cert.common_name.clone());
+            for ip in cert.ip_sans.iter().filter_map(|ip| ip.parse().ok()) {
+                params.subject_alt_names.push(rcgen::SanType::IpAddress(ip));
+            }
+            body["csr"] = json!(params.serialize_request(&key).map_err(bad)?.pem().map_err(bad)?);
+            Some(Zeroizing::new(key.serialize_pem()))
+        };
+        let (text, owner) = self.call(Method::POST, &path, Some(&body)).await.map_err(|e| name_cert(e, cert))?;
+        let mut v: Value =
+            serde_json::from_str(&text).map_err(|_| BackendError::Transient(format!("POST {path}: not JSON")))?;
+        drop(text);
+        let d = std::mem::take(&mut v["data"]);
+        crate::secret::SecretValue::new(v);
+        let str_of = |k: &str| d[k].as_str().unwrap_or("").trim().to_owned();
+        let leaf = str_of("certificate");
+        let ca = str_of("issuing_ca");
+        let key = match key {
+            Some(k) => k,
+            None => Zeroizing::new(str_of("private_key")),
+        };
+        let chain: Vec<String> =
+            d["ca_chain"].as_array().into_iter().flatten().filter_map(Value::as_str).map(str::to_owned).collect();
+        let expiration = d["expiration"].as_u64().unwrap_or(0);
+        crate::secret::SecretValue::new(d);
+        if leaf.is_empty() || key.is_empty() {
+            return Err(BackendError::Permanent(format!("{cert}: POST {path}: the answer has no certificate")));
+        }
+        let chain_pem = if chain.is_empty() { ca.clone() } else { chain.join("\n") };
+        let crt = if cert.chain { format!("{leaf}\n{chain_pem}\n") } else { format!("{leaf}\n") };
+        let mut fields = json!({"tls.crt": crt, "tls.key": format!("{}\n", key.trim()), "ca.crt": format!("{ca}\n")});
+        if cert.combined {
+            fields["tls.pem"] = json!(format!("{}\n{leaf}\n{chain_pem}\n", key.trim()));
+        }
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+        let lifetime = Duration::from_secs(expiration.saturating_sub(now.as_secs())).max(Duration::from_secs(1));
+        Ok(Fetched {
+            certificate: Some(CertTimes { lifetime, reissue_after: cert.renew_after(lifetime) }),
+            secret: Arc::new(Secret::from_fields(fields)),
+            version: None,
+            lease: None,
+            check: None,
             owner,
         })
     }

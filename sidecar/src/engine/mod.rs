@@ -11,6 +11,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use sidekey::agent_config::{AgentConfig, FileSpec};
+use sidekey::cert::CertRequest;
 use sidekey::reference::Reference;
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
@@ -33,6 +34,8 @@ pub struct Source {
     pub reference: Reference,
     /// Whether a non-optional file needs it.
     pub required: bool,
+    /// A certificate to issue instead of a secret to read.
+    pub cert: Option<CertRequest>,
 }
 
 /// Which source each file reads.
@@ -50,11 +53,15 @@ impl Plan {
         let mut file_source = Vec::new();
         for f in &config.files {
             let reference = f.reference.without_key();
-            let name = reference.to_string();
+            // Each certificate is its own source: its own key and schedule.
+            let name = match &f.cert {
+                Some(_) => format!("cert {}", f.name),
+                None => reference.to_string(),
+            };
             let idx = match sources.iter().position(|s| s.name == name) {
                 Some(i) => i,
                 None => {
-                    sources.push(Source { name, reference, required: false });
+                    sources.push(Source { name, reference, required: false, cert: f.cert.clone() });
                     sources.len() - 1
                 }
             };
@@ -161,6 +168,7 @@ impl<B: SecretBackend> SourceTask<B> {
         let saved = self.state.as_ref()?.lease(&self.source.name)?;
         tracing::info!(lease = %saved.lease.id, left_s = saved.lease.ttl.as_secs(), "adopted the lease of the previous run");
         let fetched = Fetched {
+            certificate: None,
             secret: Arc::new(Secret { fields: saved.fields, raw: None }),
             version: None,
             lease: Some(saved.lease),
@@ -211,7 +219,8 @@ impl<B: SecretBackend> SourceTask<B> {
                 return;
             }
             self.hold(fetched.lease.as_ref());
-            self.metrics.lease_expiry(&self.source.name, fetched.lease.as_ref().map(|l| SystemTime::now() + l.ttl));
+            let ends = fetched.lease.as_ref().map(|l| l.ttl).or(fetched.certificate.map(|c| c.lifetime));
+            self.metrics.lease_expiry(&self.source.name, ends.map(|d| SystemTime::now() + d));
             let mut holding = Holding::after_read(&fetched, issued_ttl, Instant::now(), self.refresh);
             match self.keep(&mut holding, &mut backoff).await {
                 Flow::Read => {}
@@ -225,7 +234,11 @@ impl<B: SecretBackend> SourceTask<B> {
     async fn read(&mut self, backoff: &mut Backoff) -> Option<Fetched> {
         let name = self.source.name.clone();
         loop {
-            match self.backend.read(&self.source.reference).await {
+            let result = match &self.source.cert {
+                Some(cert) => self.backend.issue(cert).await,
+                None => self.backend.read(&self.source.reference).await,
+            };
+            match result {
                 Ok(f) => {
                     self.save(&f);
                     self.metrics.fetch(&name, true);
@@ -444,7 +457,11 @@ impl Renderer {
             }
             if p.latest[s].is_none() {
                 let why = p.source_errors[s].as_ref().map_or("no answer yet".to_owned(), ToString::to_string);
-                parts.push(format!("file {} ({}): {why}", spec.name, spec.reference));
+                match &spec.cert {
+                    Some(_) => parts
+                        .push(format!("certificate {} (annotation sidekey.dev/cert-{}): {why}", spec.name, spec.name)),
+                    None => parts.push(format!("file {} ({}): {why}", spec.name, spec.reference)),
+                }
             } else if let Some(e) = p.render_errors.get(&spec.name) {
                 parts.push(format!("file {}: {e}", spec.name));
             }

@@ -121,6 +121,7 @@ impl SecretBackend for Script {
         s.leases += 1;
         let secret = Arc::new(Secret::from_fields(json!({"password": "not-a-real-one"})));
         let fetched = |version: Option<&str>, lease: Option<Lease>| Fetched {
+            certificate: None,
             secret: secret.clone(),
             version: version.map(str::to_owned),
             check: version.map(|_| "secret/metadata/app".to_owned()),
@@ -173,7 +174,7 @@ fn start(script: Script, refresh: Duration, once: bool) -> Run {
     let reference: sidekey::reference::Reference = "vault:database/creds/app".parse().unwrap();
     let task = SourceTask {
         index: 0,
-        source: Source { name: reference.to_string(), reference, required: true },
+        source: Source { name: reference.to_string(), reference, required: true, cert: None },
         backend: script.clone(),
         refresh,
         tx,

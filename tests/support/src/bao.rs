@@ -41,11 +41,16 @@ impl OpenBao {
         let port = free_port();
         let token = "root-test-token".to_owned();
         // OpenBao 2 only takes audit devices from its configuration file.
+        // Raw, not HMAC'd: a test that looks for a value in the audit log
+        // must be able to find it.
         let audit = dir.path().join("audit.log");
         let config = dir.path().join("audit.hcl");
         std::fs::write(
             &config,
-            format!("audit \"file\" \"file\" {{\n  options {{\n    file_path = {:?}\n  }}\n}}\n", audit),
+            format!(
+                "audit \"file\" \"file\" {{\n  options {{\n    file_path = {:?}\n    log_raw = \"true\"\n  }}\n}}\n",
+                audit
+            ),
         )
         .unwrap();
         let mut cmd = Command::new(bao);
