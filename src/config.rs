@@ -90,7 +90,18 @@ pub struct PolicyRule {
     /// (`vault:secret/data/team-a/*`); absent: any.
     #[serde(default)]
     pub references: Option<Vec<String>>,
+    /// The Vault login settings pods may choose themselves, as annotation
+    /// names (`vault-role`, `vault-auth-method`, `vault-auth-mount`,
+    /// `vault-namespace`, `vault-auth-namespace`); absent: all of them; `[]`:
+    /// none, the cluster's defaults apply.
+    #[serde(default)]
+    pub overrides: Option<Vec<String>>,
 }
+
+/// The annotations that choose how the agent logs in to Vault, which a
+/// policy rule's `overrides` may restrict.
+pub const LOGIN_OVERRIDES: [&str; 5] =
+    ["vault-role", "vault-auth-method", "vault-auth-mount", "vault-namespace", "vault-auth-namespace"];
 
 /// `*`-glob matching (any run of characters, `/` included).
 pub fn glob_match(pattern: &str, text: &str) -> bool {
@@ -113,6 +124,19 @@ pub fn glob_match(pattern: &str, text: &str) -> bool {
 }
 
 impl Policy {
+    /// Why a pod in `namespace` may not set the login annotation `key`
+    /// (`vault-role`, …), if it may not.
+    pub fn override_refusal(&self, namespace: &str, key: &str) -> Option<String> {
+        let rule = self.rules.iter().find(|r| r.namespaces.iter().any(|p| glob_match(p, namespace)))?;
+        let allowed = rule.overrides.as_ref()?;
+        (!allowed.iter().any(|a| a == key)).then(|| {
+            let list = if allowed.is_empty() { "none".to_owned() } else { allowed.join(", ") };
+            format!(
+                "pods in namespace {namespace:?} may not choose their Vault login; the injector's policy sets it (overrides allowed: {list})"
+            )
+        })
+    }
+
     /// Why `reference` may not be used in `namespace`, if it may not.
     pub fn refusal(&self, namespace: &str, reference: &crate::reference::Reference) -> Option<String> {
         let rule = self.rules.iter().find(|r| r.namespaces.iter().any(|p| glob_match(p, namespace)));
@@ -517,6 +541,12 @@ impl InjectorConfig {
                 if !["vault", "aws", "file"].contains(&b.as_str()) {
                     problems.push(format!("policy.rules[{i}].backends: unknown backend {b:?} (vault, aws, file)"));
                 }
+            }
+            for o in rule.overrides.iter().flatten().filter(|o| !LOGIN_OVERRIDES.contains(&o.as_str())) {
+                problems.push(format!(
+                    "policy.rules[{i}].overrides: unknown setting {o:?} ({})",
+                    LOGIN_OVERRIDES.join(", ")
+                ));
             }
         }
         if self.vault.token_expiration_seconds < 600 {

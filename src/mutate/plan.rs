@@ -238,6 +238,7 @@ pub(super) fn plan(
     let access = Access::decide(&selected_containers, pod.fs_group(), config.agent.uid);
     p.check_resources();
     p.check_vault_addr();
+    p.check_login_overrides();
     let mut files = p.declared_files(&access);
     let migrated = p.move_env(&selected, &access, &mut files);
     p.check_modes(&files, &access);
@@ -434,6 +435,25 @@ impl Planner<'_> {
                 Key::VaultAddr.name(),
                 "this Vault address is not in the injector's vault.allowedAddrs (an annotation may not choose where a credential is sent)",
             );
+        }
+    }
+
+    /// The Vault login comes from the cluster's defaults where the policy
+    /// says so: a pod may choose only the settings its namespace's rule
+    /// lists in `overrides`.
+    fn check_login_overrides(&mut self) {
+        let a = self.a;
+        let set = [
+            (Key::VaultRole, a.vault_role.is_some()),
+            (Key::VaultAuthMethod, a.vault_auth_method.is_some()),
+            (Key::VaultAuthMount, a.vault_auth_mount.is_some()),
+            (Key::VaultNamespace, a.vault_namespace.is_some()),
+            (Key::VaultAuthNamespace, a.vault_auth_namespace.is_some()),
+        ];
+        for (key, _) in set.into_iter().filter(|(_, s)| *s) {
+            if let Some(reason) = self.config.policy.override_refusal(self.namespace, key.name()) {
+                self.annotation_problem(key.name(), reason);
+            }
         }
     }
 

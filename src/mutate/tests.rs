@@ -553,3 +553,39 @@ fn a_cert_annotation_becomes_a_certificate_directory_the_agent_keeps_issued() {
     let e = err(pod(json!({"sidekey.dev/inject": "true", "sidekey.dev/cert-web": "pki/sign/web"}), spec));
     assert_eq!(e, ["annotation sidekey.dev/cert-web: cn=<common name> is required"]);
 }
+
+#[test]
+fn a_namespace_policy_decides_which_login_settings_pods_may_choose() {
+    use crate::config::PolicyRule;
+    let mut config = InjectorConfig::default();
+    config.policy.rules.push(PolicyRule {
+        namespaces: vec!["payments".into()],
+        overrides: Some(vec!["vault-role".into()]),
+        ..PolicyRule::default()
+    });
+    assert!(config.validate().is_ok());
+    let spec =
+        json!({"containers": [{"name": "a", "image": "x", "env": [{"name": "K", "value": "vault:secret/data/k#v"}]}]});
+    let attempt = |ns: &str, annotations: Value| {
+        let mut p = pod(annotations, spec.clone());
+        p["metadata"]["namespace"] = json!(ns);
+        mutate_template(&mut p, &config).map(|_| ()).map_err(|e| e.to_string())
+    };
+    let role = json!({"sidekey.dev/inject": "true", "sidekey.dev/vault-role": "ops"});
+    let mount = json!({"sidekey.dev/inject": "true", "sidekey.dev/vault-auth-mount": "kubernetes-other"});
+    assert_eq!(attempt("payments", role), Ok(()));
+    let e = attempt("payments", mount.clone()).unwrap_err();
+    assert!(
+        e.starts_with("annotation sidekey.dev/vault-auth-mount: pods in namespace \"payments\" may not choose"),
+        "{e}"
+    );
+    assert_eq!(attempt("shop", mount), Ok(()), "no rule for the namespace: pods choose");
+    config.policy.rules[0].overrides = Some(vec!["vault-token".into()]);
+    assert!(
+        config
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("policy.rules[0].overrides: unknown setting \"vault-token\"")
+    );
+}
