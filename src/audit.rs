@@ -79,6 +79,8 @@ rules! {
     SECRET_ENV_FROM = "SK002", "secret-env-from", Medium, "envFrom exposes every key of a Kubernetes Secret as env vars.";
     SECRET_LITERAL_NAME = "SK003", "secret-literal-by-name", High, "An env var whose name says it is a secret holds a literal value in the pod spec (and so in etcd and kubectl describe).";
     SECRET_LITERAL_VALUE = "SK004", "secret-literal-by-value", High, "An env var holds a literal that looks like a credential (AWS access key id, PEM private key, JWT, password in a URL).";
+    MISSED_INJECTION = "SK007", "missed-injection", High, "A running pod opted in to sidekey but carries no agent: it was created while the webhook was down, bypassed or not selecting its namespace, so its secrets are not files and reference values reach the app as text.";
+    AGENT_NOT_READY = "SK008", "agent-not-ready", Medium, "The sidekey agent of a running pod is not ready: some secret files are missing or could not be refreshed.";
     NOT_AUDITED = "SK006", "not-audited", Low, "An object of a kind sidekey does not know holds containers (a custom resource that runs pods): it was not audited, so review it by hand.";
     REFERENCE_NOT_INJECTED = "SK005", "reference-not-injected", Medium, "An env var holds a secret reference but the pod does not opt in to sidekey, so the app gets the reference text.";
     RUNS_AS_ROOT = "SK101", "runs-as-root", High, "The container may run as root: runAsNonRoot is not true, or runAsUser is 0.";
@@ -444,6 +446,48 @@ fn audit_resources_and_image(c: &Container<'_>, at: &dyn Fn(&str) -> String, obj
     }
 }
 
+/// A pod read from a cluster (it has a `status.phase`): whether it missed
+/// its injection, and whether its agent is ready. A Pod in a manifest has
+/// no status and is not injected yet, which is normal.
+fn audit_running_pod(pod: &Value, opted_in: bool, object: &str, out: &mut Vec<Finding>) {
+    let Some(phase) = pod.pointer("/status/phase").and_then(Value::as_str) else { return };
+    if !matches!(phase, "Pending" | "Running") {
+        return;
+    }
+    let agents = [crate::mutate::AGENT_CONTAINER, crate::mutate::INIT_CONTAINER];
+    let spec = PodSpec::of_template(pod);
+    let has_agent = spec.app_containers().any(|c| agents.contains(&c.name()));
+    if opted_in && !has_agent {
+        push(
+            out,
+            MISSED_INJECTION,
+            object,
+            "metadata.annotations[sidekey.dev/inject]".into(),
+            format!("the pod opted in to sidekey but runs without its agent ({phase})"),
+            "delete the pod so that its controller recreates it through the webhook; check that the webhook is up and that its namespaceSelector matches the namespace",
+            None,
+        );
+        return;
+    }
+    let statuses = ["initContainerStatuses", "containerStatuses"]
+        .iter()
+        .flat_map(|k| pod.pointer(&format!("/status/{k}")).and_then(Value::as_array).into_iter().flatten());
+    for st in statuses.filter(|st| st["name"] == crate::mutate::AGENT_CONTAINER) {
+        if st["ready"] != true {
+            let restarts = st["restartCount"].as_u64().unwrap_or(0);
+            push(
+                out,
+                AGENT_NOT_READY,
+                object,
+                "status.containerStatuses[sidekey-agent]".into(),
+                format!("the sidekey agent is not ready ({restarts} restarts)"),
+                "read its log (kubectl logs <pod> -c sidekey-agent): it names the file, the reference and the reason",
+                None,
+            );
+        }
+    }
+}
+
 /// The dotted path of the first `containers` list inside `v` (at most 12
 /// levels down), if any.
 fn containers_within(v: &Value, at: String, depth: usize) -> Option<String> {
@@ -524,6 +568,9 @@ pub fn audit_object(obj: &Value) -> Vec<Finding> {
     }
     for c in pod.app_containers().filter(|c| !c.name().starts_with("sidekey-")) {
         audit_container(&c, &format!("{prefix}.{}", c.kind.key()), opted_in, &object, &mut out);
+    }
+    if kind == "Pod" {
+        audit_running_pod(obj, opted_in, &object, &mut out);
     }
     out
 }
@@ -747,5 +794,31 @@ mod tests {
             "spec": {"podSelector": {}, "policyTypes": ["Ingress", "Egress"]}});
         assert_eq!(audit_all(&[pod.clone(), deny], true), vec![]);
         assert_eq!(rules_of(&audit_all(&[pod], true)), ["SK201"]);
+    }
+
+    #[test]
+    fn running_pods_that_missed_injection_or_whose_agent_is_not_ready_are_found() {
+        let pod = |annotations: Value, init: Value, status: Value| {
+            json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p", "namespace": "shop", "annotations": annotations},
+                   "spec": {"initContainers": init, "containers": [{"name": "app", "image": "a@sha256:1"}]}, "status": status})
+        };
+        let rules = |o: &Value| {
+            audit_object(o).into_iter().map(|f| f.rule).filter(|r| ["SK007", "SK008"].contains(r)).collect::<Vec<_>>()
+        };
+        let opted = json!({"sidekey.dev/inject": "true"});
+        let agent = json!([{"name": "sidekey-agent", "image": "agent@sha256:1"}]);
+        // Opted in, no agent, running: missed.
+        assert_eq!(rules(&pod(opted.clone(), json!([]), json!({"phase": "Running"}))), ["SK007"]);
+        // The same in a manifest (no status): not yet applied, nothing to say.
+        assert!(rules(&pod(opted.clone(), json!([]), Value::Null)).is_empty());
+        // A finished pod is history.
+        assert!(rules(&pod(opted.clone(), json!([]), json!({"phase": "Succeeded"}))).is_empty());
+        // Injected, agent not ready; then ready.
+        let not_ready = json!({"phase": "Running", "initContainerStatuses": [{"name": "sidekey-agent", "ready": false, "restartCount": 3}]});
+        assert_eq!(rules(&pod(opted.clone(), agent.clone(), not_ready)), ["SK008"]);
+        let ready = json!({"phase": "Running", "initContainerStatuses": [{"name": "sidekey-agent", "ready": true}]});
+        assert!(rules(&pod(opted, agent, ready)).is_empty());
+        // Not opted in: not sidekey's business.
+        assert!(rules(&pod(json!({}), json!([]), json!({"phase": "Running"}))).is_empty());
     }
 }

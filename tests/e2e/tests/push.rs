@@ -390,3 +390,65 @@ fn push_from_manifests_to_secrets_manager_renders_the_same_bytes() {
     assert_files_are_the_secret(dir.path());
     outputs.assert_no_value();
 }
+
+/// `audit --cluster` on pods stored in a real kube-apiserver: a pod that
+/// opted in but was created while no webhook injected it (SK007), and an
+/// injected pod whose agent reports not ready (SK008, its status written
+/// through the status subresource as a kubelet would).
+#[test]
+fn audit_cluster_finds_pods_that_missed_injection_and_agents_that_are_not_ready() {
+    let kube = KubeApi::start();
+    kube.create_namespace("shop", &[]);
+    kube.create_service_account("shop", "default");
+    let pod = |name: &str| {
+        json!({"apiVersion": "v1", "kind": "Pod",
+               "metadata": {"name": name, "namespace": "shop", "annotations": {"sidekey.dev/inject": "true"}},
+               "spec": {"containers": [{"name": "app", "image": "registry.example/app@sha256:1",
+                        "env": [{"name": "API_KEY", "value": "vault:secret/data/shop/api#key"}]}]}})
+        .to_string()
+    };
+    // No webhook is registered: the apiserver stores the pod as it came.
+    let out = kube.kubectl_stdin(&["apply", "-f", "-"], &pod("bypassed"));
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    // An injected pod (what the webhook would have stored), its agent failing.
+    let injected = sidekey(&["inject", "-f", "-", "-q"], &[], Some(&pod("injected")));
+    assert!(injected.status.success(), "{}", String::from_utf8_lossy(&injected.stderr));
+    let out = kube.kubectl_stdin(&["apply", "-f", "-"], &String::from_utf8_lossy(&injected.stdout));
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let status = json!({"status": {"phase": "Running", "initContainerStatuses": [{
+        "name": "sidekey-agent", "image": "agent", "imageID": "", "ready": false, "restartCount": 4,
+        "started": false, "state": {"waiting": {"reason": "CrashLoopBackOff"}}}]}});
+    kube.kubectl_ok(&[
+        "-n",
+        "shop",
+        "patch",
+        "pod",
+        "injected",
+        "--subresource=status",
+        "--type=merge",
+        "-p",
+        &status.to_string(),
+    ]);
+    let kubeconfig = kube.kubeconfig.display().to_string();
+    let out = sidekey(&["audit", "--cluster", "-n", "shop", "--format", "json"], &[("KUBECONFIG", &kubeconfig)], None);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let findings: Vec<Value> = serde_json::from_slice(&out.stdout).unwrap();
+    let rules_of = |object: &str| -> Vec<&str> {
+        let mut r: Vec<&str> = findings
+            .iter()
+            .filter(|f| f["object"] == object)
+            .filter_map(|f| f["rule"].as_str())
+            .filter(|r| ["SK007", "SK008"].contains(r))
+            .collect();
+        r.dedup();
+        r
+    };
+    assert_eq!(rules_of("Pod shop/bypassed"), ["SK007"], "{findings:?}");
+    assert_eq!(rules_of("Pod shop/injected"), ["SK008"], "{findings:?}");
+    let (code, _, _) = Outputs::default().run(
+        &["audit", "--cluster", "-n", "shop", "--fail-on", "high"],
+        &[("KUBECONFIG", &kubeconfig)],
+        None,
+    );
+    assert_eq!(code, 1, "a missed injection fails --fail-on high");
+}
