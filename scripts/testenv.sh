@@ -19,6 +19,7 @@ ETCD=v3.6.13
 COREDNS=v1.14.7
 REGISTRY=v3.0.0
 COSIGN=v2.6.5
+PROMTOOL=v0.316.0
 
 here=$(cd "$(dirname "$0")" && pwd)
 mkdir -p "$CACHE"
@@ -87,6 +88,10 @@ kube="$CACHE/kube-$KUBE-etcd-$ETCD"
 # --- the distribution registry and cosign, built from the Go module proxy ---
 "$here/build-supply-chain.sh" "$CACHE" "$REGISTRY" "$COSIGN"
 
+# --- promtool, for the alert rules' checks and unit tests ---
+"$here/build-go-tool.sh" "$CACHE" promtool "$PROMTOOL" github.com/prometheus/prometheus \
+  github.com/prometheus/prometheus/cmd/promtool ""
+
 # --- The musl target and musl-gcc for the static release binaries ---
 if ! rustup target list --installed 2>/dev/null | grep -qx x86_64-unknown-linux-musl; then
   rustup target add x86_64-unknown-linux-musl || fail "rustup target add x86_64-unknown-linux-musl failed"
@@ -116,6 +121,7 @@ export SIDEKEY_SARIF_SCHEMA="$sarif"
 export SIDEKEY_HELM="$CACHE/helm-$HELM/helm"
 export SIDEKEY_REGISTRY="$CACHE/registry-$REGISTRY/registry"
 export SIDEKEY_COSIGN="$CACHE/cosign-$COSIGN/cosign"
+export SIDEKEY_PROMTOOL="$CACHE/promtool-$PROMTOOL/promtool"
 export SIDEKEY_PYTHON="$venv/bin/python"
 ENV
 echo "testenv: ready in $(( $(date +%s) - started ))s ($CACHE/env.sh)" >&2
