@@ -185,6 +185,10 @@ pub struct AgentDefaults {
     /// How long the agent may take to render every file at start.
     #[serde(with = "duration::serde_text")]
     pub startup_timeout: Duration,
+    /// The port each agent serves `/metrics` (and `/readyz`) on, declared
+    /// as container port `sidekey-metrics` so a PodMonitor finds it;
+    /// absent: agents serve no metrics.
+    pub metrics_port: Option<u16>,
 }
 
 impl Default for AgentDefaults {
@@ -195,6 +199,7 @@ impl Default for AgentDefaults {
             uid: 65532,
             resources: Resources::default(),
             startup_timeout: Duration::from_secs(120),
+            metrics_port: None,
         }
     }
 }
@@ -476,6 +481,9 @@ impl InjectorConfig {
         let mut problems = Vec::new();
         if self.agent.image.trim().is_empty() {
             problems.push("agent.image: must not be empty".to_owned());
+        }
+        if self.agent.metrics_port == Some(0) {
+            problems.push("agent.metricsPort: must be a port (1-65535), or absent for no metrics".to_owned());
         }
         if !["Always", "IfNotPresent", "Never"].contains(&self.agent.image_pull_policy.as_str()) {
             problems.push("agent.imagePullPolicy: must be Always, IfNotPresent or Never".to_owned());

@@ -251,6 +251,7 @@ fn add_agent(spec: &mut Map<String, Value>, plan: &Plan, a: &PodAnnotations, con
     match plan.lifecycle {
         Lifecycle::Sidecar => {
             let mut c = parts.agent(AGENT_CONTAINER, &["run"], plan, config);
+            add_metrics_port(&mut c, config);
             c["restartPolicy"] = json!("Always");
             let threshold = config.agent.startup_timeout.as_secs().max(1);
             c["startupProbe"] = json!({"exec": {"command": [AGENT_BINARY, "ready"]}, "periodSeconds": 1, "failureThreshold": threshold});
@@ -282,8 +283,16 @@ fn add_agent(spec: &mut Map<String, Value>, plan: &Plan, a: &PodAnnotations, con
         None => ops.append(spec, "initContainers", &["spec"], new_init),
     }
     if plan.lifecycle == Lifecycle::Legacy {
-        let agent = parts.agent(AGENT_CONTAINER, &["run"], plan, config);
+        let mut agent = parts.agent(AGENT_CONTAINER, &["run"], plan, config);
+        add_metrics_port(&mut agent, config);
         ops.append(spec, "containers", &["spec"], vec![agent]);
+    }
+}
+
+/// The long-running agent's metrics port, when the config gives one.
+fn add_metrics_port(agent: &mut Value, config: &InjectorConfig) {
+    if let Some(port) = config.agent.metrics_port {
+        agent["ports"] = json!([{"name": "sidekey-metrics", "containerPort": port, "protocol": "TCP"}]);
     }
 }
 

@@ -277,7 +277,7 @@ pub(super) fn plan(
         files: files.specs,
         vault,
         aws,
-        metrics_addr: None,
+        metrics_addr: config.agent.metrics_port.map(|p| format!("0.0.0.0:{p}")),
     };
     let exec_used = env_mode == EnvMode::Exec && !migrated.is_empty();
     Ok(Plan {

@@ -589,3 +589,21 @@ fn a_namespace_policy_decides_which_login_settings_pods_may_choose() {
             .contains("policy.rules[0].overrides: unknown setting \"vault-token\"")
     );
 }
+
+#[test]
+fn with_a_metrics_port_the_agent_serves_metrics_on_a_named_port() {
+    let mut config = InjectorConfig::default();
+    config.agent.metrics_port = Some(9102);
+    let mut p = pod(
+        json!({"sidekey.dev/inject": "true"}),
+        json!({"containers": [{"name": "a", "image": "x", "env": [{"name": "K", "value": "vault:secret/data/k#v"}]}]}),
+    );
+    mutate_template(&mut p, &config).unwrap();
+    let agent = &p["spec"]["initContainers"][0];
+    assert_eq!(agent["ports"], json!([{"name": "sidekey-metrics", "containerPort": 9102, "protocol": "TCP"}]));
+    let cfg = AgentConfig::from_json(agent["env"][0]["value"].as_str().unwrap()).unwrap();
+    assert_eq!(cfg.metrics_addr.as_deref(), Some("0.0.0.0:9102"));
+    assert!(crate::pss::check_container(agent, None).is_empty(), "still restricted");
+    config.agent.metrics_port = Some(0);
+    assert!(config.validate().unwrap_err().to_string().contains("agent.metricsPort"));
+}

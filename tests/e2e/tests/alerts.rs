@@ -113,3 +113,29 @@ fn the_chart_renders_the_same_rules_as_a_prometheus_rule() {
     let file = sidekey::yaml::parse_documents(&std::fs::read_to_string(alerts()).unwrap()).unwrap();
     assert_eq!(rule["spec"], file[0], "the chart's rules are the file's");
 }
+
+#[test]
+fn the_dashboard_queries_only_metrics_the_code_exports_and_explains_each_panel() {
+    let path = repo_root().join("deploy/grafana/sidekey-dashboard.json");
+    let dash: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    let exported = exported();
+    let panels = dash["panels"].as_array().unwrap();
+    assert!(panels.len() >= 8);
+    let ops = std::fs::read_to_string(repo_root().join("docs/operations.md")).unwrap();
+    for p in panels {
+        let title = p["title"].as_str().unwrap();
+        assert!(p["description"].as_str().is_some_and(|d| d.len() > 20), "{title}: no description");
+        assert!(ops.contains(&format!("| {title} |")), "{title} is not described in docs/operations.md");
+        for t in p["targets"].as_array().unwrap() {
+            let expr = t["expr"].as_str().unwrap();
+            let names: Vec<&str> = expr
+                .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+                .filter(|w| w.starts_with("sidekey_"))
+                .collect();
+            assert!(!names.is_empty(), "{title}: {expr}");
+            for n in names {
+                assert!(exported.contains(n), "{title}: {n} is not exported");
+            }
+        }
+    }
+}
