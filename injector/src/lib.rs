@@ -115,6 +115,7 @@ pub async fn run(settings: Settings, shutdown: impl Future<Output = ()>) -> Resu
             store
         }
     };
+    store.track_expiry(metrics.certificate_expiry());
     let state = Arc::new(server::State {
         config: settings.config,
         metrics,

@@ -4,6 +4,7 @@
 use prometheus_client::encoding::text::encode;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
@@ -18,6 +19,7 @@ pub struct Metrics {
     denials: Counter,
     errors: Family<Labels, Counter>,
     tls_reloads: Counter,
+    certificate_expiry: Gauge,
 }
 
 impl Default for Metrics {
@@ -34,7 +36,13 @@ impl Default for Metrics {
         registry.register("denials", "Pods denied (invalid or refused by policy)", denials.clone());
         registry.register("errors", "Requests that were not valid AdmissionReviews, by reason", errors.clone());
         registry.register("tls_reloads", "Serving certificate reloads", tls_reloads.clone());
-        Metrics { registry, requests, latency, injections, denials, errors, tls_reloads }
+        let certificate_expiry = Gauge::default();
+        registry.register(
+            "certificate_expiry_timestamp_seconds",
+            "When the serving certificate ends (Unix time)",
+            certificate_expiry.clone(),
+        );
+        Metrics { registry, requests, latency, injections, denials, errors, tls_reloads, certificate_expiry }
     }
 }
 
@@ -62,6 +70,11 @@ impl Metrics {
     /// `too_many_connections`, `not_found`).
     pub fn error(&self, reason: &str) {
         self.errors.get_or_create(&vec![("reason", reason.to_owned())]).inc();
+    }
+
+    /// The gauge of the serving certificate's end, for the certificate store.
+    pub fn certificate_expiry(&self) -> Gauge {
+        self.certificate_expiry.clone()
     }
 
     /// The certificate was reloaded.

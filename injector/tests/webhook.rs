@@ -277,6 +277,14 @@ fn replacing_the_serving_cert_files_while_requests_flow_loses_no_request() {
         .and_then(|l| l.rsplit(' ').next()?.parse().ok())
         .unwrap_or(0.0);
     assert!(reloads >= 3.0, "{m}");
+    // The served certificate's end is published (the test CA signs for a year or so).
+    let expiry: i64 = m
+        .lines()
+        .find(|l| l.starts_with("sidekey_injector_certificate_expiry_timestamp_seconds "))
+        .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+        .unwrap_or(0);
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64;
+    assert!(expiry > now + 3600, "certificate expiry {expiry} (now {now}): {m}");
 }
 
 fn sidekey_testenv_kubectl(kubeconfig: &Path, stdin: &str) -> (bool, String) {

@@ -55,6 +55,66 @@ impl TlsError {
     }
 }
 
+/// The `notAfter` of a DER X.509 certificate, as Unix time; `None` when it
+/// cannot be read. A minimal DER walk (Certificate → TBSCertificate →
+/// validity), bounds-checked at every step.
+pub fn not_after(der: &[u8]) -> Option<i64> {
+    // One TLV: (tag, content, rest).
+    fn tlv(b: &[u8]) -> Option<(u8, &[u8], &[u8])> {
+        let (&tag, b) = b.split_first()?;
+        let (&first, mut b) = b.split_first()?;
+        let len = if first < 0x80 {
+            usize::from(first)
+        } else {
+            let n = usize::from(first & 0x7f);
+            if n == 0 || n > 4 || b.len() < n {
+                return None;
+            }
+            let len = b[..n].iter().fold(0usize, |acc, &x| (acc << 8) | usize::from(x));
+            b = &b[n..];
+            len
+        };
+        (b.len() >= len).then(|| (tag, &b[..len], &b[len..]))
+    }
+    let (0x30, cert, _) = tlv(der)? else { return None };
+    let (0x30, tbs, _) = tlv(cert)? else { return None };
+    let mut rest = tbs;
+    let (tag, _, r) = tlv(rest)?;
+    if tag == 0xa0 {
+        rest = r; // explicit version
+    }
+    for _ in 0..3 {
+        rest = tlv(rest)?.2; // serial, signature algorithm, issuer
+    }
+    let (0x30, validity, _) = tlv(rest)? else { return None };
+    let (_, _, after) = tlv(validity)?; // notBefore
+    let (tag, time, _) = tlv(after)?;
+    let text = std::str::from_utf8(time).ok()?;
+    let digits = |s: &str| -> Option<i64> { if s.bytes().all(|b| b.is_ascii_digit()) { s.parse().ok() } else { None } };
+    let (year, rest) = match tag {
+        0x17 => {
+            let yy = digits(text.get(..2)?)?;
+            (if yy < 50 { 2000 + yy } else { 1900 + yy }, text.get(2..)?)
+        }
+        0x18 => (digits(text.get(..4)?)?, text.get(4..)?),
+        _ => return None,
+    };
+    let field = |i: usize| digits(rest.get(i..i + 2)?);
+    let (month, day, hour, minute, second) = (field(0)?, field(2)?, field(4)?, field(6)?, field(8)?);
+    if !(1..=12).contains(&month) || !(1..=31).contains(&day) || rest.get(10..) != Some("Z") {
+        return None;
+    }
+    // Days from the civil date (Howard Hinnant's algorithm).
+    let y = if month <= 2 { year - 1 } else { year };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = (month + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + day - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    Some(days * 86_400 + hour * 3_600 + minute * 60 + second)
+}
+
 /// Parses a PEM certificate chain and private key.
 ///
 /// # Errors
@@ -77,6 +137,8 @@ pub fn certified_key(cert_pem: &[u8], key_pem: &[u8]) -> Result<CertifiedKey, Tl
 /// The certificate served now; swapped atomically.
 pub struct CertStore {
     current: ArcSwap<CertifiedKey>,
+    /// Where the served certificate's end (Unix time) is published.
+    expiry: std::sync::OnceLock<prometheus_client::metrics::gauge::Gauge>,
 }
 
 impl std::fmt::Debug for CertStore {
@@ -88,12 +150,26 @@ impl std::fmt::Debug for CertStore {
 impl CertStore {
     /// A store serving `key`.
     pub fn new(key: CertifiedKey) -> Arc<Self> {
-        Arc::new(CertStore { current: ArcSwap::from_pointee(key) })
+        Arc::new(CertStore { current: ArcSwap::from_pointee(key), expiry: std::sync::OnceLock::new() })
     }
 
     /// Serves `key` from now on.
     pub fn replace(&self, key: CertifiedKey) {
         self.current.store(Arc::new(key));
+        self.publish_expiry();
+    }
+
+    /// Publishes the served certificate's end in `gauge`, now and after
+    /// every replacement.
+    pub fn track_expiry(&self, gauge: prometheus_client::metrics::gauge::Gauge) {
+        let _ = self.expiry.set(gauge);
+        self.publish_expiry();
+    }
+
+    fn publish_expiry(&self) {
+        if let Some(g) = self.expiry.get() {
+            g.set(self.current.load().cert.first().and_then(|c| not_after(c)).unwrap_or(0));
+        }
     }
 
     /// The server config for rustls.
@@ -193,6 +269,20 @@ mod tests {
         let key = rcgen::KeyPair::generate().unwrap();
         let cert = rcgen::CertificateParams::new(vec![name.to_owned()]).unwrap().self_signed(&key).unwrap();
         (cert.pem(), key.serialize_pem())
+    }
+
+    #[test]
+    fn reads_not_after_in_both_time_forms_and_refuses_junk() {
+        for (y, m, d, unix) in [(2030, 1, 2, 1_893_542_400), (2060, 6, 15, 2_854_483_200)] {
+            let key = rcgen::KeyPair::generate().unwrap();
+            let mut params = rcgen::CertificateParams::new(vec!["a".to_owned()]).unwrap();
+            params.not_after = rcgen::date_time_ymd(y, m, d);
+            let cert = params.self_signed(&key).unwrap();
+            assert_eq!(not_after(cert.der()), Some(unix), "{y}-{m}-{d}");
+        }
+        for junk in [&b""[..], b"\x30", b"\x30\x84\xff\xff\xff\xff", b"\x30\x03\x30\x01\x00"] {
+            assert_eq!(not_after(junk), None);
+        }
     }
 
     #[test]
