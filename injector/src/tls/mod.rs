@@ -286,6 +286,26 @@ mod tests {
     }
 
     #[test]
+    fn not_after_survives_every_truncation_and_many_byte_flips() {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let der =
+            rcgen::CertificateParams::new(vec!["a".to_owned()]).unwrap().self_signed(&key).unwrap().der().to_vec();
+        for n in 0..der.len() {
+            let _ = not_after(&der[..n]);
+        }
+        let mut rng = 0x9e37_79b9_7f4a_7c15_u64;
+        for _ in 0..20_000 {
+            rng ^= rng << 13;
+            rng ^= rng >> 7;
+            rng ^= rng << 17;
+            let mut d = der.clone();
+            let i = (rng % d.len() as u64) as usize;
+            d[i] = (rng >> 32) as u8;
+            let _ = not_after(&d);
+        }
+    }
+
+    #[test]
     fn loads_a_pair_and_refuses_mismatches() {
         let (c1, k1) = self_signed("a");
         let (_, k2) = self_signed("b");
