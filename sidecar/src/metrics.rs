@@ -25,6 +25,7 @@ pub struct Metrics {
     token_renewals: Family<Labels, Counter>,
     notifications: Family<Labels, Counter>,
     renders: Counter,
+    render_failures: Family<Labels, Counter>,
     last_render: Gauge<f64, AtomicU64>,
     lease_seconds: Family<Labels, Gauge<f64, AtomicU64>>,
     lease_expiry: Mutex<HashMap<String, SystemTime>>,
@@ -48,6 +49,7 @@ impl Default for Metrics {
             token_renewals: Family::default(),
             notifications: Family::default(),
             renders: Counter::default(),
+            render_failures: Family::default(),
             last_render: Gauge::default(),
             lease_seconds: Family::default(),
             lease_expiry: Mutex::default(),
@@ -71,6 +73,11 @@ impl Default for Metrics {
         registry.register("token_renewals", "Vault token renewals, by outcome", m.token_renewals.clone());
         registry.register("notifications", "on-change notifications of the app, by outcome", m.notifications.clone());
         registry.register("renders", "Times a new set of files was written", m.renders.clone());
+        registry.register(
+            "render_failures",
+            "Files that could not be rendered (template errors, missing keys) or written, by file",
+            m.render_failures.clone(),
+        );
         registry.register(
             "last_render_timestamp_seconds",
             "When files were last written (Unix time)",
@@ -120,6 +127,11 @@ impl Metrics {
     /// An on-change notification.
     pub fn notification(&self, ok: bool) {
         self.notifications.get_or_create(&vec![("outcome", outcome(ok).into())]).inc();
+    }
+
+    /// `file` could not be rendered or written (`*` for the whole set).
+    pub fn render_failure(&self, file: &str) {
+        self.render_failures.get_or_create(&vec![("file", file.to_owned())]).inc();
     }
 
     /// A new set of files was written.

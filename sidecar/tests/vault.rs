@@ -672,3 +672,24 @@ fn a_refused_common_name_is_a_startup_error_naming_the_annotation() {
     assert!(log.contains("annotation sidekey.dev/cert-web"), "{log}");
     assert!(log.contains("web.example.com") && log.contains("pki/sign/web"), "{log}");
 }
+
+/// A file that cannot be rendered (a key the secret does not have) is
+/// counted by file, so the SidekeyRenderFailing alert sees it, and the
+/// agent does not become ready.
+#[test]
+fn a_file_that_cannot_be_rendered_is_counted_for_the_alert() {
+    let bao = OpenBao::start();
+    bao.kv_put("app/db", json!({"password": "render-value-456"}));
+    let tmp = tempfile::tempdir().unwrap();
+    let token = token_file(&bao, tmp.path(), "1h");
+    let files = json!([{"name": "pw", "ref": "vault:secret/data/app/db#pasword", "mode": "0440"}]);
+    let agent = AgentProc::spawn(config(&bao.addr, &token, files, "1s"), &[]);
+    wait_until(
+        "a render failure to be counted",
+        Duration::from_secs(20),
+        || agent.metric("sidekey_agent_render_failures_total{file=\"pw\"}") >= 1.0,
+        || agent.metrics(),
+    );
+    assert_eq!(agent.metric("sidekey_agent_ready"), 0.0);
+    agent.assert_log_has_no(&["render-value-456"]);
+}

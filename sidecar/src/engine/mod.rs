@@ -430,6 +430,7 @@ impl Renderer {
                 }
                 Err(e) => {
                     tracing::error!(file = %spec.name, reference = %spec.reference, error = %e, "cannot render the file; keeping its last good content");
+                    self.metrics.render_failure(&spec.name);
                     errors.insert(spec.name.clone(), format!("{}: {e}", spec.reference));
                     match previous.get(&spec.name) {
                         Some(prev) => {
@@ -569,6 +570,7 @@ impl Renderer {
                 }
                 Err(e) => {
                     tracing::error!(error = %e, "cannot write the secret files; keeping the last good ones");
+                    self.metrics.render_failure("*");
                     if self.once {
                         return Err(StartupError::Failed(e.to_string()));
                     }

@@ -31,7 +31,7 @@ fn promtool(args: &[&str]) -> String {
 #[test]
 fn the_alert_rules_are_valid_and_each_alert_fires_when_it_should_and_only_then() {
     let out = promtool(&["check", "rules", &alerts().display().to_string()]);
-    assert!(out.contains("SUCCESS: 9 rules found"), "{out}");
+    assert!(out.contains("SUCCESS: 10 rules found"), "{out}");
     let out = promtool(&["test", "rules", "alerts.test.yaml"]);
     assert!(out.contains("SUCCESS"), "{out}");
     // Every alert of the file has a test case.
@@ -59,6 +59,7 @@ fn exported() -> BTreeSet<String> {
     agent.notification(true);
     agent.lease_expiry(src, Some(std::time::SystemTime::now()));
     agent.rendered();
+    agent.render_failure("f");
     let injector = sidekey_injector::metrics::Metrics::default();
     injector.review(sidekey_injector::review::Verdict::Denied, 0.001);
     injector.error("not an AdmissionReview");
