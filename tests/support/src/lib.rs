@@ -11,8 +11,8 @@
 //! - [`KubeApi`]: etcd and a real kube-apiserver with serving certs, a
 //!   service-account issuer (TokenRequest, TokenReview), PodSecurity and
 //!   admission webhooks, and a kubeconfig for kubectl and kube-rs;
-//! - [`Registry`], [`Cosign`]: the CNCF distribution registry (on loopback
-//!   or on a node) and cosign with a key pair made for the run, for the
+//! - [`Registry`], [`Cosign`]: the CNCF distribution registry (on a node)
+//!   and cosign with a key pair made for the run, for the
 //!   push → sign → attest → verify → pull-by-digest path;
 //! - [`TcpProxy`]: a loopback TCP proxy that can cut a server off, for
 //!   outage tests, or forward into a node's network namespace;

@@ -12,18 +12,18 @@ use sha2::{Digest, Sha256};
 use tempfile::TempDir;
 
 use crate::node::{NODE_IP, Node};
-use crate::{Process, TcpProxy, free_port, http, tool, wait_until};
+use crate::{Process, TcpProxy, http, tool, wait_until};
 
-/// A running registry, plain HTTP, storing blobs in a temp directory.
+/// A running registry on a node, plain HTTP, storing blobs in a temp directory.
 pub struct Registry {
-    /// `HOST:PORT` as this process reaches it: where pushes, cosign and the
-    /// helpers go.
+    /// `HOST:PORT` as this process reaches it (a loopback proxy): where
+    /// pushes, cosign and the helpers go.
     pub host: String,
     /// `HOST:PORT` as the node reaches it: the registry part of the image
-    /// references pods use (equal to `host` for a registry on loopback).
+    /// references pods use.
     pub node_host: String,
-    process: Process,
-    _proxy: Option<TcpProxy>,
+    _process: Process,
+    _proxy: TcpProxy,
     _dir: TempDir,
 }
 
@@ -31,84 +31,38 @@ pub struct Registry {
 pub const NODE_REGISTRY_PORT: u16 = 5000;
 
 impl Registry {
-    /// Starts a registry on a free 127.0.0.1 port.
-    pub fn start() -> Registry {
-        let port = free_port();
-        let process_dir = Registry::launch("127.0.0.1", port, None);
-        let host = format!("127.0.0.1:{port}");
-        Registry { node_host: host.clone(), host, process: process_dir.0, _proxy: None, _dir: process_dir.1 }
-    }
-
     /// Starts a registry on the node's address (`NODE_IP:5000`, where its
     /// containerd pulls from, configured by `Cluster::start`), reached from
     /// here through a loopback proxy.
     pub fn start_in(node: &Node) -> Registry {
         let netns = node.netns();
-        let (process, dir) = Registry::launch(NODE_IP, NODE_REGISTRY_PORT, Some(&netns));
+        let dir = tempfile::tempdir().unwrap();
+        let config = dir.path().join("config.yml");
         let node_host = format!("{NODE_IP}:{NODE_REGISTRY_PORT}");
+        std::fs::write(
+            &config,
+            format!(
+                "version: 0.1\nlog:\n  level: warn\n  accesslog:\n    disabled: true\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: {node_host}\n",
+                dir.path().join("data").display()
+            ),
+        )
+        .unwrap();
+        let mut cmd = Command::new("nsenter");
+        cmd.arg(format!("--net={}", netns.display())).arg("--").arg(tool("SIDEKEY_REGISTRY")).arg("serve").arg(&config);
+        let process = Process::spawn("registry", cmd, dir.path());
         let proxy = TcpProxy::start_in(&node_host, Some(&netns));
         let host = proxy.addr.clone();
-        let r = Registry { host, node_host, process, _proxy: Some(proxy), _dir: dir };
-        r.wait_ready();
-        r
-    }
-
-    fn wait_ready(&self) {
         let agent = http();
         wait_until(
             "the registry to answer /v2/",
             Duration::from_secs(30),
             || {
-                self.process.assert_running();
-                agent.get(format!("http://{}/v2/", self.host)).call().is_ok_and(|r| r.status() == 200)
+                process.assert_running();
+                agent.get(format!("http://{host}/v2/")).call().is_ok_and(|r| r.status() == 200)
             },
-            || self.process.log(),
+            || process.log(),
         );
-    }
-
-    /// Runs the registry on `ip:port`, in `netns` when given.
-    fn launch(ip: &str, port: u16, netns: Option<&Path>) -> (Process, TempDir) {
-        let dir = tempfile::tempdir().unwrap();
-        let config = dir.path().join("config.yml");
-        std::fs::write(
-            &config,
-            format!(
-                "version: 0.1\nlog:\n  level: warn\n  accesslog:\n    disabled: true\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: {ip}:{port}\n",
-                dir.path().join("data").display()
-            ),
-        )
-        .unwrap();
-        let registry = tool("SIDEKEY_REGISTRY");
-        let cmd = match netns {
-            Some(ns) => {
-                let mut c = Command::new("nsenter");
-                c.arg(format!("--net={}", ns.display())).arg("--").arg(&registry);
-                c
-            }
-            None => Command::new(&registry),
-        };
-        let mut cmd = cmd;
-        cmd.arg("serve").arg(&config);
-        let process = Process::spawn("registry", cmd, dir.path());
-        if netns.is_none() {
-            let host = format!("{ip}:{port}");
-            let agent = http();
-            wait_until(
-                "the registry to answer /v2/",
-                Duration::from_secs(30),
-                || {
-                    process.assert_running();
-                    agent.get(format!("http://{host}/v2/")).call().is_ok_and(|r| r.status() == 200)
-                },
-                || process.log(),
-            );
-        }
-        (process, dir)
-    }
-
-    /// The registry's log.
-    pub fn log(&self) -> String {
-        self.process.log()
+        Registry { host, node_host, _process: process, _proxy: proxy, _dir: dir }
     }
 
     /// Pushes a docker-archive or OCI tarball as `HOST/<name>` (`repo:tag`)
@@ -117,17 +71,16 @@ impl Registry {
     /// # Panics
     /// When skopeo is missing or the push fails.
     pub fn push_archive(&self, archive: &Path, name: &str) -> String {
-        let dir = tempfile::tempdir().unwrap();
-        let digest_file = dir.path().join("digest");
         let transport = if archive.extension().is_some_and(|e| e == "tar") { "docker-archive" } else { "oci-archive" };
-        let out = Command::new("skopeo")
-            .args(["copy", "--quiet", "--dest-tls-verify=false", "--digestfile"])
-            .arg(&digest_file)
-            .arg(format!("{transport}:{}", archive.display()))
-            .arg(format!("docker://{}/{name}", self.host))
-            .output()
-            .unwrap_or_else(|e| panic!("cannot run skopeo: {e} (apt-get install skopeo; make testenv does)"));
-        assert!(out.status.success(), "skopeo copy {}: {}", archive.display(), String::from_utf8_lossy(&out.stderr));
+        self.push(&format!("{transport}:{}", archive.display()), name)
+    }
+
+    /// Copies `source` (a skopeo image reference) to `HOST/<name>`; its digest.
+    fn push(&self, source: &str, name: &str) -> String {
+        let dir = tempfile::tempdir().unwrap();
+        let digest_file = dir.path().join("digest").display().to_string();
+        let dest = format!("docker://{}/{name}", self.host);
+        skopeo(&["copy", "--quiet", "--dest-tls-verify=false", "--digestfile", &digest_file, source, &dest]);
         std::fs::read_to_string(digest_file).unwrap().trim().to_owned()
     }
 
@@ -137,12 +90,8 @@ impl Registry {
     pub fn push_modified(&self, archive: &Path, name: &str) -> String {
         let dir = tempfile::tempdir().unwrap();
         let layout = dir.path().join("oci");
-        let skopeo = |args: &[String]| {
-            let out = Command::new("skopeo").args(args).output().unwrap();
-            assert!(out.status.success(), "skopeo {args:?}: {}", String::from_utf8_lossy(&out.stderr));
-        };
         let oci = format!("oci:{}:modified", layout.display());
-        skopeo(&["copy".into(), "--quiet".into(), format!("docker-archive:{}", archive.display()), oci.clone()]);
+        skopeo(&["copy", "--quiet", &format!("docker-archive:{}", archive.display()), &oci]);
         let blob = |digest: &str| layout.join("blobs/sha256").join(digest.trim_start_matches("sha256:"));
         let put = |bytes: &[u8]| -> (String, usize) {
             let digest = format!("sha256:{}", hex(&Sha256::digest(bytes)));
@@ -162,17 +111,7 @@ impl Registry {
         index["manifests"][0]["digest"] = digest.into();
         index["manifests"][0]["size"] = size.into();
         std::fs::write(layout.join("index.json"), serde_json::to_vec(&index).unwrap()).unwrap();
-        let digest_file = dir.path().join("digest");
-        skopeo(&[
-            "copy".into(),
-            "--quiet".into(),
-            "--dest-tls-verify=false".into(),
-            "--digestfile".into(),
-            digest_file.display().to_string(),
-            oci,
-            format!("docker://{}/{name}", self.host),
-        ]);
-        std::fs::read_to_string(digest_file).unwrap().trim().to_owned()
+        self.push(&oci, name)
     }
 
     /// Pushes `archive` as `sidekey/<name>:<tag>`, signs it by digest and,
@@ -208,17 +147,6 @@ impl Registry {
             .call()
             .ok()?;
         r.headers().get("Docker-Content-Digest").and_then(|v| v.to_str().ok()).map(str::to_owned)
-    }
-
-    /// The tags of `repo`.
-    pub fn tags(&self, repo: &str) -> Vec<String> {
-        let v: Value = http()
-            .get(format!("http://{}/v2/{repo}/tags/list", self.host))
-            .call()
-            .ok()
-            .and_then(|mut r| r.body_mut().read_json().ok())
-            .unwrap_or_default();
-        v["tags"].as_array().into_iter().flatten().filter_map(|t| t.as_str().map(str::to_owned)).collect()
     }
 }
 
@@ -270,16 +198,6 @@ impl Cosign {
         let c = Cosign { dir: tempfile::tempdir().unwrap(), bin: tool("SIDEKEY_COSIGN") };
         c.run(&["generate-key-pair", "--output-key-prefix", "cosign"]).expect("cosign generate-key-pair");
         c
-    }
-
-    /// The public key, PEM.
-    pub fn public_key(&self) -> String {
-        std::fs::read_to_string(self.dir.path().join("cosign.pub")).unwrap()
-    }
-
-    /// The public key's path.
-    pub fn public_key_path(&self) -> PathBuf {
-        self.dir.path().join("cosign.pub")
     }
 
     fn run(&self, args: &[&str]) -> Result<String, String> {
@@ -356,6 +274,18 @@ impl Cosign {
             image,
         ])
     }
+}
+
+/// Runs skopeo.
+///
+/// # Panics
+/// When it is missing or fails.
+fn skopeo(args: &[&str]) {
+    let out = Command::new("skopeo")
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run skopeo: {e} (apt-get install skopeo; make testenv does)"));
+    assert!(out.status.success(), "skopeo {args:?}: {}", String::from_utf8_lossy(&out.stderr));
 }
 
 fn hex(bytes: &[u8]) -> String {
