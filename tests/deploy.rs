@@ -109,6 +109,17 @@ fn chart_lints_renders_valid_objects_and_accepts_only_known_values() {
     let role = docs.iter().find(|d| d["kind"] == "Role").unwrap();
     assert!(role["rules"].as_array().unwrap().iter().all(|r| r["resources"] == serde_json::json!(["secrets"])));
     assert!(role["rules"][0]["resourceNames"] == serde_json::json!(["sidekey-injector-tls"]));
+    let webhook_rules = |docs: &[Value]| docs.iter().find(|d| d["kind"] == "ClusterRole").map(|r| r["rules"].clone());
+    let only_its_webhook = |verbs: Value| {
+        serde_json::json!([{"apiGroups": ["admissionregistration.k8s.io"], "resources": ["mutatingwebhookconfigurations"],
+            "resourceNames": ["sidekey-injector"], "verbs": verbs}])
+    };
+    assert_eq!(webhook_rules(&docs), Some(only_its_webhook(serde_json::json!(["get", "update"]))));
+    let args = |docs: &[Value]| {
+        let deploy = docs.iter().find(|d| d["kind"] == "Deployment").unwrap();
+        deploy["spec"]["template"]["spec"]["containers"][0]["args"].clone()
+    };
+    assert!(args(&docs).as_array().unwrap().contains(&"--check-webhook".into()), "the webhook check is on by default");
 
     // Non-default values: cert-manager, digests, a CA bundle secret, policy.
     let digest = format!("sha256:{}", "a".repeat(64));
@@ -137,6 +148,13 @@ fn chart_lints_renders_valid_objects_and_accepts_only_known_values() {
         format!("ghcr.io/sidekey/sidekey-injector@{digest}")
     );
     assert_eq!(injector_config(&docs).agent.image, format!("ghcr.io/sidekey/sidekey-agent@{digest}"));
+    // The webhook check only reads the configuration; without it the
+    // injector has no RBAC at all.
+    assert_eq!(webhook_rules(&docs), Some(only_its_webhook(serde_json::json!(["get"]))));
+    let unchecked = render(&["--set", "tls.mode=cert-manager", "--set", "injector.checkWebhook=false"]);
+    let docs = validate(&unchecked, dir.path(), "unchecked.yaml");
+    assert_eq!(webhook_rules(&docs), None);
+    assert!(!args(&docs).as_array().unwrap().contains(&"--check-webhook".into()));
     let secret_mode = render(&["--set", "tls.mode=secret", "--set", "tls.caBundle=Y2E="]);
     let docs = validate(&secret_mode, dir.path(), "secret.yaml");
     let mwc = docs.iter().find(|d| d["kind"] == "MutatingWebhookConfiguration").unwrap();

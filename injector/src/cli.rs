@@ -46,9 +46,20 @@ struct Cli {
     /// Self-managed mode: the namespace of that Secret (the injector's own).
     #[arg(long, env = "POD_NAMESPACE", default_value = "sidekey")]
     namespace: String,
-    /// Self-managed mode: the MutatingWebhookConfiguration to keep current.
+    /// The injector's MutatingWebhookConfiguration: the self-managed mode
+    /// keeps its caBundle current, --check-webhook checks it.
     #[arg(long, env = "SIDEKEY_WEBHOOK_CONFIG", default_value = "sidekey-injector")]
     webhook_config: String,
+    /// Check the webhook configuration in the background, as the API server
+    /// uses it (it exists, its caBundle trusts the served certificate, its
+    /// Service completes a TLS handshake), and export the result as
+    /// sidekey_injector_webhook_configuration_healthy{check}. Needs the
+    /// Kubernetes API (in-cluster or KUBECONFIG) and `get` on the configuration.
+    #[arg(long, env = "SIDEKEY_CHECK_WEBHOOK")]
+    check_webhook: bool,
+    /// How often --check-webhook checks while healthy (every 10 s while a check fails).
+    #[arg(long, default_value = "60s", value_parser = sidekey::duration::parse)]
+    check_webhook_interval: std::time::Duration,
     /// Self-managed mode: the Service name (its DNS names go into the certificate).
     #[arg(long, env = "SIDEKEY_SERVICE", default_value = "sidekey-injector")]
     service: String,
@@ -76,6 +87,10 @@ fn settings(cli: Cli) -> Result<Settings, String> {
             InjectorConfig::from_yaml(&text).map_err(|e| format!("--config {}: {e}", p.display()))?
         }
     };
+    let check_webhook = cli.check_webhook.then(|| crate::WebhookCheck {
+        name: cli.webhook_config.clone(),
+        every: cli.check_webhook_interval.max(std::time::Duration::from_secs(1)),
+    });
     let tls = match (cli.tls_cert, cli.tls_key, cli.tls_self_managed) {
         (Some(cert), Some(key), false) => TlsSource::Files { cert, key },
         (None, None, true) => {
@@ -103,6 +118,7 @@ fn settings(cli: Cli) -> Result<Settings, String> {
         shutdown_grace: cli.shutdown_grace,
         body_timeout: cli.body_timeout,
         max_connections: cli.max_connections.max(1),
+        check_webhook,
     })
 }
 

@@ -2,10 +2,12 @@
 //! core mutation ([`sidekey::mutate`]) for every pod creation.
 //!
 //! No outbound call happens on the admission path; the Kubernetes API is
-//! used only by the self-managed TLS mode, in the background. `main.rs` is
-//! thin: it parses [`Settings`] and calls [`run`].
+//! used only in the background, by the self-managed TLS mode and by the
+//! check of the webhook configuration ([`health`]). `main.rs` is thin: it
+//! parses [`Settings`] and calls [`run`].
 
 pub mod cli;
+pub mod health;
 pub mod metrics;
 pub mod review;
 pub mod server;
@@ -54,6 +56,17 @@ pub struct Settings {
     pub body_timeout: Duration,
     /// The most webhook connections open at once.
     pub max_connections: usize,
+    /// Check the webhook configuration ([`health`]); `None`: no check.
+    pub check_webhook: Option<WebhookCheck>,
+}
+
+/// The periodic check of the injector's own webhook configuration.
+#[derive(Debug, Clone)]
+pub struct WebhookCheck {
+    /// The MutatingWebhookConfiguration's name.
+    pub name: String,
+    /// How often it is checked while healthy.
+    pub every: Duration,
 }
 
 /// Why the injector could not start.
@@ -101,6 +114,9 @@ pub async fn run(settings: Settings, shutdown: impl Future<Output = ()>) -> Resu
         .map_err(|source| StartError::Listen { addr: settings.admin_listen, source })?;
     tokio::spawn(sidekey_runtime::serve_admin(admin_listener, admin.clone(), stop_rx.clone()));
 
+    let connect =
+        || async { kube::Client::try_default().await.map_err(tls::TlsError::kube("connecting to the API server")) };
+    let mut client = None;
     let store = match &settings.tls {
         TlsSource::Files { cert, key } => {
             let store = tls::CertStore::new(tls::load_files(cert, key)?);
@@ -108,14 +124,22 @@ pub async fn run(settings: Settings, shutdown: impl Future<Output = ()>) -> Resu
             store
         }
         TlsSource::SelfManaged(m) => {
-            let client =
-                kube::Client::try_default().await.map_err(tls::TlsError::kube("connecting to the API server"))?;
-            let store = tls::managed::start(&client, m).await?;
-            tokio::spawn(tls::managed::maintain(client, m.clone(), store.clone(), stop_rx.clone()));
+            let c = connect().await?;
+            let store = tls::managed::start(&c, m).await?;
+            tokio::spawn(tls::managed::maintain(c.clone(), m.clone(), store.clone(), stop_rx.clone()));
+            client = Some(c);
             store
         }
     };
     store.track_expiry(metrics.certificate_expiry());
+    if let Some(check) = settings.check_webhook {
+        let client = match client {
+            Some(c) => c,
+            None => connect().await?,
+        };
+        let watch = health::watch(client, check.name, store.clone(), metrics.clone(), check.every, stop_rx.clone());
+        tokio::spawn(watch);
+    }
     let state = Arc::new(server::State {
         config: settings.config,
         metrics,

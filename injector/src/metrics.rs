@@ -20,6 +20,7 @@ pub struct Metrics {
     errors: Family<Labels, Counter>,
     tls_reloads: Counter,
     certificate_expiry: Gauge,
+    webhook_health: Family<Labels, Gauge>,
 }
 
 impl Default for Metrics {
@@ -42,7 +43,23 @@ impl Default for Metrics {
             "When the serving certificate ends (Unix time)",
             certificate_expiry.clone(),
         );
-        Metrics { registry, requests, latency, injections, denials, errors, tls_reloads, certificate_expiry }
+        let webhook_health = Family::<Labels, Gauge>::default();
+        registry.register(
+            "webhook_configuration_healthy",
+            "Whether the webhook configuration passes a check (1) or not (0), by check: configuration, ca_bundle, service",
+            webhook_health.clone(),
+        );
+        Metrics {
+            registry,
+            requests,
+            latency,
+            injections,
+            denials,
+            errors,
+            tls_reloads,
+            certificate_expiry,
+            webhook_health,
+        }
     }
 }
 
@@ -75,6 +92,12 @@ impl Metrics {
     /// The gauge of the serving certificate's end, for the certificate store.
     pub fn certificate_expiry(&self) -> Gauge {
         self.certificate_expiry.clone()
+    }
+
+    /// The outcome of one check of the webhook configuration
+    /// ([`crate::health`]).
+    pub fn webhook_check(&self, check: &'static str, healthy: bool) {
+        self.webhook_health.get_or_create(&vec![("check", check.to_owned())]).set(i64::from(healthy));
     }
 
     /// The certificate was reloaded.

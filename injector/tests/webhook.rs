@@ -500,3 +500,67 @@ fn large_bodies_share_a_budget_and_small_reviews_do_not_wait_for_it() {
     }
     assert_eq!(status(&mut large), "HTTP/1.1 200 OK");
 }
+
+/// The value of `sidekey_injector_webhook_configuration_healthy{check}`.
+fn webhook_health(inj: &Injector, check: &str) -> Option<i64> {
+    let series = format!("sidekey_injector_webhook_configuration_healthy{{check=\"{check}\"}} ");
+    inj.metrics().lines().find_map(|l| l.strip_prefix(series.as_str())?.trim().parse().ok())
+}
+
+fn wait_health(inj: &Injector, want: [(&str, i64); 3]) {
+    wait_until(
+        &format!("webhook checks {want:?}"),
+        Duration::from_secs(30),
+        || want.iter().all(|(check, v)| webhook_health(inj, check) == Some(*v)),
+        || format!("{}\n{}", inj.metrics(), inj.log()),
+    );
+}
+
+#[test]
+fn the_injector_checks_its_webhook_configuration_as_the_apiserver_uses_it() {
+    let kube = KubeApi::start();
+    let dir = tempfile::tempdir().unwrap();
+    let cert = kube.sign_serving_cert(&["localhost"]);
+    std::fs::write(dir.path().join("tls.crt"), &cert.cert_pem).unwrap();
+    std::fs::write(dir.path().join("tls.key"), &cert.key_pem).unwrap();
+    let d = dir.path().display().to_string();
+    let kubeconfig = kube.kubeconfig.display().to_string();
+    let (crt, key) = (format!("{d}/tls.crt"), format!("{d}/tls.key"));
+    let args = ["--tls-cert", &crt, "--tls-key", &key, "--check-webhook", "--check-webhook-interval", "1s"];
+    let inj = Injector::spawn(&args, &[("KUBECONFIG", &kubeconfig)], dir.path());
+    // No configuration yet (a race during install, or it was deleted).
+    wait_health(&inj, [("configuration", 0), ("ca_bundle", 0), ("service", 0)]);
+    assert!(inj.log().contains("reading MutatingWebhookConfiguration sidekey-injector"), "{}", inj.log());
+
+    // As installed: every check passes, and the recovery is logged.
+    let apply = |url: &str, ca: &str| {
+        let out = kube.kubectl_stdin(&["apply", "-f", "-"], &webhook_config("sidekey-injector", url, Some(ca)));
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    };
+    let url = format!("https://127.0.0.1:{}/mutate", inj.port);
+    apply(&url, &kube.ca_pem);
+    wait_health(&inj, [("configuration", 1), ("ca_bundle", 1), ("service", 1)]);
+    assert!(inj.log().contains("passes the check again"), "{}", inj.log());
+
+    // A caBundle of another CA (a stale bundle after a CA rotation, or one
+    // cert-manager never injected): the apiserver could not call the webhook.
+    let other = rcgen::CertificateParams::new(Vec::<String>::new())
+        .unwrap()
+        .self_signed(&rcgen::KeyPair::generate().unwrap())
+        .unwrap()
+        .pem();
+    apply(&url, &other);
+    wait_health(&inj, [("configuration", 1), ("ca_bundle", 0), ("service", 0)]);
+    assert!(inj.log().contains("the caBundle does not trust the served certificate for 127.0.0.1"), "{}", inj.log());
+
+    // The right caBundle, but the endpoint answers nowhere (a Service
+    // without endpoints, a wrong port).
+    apply(&format!("https://127.0.0.1:{}/mutate", free_port()), &kube.ca_pem);
+    wait_health(&inj, [("configuration", 1), ("ca_bundle", 1), ("service", 0)]);
+    assert!(inj.log().contains("connecting to 127.0.0.1:"), "{}", inj.log());
+
+    // Pods are still injected through the healthy configuration.
+    apply(&url, &kube.ca_pem);
+    wait_health(&inj, [("configuration", 1), ("ca_bundle", 1), ("service", 1)]);
+    assert_eq!(webhook_health(&inj, "service"), Some(1));
+}

@@ -159,6 +159,11 @@ impl CertStore {
         self.publish_expiry();
     }
 
+    /// The certificate chain served now, leaf first.
+    pub fn chain(&self) -> Vec<CertificateDer<'static>> {
+        self.current.load().cert.clone()
+    }
+
     /// Publishes the served certificate's end in `gauge`, now and after
     /// every replacement.
     pub fn track_expiry(&self, gauge: prometheus_client::metrics::gauge::Gauge) {

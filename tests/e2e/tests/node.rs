@@ -169,6 +169,21 @@ fn helm_installs_the_injector(w: &Shop, s: &Supply) {
     let ca_bundle = webhook["webhooks"][0]["clientConfig"]["caBundle"].as_str().unwrap_or_default();
     assert!(!ca_bundle.is_empty(), "the injector filled in the caBundle: {webhook}");
     assert_eq!(webhook["webhooks"][0]["clientConfig"]["service"]["name"], "sidekey-injector");
+    // Each replica checks the configuration as the apiserver uses it: the
+    // caBundle trusts what it serves, and sidekey-injector.sidekey.svc
+    // (cluster DNS, kube-proxy) completes a verified TLS handshake.
+    for p in pods["items"].as_array().unwrap() {
+        let name = p["metadata"]["name"].as_str().unwrap();
+        let path = format!("/api/v1/namespaces/sidekey/pods/{name}:9090/proxy/metrics");
+        let healthy = |check: &str| format!("sidekey_injector_webhook_configuration_healthy{{check=\"{check}\"}} 1");
+        let metrics = || String::from_utf8_lossy(&c.api.kubectl(&["get", "--raw", &path]).stdout).into_owned();
+        sidekey_testenv::wait_until(
+            &format!("{name} to find its webhook configuration healthy"),
+            Duration::from_secs(60),
+            || ["configuration", "ca_bundle", "service"].iter().all(|k| metrics().contains(&healthy(k))),
+            || format!("{}\n{}", metrics(), c.api.kubectl_ok(&["-n", "sidekey", "logs", name])),
+        );
+    }
     // Least privilege: the injector filled the Secret the chart created
     // empty; it may not create Secrets (it could mint ServiceAccount tokens).
     let sa = "--as=system:serviceaccount:sidekey:sidekey-injector";
