@@ -19,6 +19,7 @@ pub mod rotation;
 pub mod schedule;
 pub mod secret;
 pub mod state;
+pub mod throttle;
 pub mod writer;
 
 use std::future::Future;
@@ -146,7 +147,11 @@ fn backend_for(
                 if let Some(b) = &made.aws {
                     return Ok(b.clone());
                 }
-                let b = Backend::Aws(Arc::new(backend::aws::Aws::new(&config.aws.clone().unwrap_or_default())));
+                let b = Backend::Aws(Arc::new(backend::aws::Aws::new(
+                    &config.aws.clone().unwrap_or_default(),
+                    metrics.clone(),
+                    config.refresh,
+                )));
                 made.aws = Some(b.clone());
                 Ok(b)
             }
@@ -193,6 +198,7 @@ pub async fn run(
         made.state = Some(Arc::new(state::StateStore::open(std::path::Path::new(dir), &vault.addr)));
     }
     let mut tasks = Vec::new();
+    let refresh = crate::schedule::Refresh::for_agent(config.refresh, tokio::time::Instant::now());
     for (index, source) in plan.sources.iter().enumerate() {
         let backend = backend_for(source.reference.backend(), &config, &metrics, &mut made)?;
         #[cfg(feature = "vault")]
@@ -206,7 +212,7 @@ pub async fn run(
             index,
             source: source.clone(),
             backend,
-            refresh: config.refresh,
+            refresh,
             tx: tx.clone(),
             logins,
             metrics: metrics.clone(),

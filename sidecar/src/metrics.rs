@@ -24,6 +24,8 @@ pub struct Metrics {
     logins: Family<Labels, Counter>,
     token_renewals: Family<Labels, Counter>,
     notifications: Family<Labels, Counter>,
+    requests: Family<Labels, Counter>,
+    throttled: Family<Labels, Counter>,
     renders: Counter,
     render_failures: Family<Labels, Counter>,
     last_render: Gauge<f64, AtomicU64>,
@@ -48,6 +50,8 @@ impl Default for Metrics {
             logins: Family::default(),
             token_renewals: Family::default(),
             notifications: Family::default(),
+            requests: Family::default(),
+            throttled: Family::default(),
             renders: Counter::default(),
             render_failures: Family::default(),
             last_render: Gauge::default(),
@@ -72,6 +76,12 @@ impl Default for Metrics {
         registry.register("logins", "Vault logins, by outcome", m.logins.clone());
         registry.register("token_renewals", "Vault token renewals, by outcome", m.token_renewals.clone());
         registry.register("notifications", "on-change notifications of the app, by outcome", m.notifications.clone());
+        registry.register("requests", "Requests sent to a secret store, by backend (vault, aws)", m.requests.clone());
+        registry.register(
+            "throttled",
+            "Answers asking to slow down (HTTP 429, 503, throttling errors), by backend",
+            m.throttled.clone(),
+        );
         registry.register("renders", "Times a new set of files was written", m.renders.clone());
         registry.register(
             "render_failures",
@@ -117,6 +127,16 @@ impl Metrics {
     /// A login.
     pub fn login(&self, ok: bool) {
         self.logins.get_or_create(&vec![("outcome", outcome(ok).into())]).inc();
+    }
+
+    /// A request to the secret store `backend` (`vault`, `aws`).
+    pub fn request(&self, backend: &'static str) {
+        self.requests.get_or_create(&vec![("backend", backend.to_owned())]).inc();
+    }
+
+    /// `backend` asked to slow down.
+    pub fn throttled(&self, backend: &'static str) {
+        self.throttled.get_or_create(&vec![("backend", backend.to_owned())]).inc();
     }
 
     /// A token renewal.

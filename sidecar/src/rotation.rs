@@ -10,8 +10,9 @@
 //! - a lease whose token is ending (a capped token that will not be renewed)
 //!   is replaced before that token ends: Vault revokes a token's leases with it;
 //! - a versioned secret (KV v2, AWS) gets a cheap version check every
-//!   `refresh` (±10%), and is read again only when the version moved;
-//! - a secret with neither is read again every `refresh` (±10%);
+//!   `refresh`, and is read again only when the version moved;
+//! - a secret with neither is read again every `refresh`; both on the
+//!   agent's shared refresh ticks ([`Refresh`]: ±10% per agent);
 //! - a certificate is replaced after its share of the lifetime (`renew=`,
 //!   2/3 by default, ±5%), never because of a new login;
 //! - a failed renewal or check is retried with the caller's backoff; a lease
@@ -22,9 +23,9 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use crate::backend::{Fetched, Lease};
-use crate::schedule::{capped, jitter, renew_after, replace_after};
+use crate::schedule::{Refresh, capped, jitter, renew_after, replace_after};
 
-/// The jitter spread of renewals and refresh checks.
+/// The jitter spread of renewals.
 const SPREAD: f64 = 0.1;
 
 /// What a source holds.
@@ -82,8 +83,8 @@ impl Holding {
     /// The state right after a read at `now`. `issued_ttl` is the lease's
     /// original lifetime when it is older than this read (adopted from a
     /// previous run of the agent).
-    pub fn after_read(fetched: &Fetched, issued_ttl: Option<Duration>, now: Instant, refresh: Duration) -> Self {
-        let refresh_due = Some(now + jitter(refresh, SPREAD));
+    pub fn after_read(fetched: &Fetched, issued_ttl: Option<Duration>, now: Instant, refresh: Refresh) -> Self {
+        let refresh_due = Some(refresh.next(now));
         if let Some(c) = fetched.certificate {
             // ±5%: a renewal at 90% of the lifetime must stay before its end.
             let at = now + jitter(c.reissue_after, SPREAD / 2.0);
@@ -173,8 +174,8 @@ impl Holding {
     }
 
     /// The version check at `now` found the same version.
-    pub fn unchanged(&mut self, now: Instant, refresh: Duration) {
-        self.due = Some(now + jitter(refresh, SPREAD));
+    pub fn unchanged(&mut self, now: Instant, refresh: Refresh) {
+        self.due = Some(refresh.next(now));
     }
 }
 
@@ -207,7 +208,7 @@ mod tests {
     #[test]
     fn a_renewable_lease_is_renewed_at_two_thirds_with_jitter() {
         let now = Instant::now();
-        let h = Holding::after_read(&fetched(Some(lease(30, true)), None), None, now, Duration::from_secs(300));
+        let h = Holding::after_read(&fetched(Some(lease(30, true)), None), None, now, every(300));
         let (action, at) = h.next(None);
         assert_eq!(action, Action::Renew);
         assert!((18.0..=22.0).contains(&secs(now, at)), "{}", secs(now, at));
@@ -217,14 +218,14 @@ mod tests {
     #[test]
     fn a_lease_that_cannot_be_renewed_is_replaced_with_a_third_left() {
         let now = Instant::now();
-        let h = Holding::after_read(&fetched(Some(lease(30, false)), None), None, now, Duration::from_secs(300));
+        let h = Holding::after_read(&fetched(Some(lease(30, false)), None), None, now, every(300));
         assert_eq!(h.next(None), (Action::Read, now + Duration::from_secs(20)));
     }
 
     #[test]
     fn a_capped_renewal_schedules_the_replacement_and_no_more_renewals() {
         let now = Instant::now();
-        let mut h = Holding::after_read(&fetched(Some(lease(30, true)), None), None, now, Duration::from_secs(300));
+        let mut h = Holding::after_read(&fetched(Some(lease(30, true)), None), None, now, every(300));
         let later = now + Duration::from_secs(20);
         assert!(!h.renewed(Duration::from_secs(30), later), "a full renewal is not capped");
         assert_eq!(h.next(None).0, Action::Renew);
@@ -239,7 +240,7 @@ mod tests {
     #[test]
     fn the_end_of_the_owning_token_brings_the_replacement_forward() {
         let now = Instant::now();
-        let h = Holding::after_read(&fetched(Some(lease(600, true)), None), None, now, Duration::from_secs(300));
+        let h = Holding::after_read(&fetched(Some(lease(600, true)), None), None, now, every(300));
         // The token ends in 60 s; the lease was issued for 600 s: a third of
         // that is more than the token has left, so replace at once.
         let (action, at) = h.next(Some(now + Duration::from_secs(60)));
@@ -249,20 +250,24 @@ mod tests {
         assert_eq!(action, Action::Renew, "the renewal at ~400 s comes first");
         assert!(at < now + Duration::from_secs(3400));
         // A static secret has no owner to follow.
-        let s = Holding::after_read(&fetched(None, Some("3")), None, now, Duration::from_secs(300));
+        let s = Holding::after_read(&fetched(None, Some("3")), None, now, every(300));
         assert_eq!(s.next(Some(now)).0, Action::CheckVersion);
+    }
+
+    fn every(secs: u64) -> Refresh {
+        Refresh { period: Duration::from_secs(secs), epoch: Instant::now() }
     }
 
     #[test]
     fn static_secrets_are_checked_or_read_again_every_refresh() {
         let now = Instant::now();
-        let refresh = Duration::from_secs(100);
+        let refresh = Refresh { period: Duration::from_secs(100), epoch: now };
         let mut v = Holding::after_read(&fetched(None, Some("3")), None, now, refresh);
         let (action, at) = v.next(None);
         assert_eq!(action, Action::CheckVersion);
-        assert!((90.0..=110.0).contains(&secs(now, at)));
+        assert!((secs(now, at) - 100.0).abs() < 0.001);
         v.unchanged(at, refresh);
-        assert!((90.0..=110.0).contains(&secs(at, v.next(None).1)));
+        assert!((secs(at, v.next(None).1) - 100.0).abs() < 0.001);
         let u = Holding::after_read(&fetched(None, None), None, now, refresh);
         assert_eq!(u.next(None).0, Action::Read);
         assert_eq!(u.held, Held::Unversioned);
@@ -271,7 +276,7 @@ mod tests {
     #[test]
     fn a_failed_renewal_retries_after_the_delay_until_the_lease_has_ended() {
         let now = Instant::now();
-        let mut h = Holding::after_read(&fetched(Some(lease(30, true)), None), None, now, Duration::from_secs(300));
+        let mut h = Holding::after_read(&fetched(Some(lease(30, true)), None), None, now, every(300));
         assert!(!h.failed(Duration::from_secs(1), now + Duration::from_secs(20)));
         assert_eq!(h.next(None), (Action::Renew, now + Duration::from_secs(21)));
         assert!(h.failed(Duration::from_secs(1), now + Duration::from_secs(30)), "the lease has ended");
@@ -285,7 +290,7 @@ mod tests {
             lifetime: Duration::from_secs(150),
             reissue_after: Duration::from_secs(100),
         });
-        let h = Holding::after_read(&f, None, now, Duration::from_secs(5));
+        let h = Holding::after_read(&f, None, now, every(5));
         let (action, at) = h.next(Some(now));
         assert_eq!(action, Action::Read);
         assert!((95.0..=105.0).contains(&secs(now, at)), "{}", secs(now, at));
@@ -295,12 +300,8 @@ mod tests {
     #[test]
     fn an_adopted_lease_renews_for_its_original_lifetime() {
         let now = Instant::now();
-        let h = Holding::after_read(
-            &fetched(Some(lease(10, true)), None),
-            Some(Duration::from_secs(60)),
-            now,
-            Duration::from_secs(300),
-        );
+        let h =
+            Holding::after_read(&fetched(Some(lease(10, true)), None), Some(Duration::from_secs(60)), now, every(300));
         assert_eq!(h.increment(), Duration::from_secs(60));
     }
 }

@@ -11,6 +11,8 @@
 
 use std::time::Duration;
 
+use tokio::time::Instant;
+
 /// A value in `[d * (1 - spread), d * (1 + spread)]`.
 pub fn jitter(d: Duration, spread: f64) -> Duration {
     let f = 1.0 + spread * (fastrand::f64() * 2.0 - 1.0);
@@ -34,6 +36,35 @@ pub fn replace_after(granted: Duration) -> Duration {
 pub fn capped(requested: Duration, granted: Duration) -> bool {
     // Vault rounds to seconds; a second of slack avoids false alarms.
     granted + Duration::from_secs(1) < requested
+}
+
+/// The agent-wide clock of refresh checks: a tick every `period` from
+/// `epoch` (the agent's start). Every source of one agent checks on the
+/// same ticks, so a backend can answer them together (AWS: one call per 20
+/// secrets); the period is `refresh` ±10%, drawn once per agent, so pods
+/// started together drift apart instead of checking together forever.
+#[derive(Debug, Clone, Copy)]
+pub struct Refresh {
+    /// Between two ticks.
+    pub period: Duration,
+    /// The first tick's origin.
+    pub epoch: Instant,
+}
+
+impl Refresh {
+    /// The clock of an agent started at `epoch` with `refresh`.
+    pub fn for_agent(refresh: Duration, epoch: Instant) -> Self {
+        Refresh { period: jitter(refresh, 0.1).max(Duration::from_millis(100)), epoch }
+    }
+
+    /// The first tick at least half a period after `now` (a source read
+    /// just now waits between half a period and one and a half).
+    pub fn next(&self, now: Instant) -> Instant {
+        let period = self.period.as_nanos().max(1);
+        let since = (now + self.period / 2).saturating_duration_since(self.epoch).as_nanos();
+        let at = since.div_ceil(period) * period;
+        self.epoch + Duration::from_nanos(u64::try_from(at).unwrap_or(u64::MAX))
+    }
 }
 
 /// Exponential backoff with jitter: 0.5 s, 1 s, 2 s … up to `max`, each
@@ -100,6 +131,24 @@ mod tests {
         for _ in 0..1000 {
             let j = jitter(Duration::from_secs(10), 0.1);
             assert!(j >= Duration::from_secs(9) && j <= Duration::from_secs(11), "{j:?}");
+        }
+    }
+
+    #[test]
+    fn refresh_ticks_are_shared_and_at_least_half_a_period_away() {
+        let epoch = Instant::now();
+        let r = Refresh { period: Duration::from_secs(100), epoch };
+        let s = |d: u64| epoch + Duration::from_secs(d);
+        // Sources read at different moments of the start check together.
+        assert_eq!(r.next(s(0)), s(100));
+        assert_eq!(r.next(s(3)), s(100));
+        assert_eq!(r.next(s(49)), s(100));
+        assert_eq!(r.next(s(51)), s(200));
+        assert_eq!(r.next(s(100)), s(200));
+        assert_eq!(r.next(epoch + Duration::from_millis(100_020)), s(200));
+        for _ in 0..100 {
+            let a = Refresh::for_agent(Duration::from_secs(300), epoch);
+            assert!(a.period >= Duration::from_secs(270) && a.period <= Duration::from_secs(330));
         }
     }
 

@@ -28,7 +28,7 @@ fn aws_config(moto: &Moto, files: Value, refresh: &str) -> Value {
 const STATIC_KEYS: [(&str, &str); 2] = [("AWS_ACCESS_KEY_ID", "testing"), ("AWS_SECRET_ACCESS_KEY", "testing")];
 
 #[test]
-fn reads_json_string_and_binary_secrets_and_follows_new_versions_with_describe_only() {
+fn reads_json_string_and_binary_secrets_and_follows_new_versions_with_one_check_call() {
     let moto = Moto::start();
     let (p1, p2, plain) = (unique("p1"), unique("p2"), unique("plain"));
     moto.create_secret(
@@ -52,10 +52,11 @@ fn reads_json_string_and_binary_secrets_and_follows_new_versions_with_describe_o
 
     std::thread::sleep(Duration::from_secs(5));
     let counts = moto.request_counts();
-    // The three start-up reads went out as one batch; nothing was read while unchanged.
-    assert_eq!(counts.get("BatchGetSecretValue"), Some(&1), "{counts:?}");
+    // The four start-up reads went out as one batch, and so did each
+    // refresh's version checks; nothing was read again while unchanged.
+    assert!(counts.get("BatchGetSecretValue").copied().unwrap_or(0) >= 3, "{counts:?}");
     assert_eq!(counts.get("GetSecretValue"), None, "{counts:?}");
-    assert!(counts.get("DescribeSecret").copied().unwrap_or(0) >= 3, "{counts:?}");
+    assert_eq!(counts.get("DescribeSecret"), None, "{counts:?}");
 
     moto.put_secret_value(
         "prod/db",
@@ -184,4 +185,52 @@ fn access_denied_names_the_reference_at_start_and_keeps_the_last_good_file_later
     assert!(log.contains("access denied (HTTP 403)") && log.contains("prod/guarded"), "{log}");
     agent.assert_log_has_no(&[&v1, &v2]);
     once.assert_log_has_no(&[&v1, &v2]);
+}
+
+/// The calls a refresh costs: one `BatchGetSecretValue` per 20 current
+/// secrets, made together by the agent's sources on its refresh tick; and,
+/// for a role without `secretsmanager:BatchGetSecretValue`, one
+/// `DescribeSecret` per secret.
+#[test]
+fn version_checks_cost_one_call_per_twenty_secrets_per_refresh_or_one_per_secret_without_the_permission() {
+    let moto = Moto::start();
+    let files: Vec<Value> = (0..45)
+        .map(|i| {
+            moto.create_secret(&format!("fleet/s{i}"), &unique("v"));
+            json!({"name": format!("s{i}"), "ref": format!("aws-sm:fleet/s{i}"), "mode": "0440"})
+        })
+        .collect();
+    let mut agent = AgentProc::spawn_with_env(aws_config(&moto, json!(files), "2s"), &[], &STATIC_KEYS);
+    agent.wait_for("s44", Duration::from_secs(30));
+    std::thread::sleep(Duration::from_secs(7));
+    let counted = agent.metric("sidekey_agent_requests_total{backend=\"aws\"}") as usize;
+    let (_, status) = agent.terminate();
+    assert!(status.success(), "{}", agent.log());
+    let counts = moto.request_counts();
+    let batches = counts.get("BatchGetSecretValue").copied().unwrap_or(0);
+    // 3 calls (20 + 20 + 5) for the start, and 3 per refresh tick after it.
+    assert!(batches >= 9 && batches % 3 == 0, "{batches} BatchGetSecretValue calls: {counts:?}");
+    assert_eq!(counts.get("DescribeSecret"), None, "{counts:?}");
+    assert_eq!(counts.get("GetSecretValue"), None, "{counts:?}");
+    // The agent counts what it sends (a tick may have passed since).
+    assert!(counted == batches || counted + 3 == batches, "counted {counted}, served {batches}");
+
+    // Without the permission: one call per secret, for reads and checks.
+    let (id, key) = moto.create_user("no-batch", &["secretsmanager:DescribeSecret", "secretsmanager:GetSecretValue"]);
+    moto.enforce_iam(true);
+    let before = moto.request_counts();
+    let user = [("AWS_ACCESS_KEY_ID", id.as_str()), ("AWS_SECRET_ACCESS_KEY", key.as_str())];
+    let few: Vec<Value> =
+        (0..5).map(|i| json!({"name": format!("s{i}"), "ref": format!("aws-sm:fleet/s{i}"), "mode": "0440"})).collect();
+    let mut alone = AgentProc::spawn_with_env(aws_config(&moto, json!(few), "2s"), &[], &user);
+    alone.wait_for("s4", Duration::from_secs(30));
+    std::thread::sleep(Duration::from_secs(5));
+    alone.terminate();
+    let after = moto.request_counts();
+    let delta = |op: &str| after.get(op).copied().unwrap_or(0) - before.get(op).copied().unwrap_or(0);
+    assert_eq!(delta("BatchGetSecretValue"), 1, "refused once, then never asked again: {after:?}");
+    assert_eq!(delta("GetSecretValue"), 5, "{after:?}");
+    let describes = delta("DescribeSecret");
+    assert!(describes >= 5 && describes % 5 == 0, "{describes} DescribeSecret calls: {after:?}");
+    assert!(alone.log().contains("BatchGetSecretValue refused"), "{}", alone.log());
 }

@@ -349,6 +349,13 @@ fn init_only_exits_zero_after_one_render_and_nonzero_naming_a_missing_reference(
     assert_eq!(typo.wait_exit(Duration::from_secs(20)).code(), Some(1));
     assert!(typo.log().contains("\"pasword\" not found"), "{}", typo.log());
     typo.assert_log_has_no(&["once-value-123"]);
+
+    // A KV v2 path without data/: the mount (looked up only now that the
+    // read failed) explains it.
+    let files = json!([{"name": "pw", "ref": "vault:secret/app/db#password", "mode": "0440"}]);
+    let mut v1_style = AgentProc::spawn(config(&bao.addr, &token, files, "5m"), &["--once"]);
+    assert_eq!(v1_style.wait_exit(Duration::from_secs(20)).code(), Some(1));
+    assert!(v1_style.log().contains("KV v2 paths include data/ (vault:secret/data/app/db)"), "{}", v1_style.log());
 }
 
 #[test]
@@ -692,4 +699,83 @@ fn a_file_that_cannot_be_rendered_is_counted_for_the_alert() {
     );
     assert_eq!(agent.metric("sidekey_agent_ready"), 0.0);
     agent.assert_log_has_no(&["render-value-456"]);
+}
+
+/// The request paths of the audit log's requests after the first `skip` entries.
+fn requests_after(bao: &OpenBao, skip: usize) -> Vec<String> {
+    bao.audit_entries()
+        .into_iter()
+        .skip(skip)
+        .filter(|e| e["type"] == "request")
+        .filter_map(|e| e["request"]["path"].as_str().map(str::to_owned))
+        .collect()
+}
+
+/// `n` KV v2 secrets under `dir`, as files of an agent config.
+fn kv_files(bao: &OpenBao, dir: &str, n: usize) -> serde_json::Value {
+    let files: Vec<serde_json::Value> = (0..n)
+        .map(|i| {
+            bao.kv_put(&format!("{dir}/s{i}"), json!({"v": unique("v")}));
+            json!({"name": format!("s{i}"), "ref": format!("vault:secret/data/{dir}/s{i}#v"), "mode": "0440"})
+        })
+        .collect();
+    json!(files)
+}
+
+#[test]
+fn a_start_costs_one_request_per_path_over_at_most_two_connections() {
+    let bao = OpenBao::start();
+    let tmp = tempfile::tempdir().unwrap();
+    let token = token_file(&bao, tmp.path(), "1h");
+    let files = kv_files(&bao, "floor", 10);
+    let proxy = TcpProxy::start(bao.addr.trim_start_matches("http://"));
+    let before = bao.audit_entries().len();
+    let mut agent = AgentProc::spawn(config(&proxy.url(), &token, files, "1h"), &[]);
+    agent.wait_for("s9", Duration::from_secs(20));
+    // The floor: the token's lookup and one read per path; no mount lookup.
+    let mut paths = requests_after(&bao, before);
+    paths.sort();
+    let mut floor: Vec<String> = (0..10).map(|i| format!("secret/data/floor/s{i}")).collect();
+    floor.push("auth/token/lookup-self".into());
+    floor.sort();
+    assert_eq!(paths, floor);
+    assert_eq!(agent.metric("sidekey_agent_requests_total{backend=\"vault\"}"), 11.0);
+    // Ten reads at once went two at a time, and one connection stays idle.
+    assert!(proxy.peak_connections() <= 2, "{} connections at once", proxy.peak_connections());
+    wait_until(
+        "the agent to keep at most one idle connection",
+        Duration::from_secs(5),
+        || proxy.open_connections() <= 1,
+        || format!("{} open", proxy.open_connections()),
+    );
+}
+
+#[test]
+fn a_rate_limit_quota_slows_a_herd_down_without_a_hot_loop() {
+    let bao = OpenBao::start();
+    // 10 reads a second on the KV mount, with Retry-After on each 429.
+    bao.api("POST", "sys/quotas/config", Some(json!({"enable_rate_limit_response_headers": true}))).unwrap();
+    bao.api("POST", "sys/quotas/rate-limit/kv", Some(json!({"path": "secret/", "rate": 10, "interval": "1s"})))
+        .unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let token = token_file(&bao, tmp.path(), "1h");
+    let files = kv_files(&bao, "herd", 10);
+    // 8 agents × 10 reads at once: 80 reads where 10 a second go through.
+    let mut agents: Vec<AgentProc> =
+        (0..8).map(|_| AgentProc::spawn(config(&bao.addr, &token, files.clone(), "1h"), &[])).collect();
+    for a in &mut agents {
+        a.wait_for("s9", Duration::from_secs(120));
+    }
+    let mut throttled = 0.0;
+    for a in &agents {
+        let asked = a.metric("sidekey_agent_throttled_total{backend=\"vault\"}");
+        let sent = a.metric("sidekey_agent_requests_total{backend=\"vault\"}");
+        // Every request either went through once or was asked to wait: no
+        // retries besides those, and few of them (a hot loop makes hundreds).
+        assert_eq!(sent, 11.0 + asked, "requests of one agent: {sent}, throttled {asked}");
+        assert!(asked <= 40.0, "an agent was throttled {asked} times: a hot loop");
+        assert!(!a.log().contains("ERROR"), "{}", a.log());
+        throttled += asked;
+    }
+    assert!(throttled > 0.0, "the quota never answered 429: the test tests nothing");
 }

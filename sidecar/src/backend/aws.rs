@@ -4,13 +4,24 @@
 //! Credentials come from the default chain (environment, IRSA web identity
 //! with `AWS_ROLE_ARN` + `AWS_WEB_IDENTITY_TOKEN_FILE`, EKS Pod Identity,
 //! profiles, IMDS), optionally used to assume `roleArn`. The region comes
-//! from the reference's ARN, then the config, then the environment. Every
-//! `refresh`, one `DescribeSecret` tells whether the selected version stage
-//! moved; `GetSecretValue` runs only when it did. A reference pinned to a
-//! `version-id` never changes and is never checked again.
+//! from the reference's ARN, then the config, then the environment.
+//!
+//! Calls are what Secrets Manager bills and throttles, so they are few:
+//! reads that start together go out as `BatchGetSecretValue` calls of up to
+//! 20 secrets, and so do the version checks of current versions, which all
+//! sources of an agent make on the same refresh tick — one call per 20
+//! secrets per refresh (the first check of a tick asks for every current
+//! secret the agent holds; the others find their answer). A secret is read
+//! again (`GetSecretValue`) only when its version moved. A custom stage is
+//! checked with `DescribeSecret`; a reference pinned to a `version-id`
+//! never changes and is never checked again. Without
+//! `secretsmanager:BatchGetSecretValue` the agent falls back, once and for
+//! good, to one call per secret. A throttling answer holds every call of
+//! the agent ([`crate::throttle`]).
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
+use std::time::Duration;
 
 use aws_config::{BehaviorVersion, Region};
 use aws_sdk_secretsmanager::Client;
@@ -23,7 +34,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use tokio::sync::{Mutex, oneshot};
 
 use super::{BackendError, Fetched};
+use crate::metrics::Metrics;
 use crate::secret::{Secret, SecretBytes, SecretValue};
+use crate::throttle::Throttle;
 
 /// Secrets Manager clients, one per region, created on first use.
 pub struct Aws {
@@ -32,8 +45,31 @@ pub struct Aws {
     /// Reads of current versions waiting to go out together.
     pending: std::sync::Mutex<Vec<Pending>>,
     /// Set when `BatchGetSecretValue` is refused (not allowed, not
-    /// supported): every read goes alone from then on.
+    /// supported): every read and check goes alone from then on.
     no_batch: AtomicBool,
+    /// The current-version secrets read so far, by region: what a check
+    /// sweep asks about.
+    current: std::sync::Mutex<BTreeMap<Option<String>, BTreeSet<String>>>,
+    /// The last check sweep of each region; held while one runs, so the
+    /// checks of one tick wait for it and take their answer from it.
+    sweeps: Mutex<HashMap<Option<String>, Sweep>>,
+    metrics: Arc<Metrics>,
+    throttle: Throttle,
+    /// How long a sweep answers later checks ([`sweep_reuse`]).
+    reuse: Duration,
+}
+
+/// The current version of each secret, as one sweep saw it.
+struct Sweep {
+    at: tokio::time::Instant,
+    versions: HashMap<String, Result<String, BackendError>>,
+}
+
+/// How long a sweep answers later checks: the checks of one refresh tick
+/// arrive within milliseconds, or a few seconds when the agent's first
+/// reads were spread out by a slow start; never as long as the next tick.
+fn sweep_reuse(refresh: Duration) -> Duration {
+    (refresh / 4).min(Duration::from_secs(10))
 }
 
 /// One read waiting for a batch.
@@ -71,6 +107,20 @@ fn classify_code(op: &str, id: &str, code: &str) -> BackendError {
         | "InvalidSignatureException" => BackendError::Denied(what),
         "InvalidRequestException" | "InvalidParameterException" | "DecryptionFailure" => BackendError::Permanent(what),
         _ => BackendError::Transient(what),
+    }
+}
+
+/// Whether the error asks to slow down (HTTP 429, or a throttling code).
+fn throttled<E: ProvideErrorMetadata>(e: &SdkError<E, aws_sdk_secretsmanager::config::http::HttpResponse>) -> bool {
+    match e {
+        SdkError::ServiceError(se) => {
+            se.raw().status().as_u16() == 429
+                || matches!(
+                    se.err().code(),
+                    Some("ThrottlingException" | "TooManyRequestsException" | "RequestLimitExceeded")
+                )
+        }
+        _ => false,
     }
 }
 
@@ -140,13 +190,45 @@ fn to_secret(
 
 impl Aws {
     /// A backend for `config`; clients are built lazily.
-    pub fn new(config: &AwsConfig) -> Self {
+    /// `refresh`: the agent's refresh period.
+    pub fn new(config: &AwsConfig, metrics: Arc<Metrics>, refresh: Duration) -> Self {
         Aws {
             config: config.clone(),
             clients: Mutex::default(),
             pending: std::sync::Mutex::default(),
             no_batch: AtomicBool::new(false),
+            current: std::sync::Mutex::default(),
+            sweeps: Mutex::default(),
+            metrics,
+            throttle: Throttle::default(),
+            reuse: sweep_reuse(refresh),
         }
+    }
+
+    /// Before a call: waits out a throttling hold, counts the call.
+    async fn calling(&self) {
+        self.throttle.wait().await;
+        self.metrics.request("aws");
+    }
+
+    /// After a call: a throttling error holds every call for a while.
+    fn called<T, E: ProvideErrorMetadata>(
+        &self,
+        result: &Result<T, SdkError<E, aws_sdk_secretsmanager::config::http::HttpResponse>>,
+    ) {
+        match result {
+            Err(e) if throttled(e) => {
+                self.metrics.throttled("aws");
+                self.throttle.slow_down(None);
+            }
+            _ => self.throttle.ok(),
+        }
+    }
+
+    /// Remembers a current-version secret for the check sweeps.
+    fn remember(&self, region: Option<&str>, secret_id: &str) {
+        let mut current = self.current.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        current.entry(region.map(str::to_owned)).or_default().insert(secret_id.to_owned());
     }
 
     async fn client(&self, region: Option<&str>) -> Client {
@@ -239,7 +321,10 @@ impl Aws {
     async fn batch_call(&self, region: Option<&str>, chunk: Vec<Pending>) {
         let client = self.client(region).await;
         let ids: Vec<String> = chunk.iter().map(|p| p.secret_id.clone()).collect();
-        let out = match client.batch_get_secret_value().set_secret_id_list(Some(ids)).send().await {
+        self.calling().await;
+        let result = client.batch_get_secret_value().set_secret_id_list(Some(ids)).send().await;
+        self.called(&result);
+        let out = match result {
             Ok(out) => out,
             Err(e) => {
                 let error = classify("BatchGetSecretValue", &format!("({} secrets)", chunk.len()), &e);
@@ -265,6 +350,7 @@ impl Aws {
             let matches =
                 |name: Option<&str>, arn: Option<&str>| name == Some(&p.secret_id) || arn == Some(&p.secret_id);
             if let Some(v) = out.secret_values().iter().find(|v| matches(v.name(), v.arn())) {
+                self.remember(region, &p.secret_id);
                 let secret = to_secret("BatchGetSecretValue", &p.secret_id, v.secret_string(), v.secret_binary());
                 let fetched = secret.map(|secret| Fetched {
                     certificate: None,
@@ -301,7 +387,13 @@ impl Aws {
             AwsVersion::Stage(s) => req.version_stage(s),
             AwsVersion::Id(i) => req.version_id(i),
         };
-        let out = req.send().await.map_err(|e| classify("GetSecretValue", secret_id, &e))?;
+        self.calling().await;
+        let result = req.send().await;
+        self.called(&result);
+        let out = result.map_err(|e| classify("GetSecretValue", secret_id, &e))?;
+        if *version == AwsVersion::Current {
+            self.remember(reference.arn_region(), secret_id);
+        }
         let version_id = out.version_id().map(str::to_owned);
         let secret = to_secret("GetSecretValue", secret_id, out.secret_string(), out.secret_binary())?;
         drop(out);
@@ -325,13 +417,16 @@ impl Aws {
             AwsVersion::Stage(s) => s.as_str(),
             AwsVersion::Id(i) => return Ok(i.clone()),
         };
+        if *version == AwsVersion::Current && !self.no_batch.load(Ordering::Relaxed) {
+            if let Some(answer) = self.swept(reference.arn_region(), secret_id).await {
+                return answer;
+            }
+        }
         let client = self.client(reference.arn_region()).await;
-        let out = client
-            .describe_secret()
-            .secret_id(secret_id)
-            .send()
-            .await
-            .map_err(|e| classify("DescribeSecret", secret_id, &e))?;
+        self.calling().await;
+        let result = client.describe_secret().secret_id(secret_id).send().await;
+        self.called(&result);
+        let out = result.map_err(|e| classify("DescribeSecret", secret_id, &e))?;
         if out.deleted_date().is_some() {
             return Err(BackendError::Permanent(format!(
                 "DescribeSecret {secret_id}: the secret is scheduled for deletion"
@@ -342,5 +437,60 @@ impl Aws {
             .ok_or_else(|| {
                 BackendError::Permanent(format!("DescribeSecret {secret_id}: no version has the stage {stage}"))
             })
+    }
+
+    /// The current version of `secret_id` from this tick's sweep, running
+    /// the sweep when none is fresh: `BatchGetSecretValue` for every
+    /// current secret of the region, 20 per call (the values it returns are
+    /// dropped at once). `None`: ask `DescribeSecret` (the secret was not in
+    /// the answer, or batches are refused from now on).
+    async fn swept(&self, region: Option<&str>, secret_id: &str) -> Option<Result<String, BackendError>> {
+        self.remember(region, secret_id);
+        let key = region.map(str::to_owned);
+        let mut sweeps = self.sweeps.lock().await;
+        if let Some(s) = sweeps.get(&key).filter(|s| s.at.elapsed() < self.reuse) {
+            if let Some(answer) = s.versions.get(secret_id) {
+                return Some(answer.clone());
+            }
+        }
+        let ids: Vec<String> = {
+            let current = self.current.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            current.get(&key).map(|s| s.iter().cloned().collect()).unwrap_or_default()
+        };
+        let client = self.client(region).await;
+        let mut versions = HashMap::new();
+        for chunk in ids.chunks(BATCH) {
+            self.calling().await;
+            let result = client.batch_get_secret_value().set_secret_id_list(Some(chunk.to_vec())).send().await;
+            self.called(&result);
+            let out = match result {
+                Ok(out) => out,
+                Err(e) => {
+                    let error = classify("BatchGetSecretValue", &format!("({} secrets)", chunk.len()), &e);
+                    if error.is_transient() {
+                        return Some(Err(BackendError::Transient(format!("checking {secret_id}: {error}"))));
+                    }
+                    self.no_batch.store(true, Ordering::Relaxed);
+                    tracing::info!(error = %error, "BatchGetSecretValue refused; checking secrets one by one");
+                    return None;
+                }
+            };
+            for id in chunk {
+                let named = |name: Option<&str>, arn: Option<&str>| name == Some(id) || arn == Some(id);
+                if let Some(v) = out.secret_values().iter().find(|v| named(v.name(), v.arn())) {
+                    let version = v.version_id().map(str::to_owned).ok_or_else(|| {
+                        BackendError::Permanent(format!("BatchGetSecretValue {id}: the answer has no version id"))
+                    });
+                    versions.insert(id.clone(), version);
+                } else if let Some(e) = out.errors().iter().find(|e| e.secret_id() == Some(id)) {
+                    let code = e.error_code().unwrap_or("unknown");
+                    versions.insert(id.clone(), Err(classify_code("BatchGetSecretValue", id, code)));
+                }
+            }
+            drop(out);
+        }
+        let answer = versions.get(secret_id).cloned();
+        sweeps.insert(key, Sweep { at: tokio::time::Instant::now(), versions });
+        answer
     }
 }

@@ -62,7 +62,18 @@ pub struct Vault {
     metrics: Arc<Metrics>,
     /// Where the token is kept across restarts, when configured.
     store: Option<Arc<StateStore>>,
+    /// Requests in flight at once: at most [`CONNECTIONS`], so at most that
+    /// many connections (reqwest opens one per concurrent HTTP/1.1 request).
+    in_flight: tokio::sync::Semaphore,
+    /// Held after 429 / 503.
+    throttle: crate::throttle::Throttle,
 }
+
+/// The most connections an agent opens to Vault: a pod's first reads go
+/// two at a time (the server, not the agent, bounds a start), and a fleet
+/// of N agents holds at most 2N server connections, N while idle (one kept
+/// for 90 s after the last request, none between refreshes).
+pub const CONNECTIONS: usize = 2;
 
 /// `e` with the certificate it was for in front.
 fn name_cert(e: BackendError, cert: &CertRequest) -> BackendError {
@@ -102,6 +113,7 @@ impl Vault {
             .connect_timeout(Duration::from_secs(5))
             .timeout(Duration::from_secs(30))
             .pool_idle_timeout(Duration::from_secs(90))
+            .pool_max_idle_per_host(1)
             .user_agent(concat!("sidekey-agent/", env!("CARGO_PKG_VERSION")));
         // Trust exactly what is needed: nothing for plain HTTP (no system
         // store to load at start), the configured CA bundle when there is
@@ -159,6 +171,8 @@ impl Vault {
             mounts: Mutex::default(),
             metrics,
             store,
+            in_flight: tokio::sync::Semaphore::new(CONNECTIONS),
+            throttle: crate::throttle::Throttle::default(),
         })
     }
 
@@ -201,6 +215,9 @@ impl Vault {
         if let Some(b) = body {
             req = req.json(b);
         }
+        let _permit = self.in_flight.acquire().await;
+        self.throttle.wait().await;
+        self.metrics.request("vault");
         let resp = req.send().await.map_err(|e| {
             BackendError::Transient(format!(
                 "{method} {path}: {}",
@@ -208,6 +225,16 @@ impl Vault {
             ))
         })?;
         let status = resp.status();
+        if matches!(status.as_u16(), 429 | 503) {
+            let asked = crate::throttle::retry_after(
+                resp.headers().get(reqwest::header::RETRY_AFTER).and_then(|v| v.to_str().ok()),
+            );
+            let delay = self.throttle.slow_down(asked);
+            self.metrics.throttled("vault");
+            tracing::debug!(%method, path, status = status.as_u16(), delay_ms = delay.as_millis() as u64, "Vault asked to slow down");
+        } else {
+            self.throttle.ok();
+        }
         let text = resp.text().await.map_err(|e| {
             BackendError::Transient(format!("{method} {path}: reading the response: {}", e.without_url()))
         })?;
@@ -344,33 +371,63 @@ impl Vault {
         Err(last.unwrap_or_else(|| BackendError::Transient(format!("{method} {path}: failed"))))
     }
 
-    /// How `path` is read: KV v2 when its mount, found through the mounts
-    /// endpoint once per mount (concurrent first reads wait for one
-    /// lookup), is KV v2; `V1` otherwise, including when the mount cannot
-    /// be known (the shape of the answer decides then).
-    async fn kv_path(&self, path: &str) -> Result<KvPath, BackendError> {
+    /// The mount of `path`, through the mounts endpoint once per mount
+    /// (concurrent lookups wait for one); `None` when it cannot be known
+    /// (no access to the endpoint, or not a mount it describes).
+    async fn mount_of(&self, path: &str) -> Result<Option<Mount>, BackendError> {
         let mut mounts = self.mounts.lock().await;
-        let mount = match mounts.iter().find(|m| m.holds(path)).cloned() {
-            Some(m) => m,
-            None => match self.call(Method::GET, &kv::mount_endpoint(path), None).await {
-                Ok((text, _)) => {
-                    let v: Value = serde_json::from_str(&text).unwrap_or_default();
-                    let Some(m) = Mount::from_answer(&v) else { return Ok(KvPath::V1) };
-                    if m.holds(path) {
-                        mounts.push(m.clone());
-                    }
-                    m
+        if let Some(m) = mounts.iter().find(|m| m.holds(path)) {
+            return Ok(Some(m.clone()));
+        }
+        match self.call(Method::GET, &kv::mount_endpoint(path), None).await {
+            Ok((text, _)) => {
+                let v: Value = serde_json::from_str(&text).unwrap_or_default();
+                let Some(m) = Mount::from_answer(&v) else { return Ok(None) };
+                if m.holds(path) {
+                    mounts.push(m.clone());
                 }
-                // Without access to the mounts endpoint, go by the answer's shape.
-                Err(BackendError::Denied(_) | BackendError::Permanent(_)) => return Ok(KvPath::V1),
-                Err(e) => return Err(e),
-            },
-        };
-        drop(mounts);
-        KvPath::on(path, &mount).map_err(|e| BackendError::Permanent(e.to_string()))
+                Ok(Some(m))
+            }
+            // Without access to the mounts endpoint, go by the answer's shape.
+            Err(BackendError::Denied(_) | BackendError::Permanent(_)) => Ok(None),
+            Err(e) => Err(e),
+        }
     }
 
-    /// Reads `reference`'s path.
+    /// How the KV v2-shaped answer of `path` is laid out. The path's shape
+    /// says where the mount ends (`<mount>/data/<below>`), which spares a
+    /// request per mount; only a path where that is ambiguous (more than
+    /// one `data` segment) asks the mounts endpoint.
+    async fn kv2_layout(&self, path: &str) -> Result<KvPath, BackendError> {
+        if !path.starts_with("data/") && path.matches("/data/").count() == 1 {
+            return Ok(KvPath::by_shape(path));
+        }
+        match self.mount_of(path).await? {
+            Some(m) if m.holds(path) => match KvPath::on(path, &m) {
+                Ok(KvPath::V1) | Err(_) => Ok(KvPath::by_shape(path)),
+                Ok(layout) => Ok(layout),
+            },
+            _ => Ok(KvPath::by_shape(path)),
+        }
+    }
+
+    /// Why `path` was not found or refused, when the mount knows better:
+    /// a KV v2 path written without `data/`.
+    async fn explain_not_found(&self, path: &str, not_found: BackendError) -> BackendError {
+        if path.contains("/data/") {
+            return not_found;
+        }
+        match self.mount_of(path).await {
+            Ok(Some(m)) if m.holds(path) => match KvPath::on(path, &m) {
+                Err(e) => BackendError::Permanent(e.to_string()),
+                Ok(_) => not_found,
+            },
+            _ => not_found,
+        }
+    }
+
+    /// Reads `reference`'s path: one request (the mount is known from the
+    /// path and the answer's shape).
     ///
     /// # Errors
     /// [`BackendError`].
@@ -378,18 +435,20 @@ impl Vault {
         let Reference::Vault { path, .. } = reference else {
             return Err(BackendError::Permanent(format!("{reference}: not a Vault reference")));
         };
-        let known = self.kv_path(path).await?;
-        let (text, owner) = self.call(Method::GET, path, None).await?;
+        let (text, owner) = match self.call(Method::GET, path, None).await {
+            Ok(answer) => answer,
+            Err(e @ (BackendError::Permanent(_) | BackendError::Denied(_))) => {
+                return Err(self.explain_not_found(path, e).await);
+            }
+            Err(e) => return Err(e),
+        };
         let mut v: Value =
             serde_json::from_str(&text).map_err(|_| BackendError::Transient(format!("GET {path}: not JSON")))?;
         drop(text);
         let lease_id = v["lease_id"].as_str().unwrap_or("").to_owned();
         let lease_ttl = Duration::from_secs(v["lease_duration"].as_u64().unwrap_or(0));
         let renewable = v["renewable"].as_bool().unwrap_or(false);
-        let layout = match known {
-            KvPath::V1 if kv::looks_like_kv2(&v) => KvPath::by_shape(path),
-            k => k,
-        };
+        let layout = if kv::looks_like_kv2(&v) { self.kv2_layout(path).await? } else { KvPath::V1 };
         let (fields, version) = layout.take_fields(&mut v);
         crate::secret::SecretValue::new(v);
         if matches!(layout, KvPath::V2 { .. }) && fields.is_null() {
@@ -555,6 +614,11 @@ impl Vault {
             }
             let mut state = self.state.lock().await;
             if state.token.is_some() && state.ttl.is_zero() {
+                continue;
+            }
+            // A login happened while this waited (the first reads log in
+            // too): that token is not due for renewal yet.
+            if state.token.is_some() && state.obtained.elapsed() < renew_after(state.ttl).mul_f64(0.9) {
                 continue;
             }
             let result = match (&state.token, state.renewable) {

@@ -101,8 +101,8 @@ pub struct SourceTask<B: SecretBackend = Backend> {
     pub source: Source,
     /// Where from.
     pub backend: B,
-    /// How often static secrets are checked.
-    pub refresh: Duration,
+    /// When static secrets are checked (the agent's shared ticks).
+    pub refresh: crate::schedule::Refresh,
     /// Where to report.
     pub tx: mpsc::Sender<Update>,
     /// Login changes (new token, an old token's end known).
@@ -251,7 +251,7 @@ impl<B: SecretBackend> SourceTask<B> {
                     let permanent = matches!(error, BackendError::Permanent(_));
                     let delay = if permanent {
                         // Will not fix itself soon: retried slowly.
-                        backoff.next_delay().max(self.refresh.min(Duration::from_secs(60)))
+                        backoff.next_delay().max(self.refresh.period.min(Duration::from_secs(60)))
                     } else {
                         backoff.next_delay()
                     };

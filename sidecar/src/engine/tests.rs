@@ -176,7 +176,7 @@ fn start(script: Script, refresh: Duration, once: bool) -> Run {
         index: 0,
         source: Source { name: reference.to_string(), reference, required: true, cert: None },
         backend: script.clone(),
-        refresh,
+        refresh: crate::schedule::Refresh { period: refresh, epoch: tokio::time::Instant::now() },
         tx,
         logins: Some(logins_rx),
         metrics: Arc::new(Metrics::default()),

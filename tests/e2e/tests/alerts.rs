@@ -60,6 +60,8 @@ fn exported() -> BTreeSet<String> {
     agent.lease_expiry(src, Some(std::time::SystemTime::now()));
     agent.rendered();
     agent.render_failure("f");
+    agent.request("vault");
+    agent.throttled("vault");
     let injector = sidekey_injector::metrics::Metrics::default();
     injector.review(sidekey_injector::review::Verdict::Denied, 0.001);
     injector.error("not an AdmissionReview");

@@ -4,7 +4,7 @@
 
 use std::io;
 use std::net::{Shutdown, TcpListener, TcpStream};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread;
 
@@ -16,6 +16,16 @@ pub struct TcpProxy {
     up: Arc<AtomicBool>,
     conns: Arc<Mutex<Vec<TcpStream>>>,
     stop: Arc<AtomicBool>,
+    counts: Arc<Counts>,
+}
+
+/// Connections through the proxy: open now, the most open at once, and
+/// all so far (a connection counts as open until its client closes it).
+#[derive(Debug, Default)]
+pub struct Counts {
+    open: AtomicUsize,
+    peak: AtomicUsize,
+    total: AtomicUsize,
 }
 
 impl TcpProxy {
@@ -35,7 +45,9 @@ impl TcpProxy {
         let up = Arc::new(AtomicBool::new(true));
         let stop = Arc::new(AtomicBool::new(false));
         let conns: Arc<Mutex<Vec<TcpStream>>> = Arc::default();
+        let counts: Arc<Counts> = Arc::default();
         let (up2, stop2, conns2, target) = (up.clone(), stop.clone(), conns.clone(), target.to_owned());
+        let counts2 = counts.clone();
         thread::spawn(move || {
             if let Some(ns) = netns {
                 rustix::thread::move_into_link_name_space(
@@ -62,11 +74,32 @@ impl TcpProxy {
                     c.push(client.try_clone().unwrap());
                     c.push(server.try_clone().unwrap());
                 }
-                pipe(client.try_clone().unwrap(), server.try_clone().unwrap());
-                pipe(server, client);
+                let open = counts2.open.fetch_add(1, Ordering::SeqCst) + 1;
+                counts2.peak.fetch_max(open, Ordering::SeqCst);
+                counts2.total.fetch_add(1, Ordering::SeqCst);
+                let closed = counts2.clone();
+                pipe(client.try_clone().unwrap(), server.try_clone().unwrap(), move || {
+                    closed.open.fetch_sub(1, Ordering::SeqCst);
+                });
+                pipe(server, client, || {});
             }
         });
-        TcpProxy { addr, up, conns, stop }
+        TcpProxy { addr, up, conns, stop, counts }
+    }
+
+    /// Connections open now.
+    pub fn open_connections(&self) -> usize {
+        self.counts.open.load(Ordering::SeqCst)
+    }
+
+    /// The most connections that were open at once.
+    pub fn peak_connections(&self) -> usize {
+        self.counts.peak.load(Ordering::SeqCst)
+    }
+
+    /// Every connection so far.
+    pub fn total_connections(&self) -> usize {
+        self.counts.total.load(Ordering::SeqCst)
     }
 
     /// `http://127.0.0.1:PORT`.
@@ -96,9 +129,11 @@ impl Drop for TcpProxy {
     }
 }
 
-fn pipe(mut from: TcpStream, mut to: TcpStream) {
+/// Copies `from` to `to` until `from` ends, then runs `done`.
+fn pipe(mut from: TcpStream, mut to: TcpStream, done: impl FnOnce() + Send + 'static) {
     thread::spawn(move || {
         let _ = io::copy(&mut from, &mut to);
         let _ = to.shutdown(Shutdown::Write);
+        done();
     });
 }
