@@ -6,7 +6,7 @@ CACHE ?= $(HOME)/.cache/sidekey
 export SIDEKEY_CACHE := $(CACHE)
 CARGO ?= cargo
 
-.PHONY: all build test testenv lint fmt bench fuzz demo demo-cluster clean static images manifests
+.PHONY: all build test testenv lint fmt bench bench-fleet fuzz demo demo-cluster clean static images manifests
 
 all: build
 
@@ -49,6 +49,15 @@ manifests: testenv
 ## bench: criterion benchmarks (numbers in docs/performance.md)
 bench:
 	$(CARGO) bench --workspace --locked
+
+## bench-fleet: 10…1000 agents started at once against one OpenBao (token, Kubernetes and JWT
+## auth), OpenBao Agent beside them, steady state; numbers printed, plots and fleet.json in
+## docs/img (benches/fleet.py; ~15 min)
+PLOT_VENV := $(CACHE)/venv-plot-mpl3.10
+bench-fleet: testenv static
+	test -x "$(PLOT_VENV)/bin/python" || { python3 -m venv "$(PLOT_VENV)" && "$(PLOT_VENV)/bin/pip" install -q "matplotlib==3.10.*"; }
+	$(CARGO) build --locked -p sidekey-testenv --bin kube-env
+	source "$(CACHE)/env.sh" && "$(PLOT_VENV)/bin/python" benches/fleet.py --auth token,kubernetes,jwt --auth-sizes 100,1000
 
 ## fuzz: coverage-guided fuzzing of every parser on the stable toolchain, SECONDS_PER_TARGET (default
 ## 60) per target, new inputs in target/fuzz/corpus (`scripts/fuzz.sh merge T` keeps them);

@@ -39,10 +39,12 @@ pub fn capped(requested: Duration, granted: Duration) -> bool {
 }
 
 /// The agent-wide clock of refresh checks: a tick every `period` from
-/// `epoch` (the agent's start). Every source of one agent checks on the
-/// same ticks, so a backend can answer them together (AWS: one call per 20
-/// secrets); the period is `refresh` ±10%, drawn once per agent, so pods
-/// started together drift apart instead of checking together forever.
+/// `epoch`. Every source of one agent checks on the same ticks, so a
+/// backend can answer them together (AWS: one call per 20 secrets). Each
+/// agent draws a random phase (the epoch lies up to one period after its
+/// start) and a period of `refresh` ±10%, so pods started together spread
+/// their checks evenly over a refresh period from the first check on, and
+/// keep drifting apart.
 #[derive(Debug, Clone, Copy)]
 pub struct Refresh {
     /// Between two ticks.
@@ -52,9 +54,10 @@ pub struct Refresh {
 }
 
 impl Refresh {
-    /// The clock of an agent started at `epoch` with `refresh`.
-    pub fn for_agent(refresh: Duration, epoch: Instant) -> Self {
-        Refresh { period: jitter(refresh, 0.1).max(Duration::from_millis(100)), epoch }
+    /// The clock of an agent started at `start` with `refresh`.
+    pub fn for_agent(refresh: Duration, start: Instant) -> Self {
+        let period = jitter(refresh, 0.1).max(Duration::from_millis(100));
+        Refresh { period, epoch: start + period.mul_f64(fastrand::f64()) }
     }
 
     /// The first tick at least half a period after `now` (a source read
@@ -146,10 +149,19 @@ mod tests {
         assert_eq!(r.next(s(51)), s(200));
         assert_eq!(r.next(s(100)), s(200));
         assert_eq!(r.next(epoch + Duration::from_millis(100_020)), s(200));
-        for _ in 0..100 {
-            let a = Refresh::for_agent(Duration::from_secs(300), epoch);
-            assert!(a.period >= Duration::from_secs(270) && a.period <= Duration::from_secs(330));
-        }
+        // Agents started together: periods of refresh ±10%, and first checks
+        // spread over a whole period (half a period to one and a half after the start).
+        let firsts: Vec<f64> = (0..1000)
+            .map(|_| {
+                let a = Refresh::for_agent(Duration::from_secs(300), epoch);
+                assert!(a.period >= Duration::from_secs(270) && a.period <= Duration::from_secs(330));
+                let first = (a.next(epoch) - epoch).as_secs_f64();
+                assert!((a.period.as_secs_f64() / 2.0 - 0.001..=a.period.as_secs_f64() * 1.5).contains(&first));
+                first
+            })
+            .collect();
+        let early = firsts.iter().filter(|f| **f < 300.0).count();
+        assert!((350..=650).contains(&early), "{early} of 1000 first checks in the first half of the window");
     }
 
     #[test]

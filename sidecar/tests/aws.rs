@@ -50,7 +50,7 @@ fn reads_json_string_and_binary_secrets_and_follows_new_versions_with_one_check_
     assert_eq!(agent.read("token"), plain);
     assert_eq!(std::fs::read(agent.mount.join("keystore")).unwrap(), [0, 1, 2, 3, 0xfe, 0xff]);
 
-    std::thread::sleep(Duration::from_secs(5));
+    std::thread::sleep(Duration::from_secs(6));
     let counts = moto.request_counts();
     // The four start-up reads went out as one batch, and so did each
     // refresh's version checks; nothing was read again while unchanged.

@@ -14,7 +14,7 @@ pub struct TcpProxy {
     /// `127.0.0.1:PORT`.
     pub addr: String,
     up: Arc<AtomicBool>,
-    conns: Arc<Mutex<Vec<TcpStream>>>,
+    conns: Arc<Mutex<std::collections::HashMap<usize, [TcpStream; 2]>>>,
     stop: Arc<AtomicBool>,
     counts: Arc<Counts>,
 }
@@ -39,14 +39,24 @@ impl TcpProxy {
     /// socket is made here, the thread that connects enters the namespace
     /// first, and sockets keep the namespace they were made in.
     pub fn start_in(target: &str, netns: Option<&std::path::Path>) -> TcpProxy {
+        Self::start_with(vec![target.to_owned()], netns)
+    }
+
+    /// Forwards each new connection to the next of `targets` in turn (a
+    /// Service in front of several replicas).
+    pub fn round_robin(targets: &[String]) -> TcpProxy {
+        Self::start_with(targets.to_vec(), None)
+    }
+
+    fn start_with(targets: Vec<String>, netns: Option<&std::path::Path>) -> TcpProxy {
         let netns = netns.map(|p| std::fs::File::open(p).unwrap_or_else(|e| panic!("{}: {e}", p.display())));
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = listener.local_addr().unwrap().to_string();
         let up = Arc::new(AtomicBool::new(true));
         let stop = Arc::new(AtomicBool::new(false));
-        let conns: Arc<Mutex<Vec<TcpStream>>> = Arc::default();
+        let conns: Arc<Mutex<std::collections::HashMap<usize, [TcpStream; 2]>>> = Arc::default();
         let counts: Arc<Counts> = Arc::default();
-        let (up2, stop2, conns2, target) = (up.clone(), stop.clone(), conns.clone(), target.to_owned());
+        let (up2, stop2, conns2) = (up.clone(), stop.clone(), conns.clone());
         let counts2 = counts.clone();
         thread::spawn(move || {
             if let Some(ns) = netns {
@@ -65,21 +75,23 @@ impl TcpProxy {
                     let _ = client.shutdown(Shutdown::Both);
                     continue;
                 }
-                let Ok(server) = TcpStream::connect(&target) else {
+                let target = &targets[counts2.total.load(Ordering::SeqCst) % targets.len().max(1)];
+                let Ok(server) = TcpStream::connect(target) else {
                     let _ = client.shutdown(Shutdown::Both);
                     continue;
                 };
-                {
-                    let mut c = conns2.lock().unwrap();
-                    c.push(client.try_clone().unwrap());
-                    c.push(server.try_clone().unwrap());
-                }
+                // Small writes go out at once (no Nagle delay on top of the
+                // peers' own).
+                let _ = client.set_nodelay(true);
+                let _ = server.set_nodelay(true);
+                let id = counts2.total.fetch_add(1, Ordering::SeqCst);
+                conns2.lock().unwrap().insert(id, [client.try_clone().unwrap(), server.try_clone().unwrap()]);
                 let open = counts2.open.fetch_add(1, Ordering::SeqCst) + 1;
                 counts2.peak.fetch_max(open, Ordering::SeqCst);
-                counts2.total.fetch_add(1, Ordering::SeqCst);
-                let closed = counts2.clone();
+                let (closed, forget) = (counts2.clone(), conns2.clone());
                 pipe(client.try_clone().unwrap(), server.try_clone().unwrap(), move || {
                     closed.open.fetch_sub(1, Ordering::SeqCst);
+                    forget.lock().unwrap().remove(&id);
                 });
                 pipe(server, client, || {});
             }
@@ -110,7 +122,7 @@ impl TcpProxy {
     /// Cuts every connection and refuses new ones.
     pub fn down(&self) {
         self.up.store(false, Ordering::SeqCst);
-        for c in self.conns.lock().unwrap().drain(..) {
+        for c in self.conns.lock().unwrap().drain().flat_map(|(_, pair)| pair) {
             let _ = c.shutdown(Shutdown::Both);
         }
     }
