@@ -44,6 +44,8 @@ class Bao:
         cfg = os.path.join(workdir, "server.hcl")
         with open(cfg, "w") as f:
             f.write(f'audit "file" "file" {{\n  options {{\n    file_path = "{self.audit}"\n  }}\n}}\n')
+            # Cumulative counters at sys/metrics?format=prometheus (rate-limit violations).
+            f.write('telemetry {\n  prometheus_retention_time = "1h"\n  disable_hostname = true\n}\n')
         self.proc = subprocess.Popen(
             [self.bin, "server", "-dev", "-dev-no-store-token", "-log-level=error",
              f"-dev-root-token-id={self.token}", f"-dev-listen-address=127.0.0.1:{self.port}", f"-config={cfg}"],
@@ -55,6 +57,12 @@ class Bao:
             except Exception:
                 time.sleep(0.05)
         sys.exit("OpenBao did not start")
+
+    def metrics_text(self):
+        """The server's metrics in the Prometheus text format."""
+        req = urllib.request.Request(f"{self.addr}/v1/sys/metrics?format=prometheus", headers={"X-Vault-Token": self.token})
+        with urllib.request.urlopen(req, timeout=30) as r:
+            return r.read().decode()
 
     def api(self, method, path, body=None):
         req = urllib.request.Request(f"{self.addr}/v1/{path}", method=method,

@@ -9,14 +9,17 @@ PostgreSQL credential), all spawned at once:
 
 - herd: time until all N are ready (and per agent p50/p99/max from its own
   spawn), the server's CPU-seconds, peak requests per second, requests per
-  agent, the server's open file descriptors (peak during the herd, and when
-  idle afterwards), the agents' total RSS and the memory the machine lost
+  agent, the server's open file descriptors (peak during the herd, and
+  `--idle-after` seconds after it), the agents' total RSS and the memory the machine lost
   (MemAvailable before minus after);
 - steady state (`--steady SECONDS`, at the largest N that ran): the server's
   request rate over time with `--refresh` (default 30 s) and the agents'
   total CPU over the window;
 - the same herd with OpenBao Agent (`--openbao-agent 100,200`: token-file
   auto-auth, one template per file) at the sizes that fit in memory;
+- with `--quota RATE`, the herds under an OpenBao rate-limit quota of RATE
+  requests/s on the KV mount (429 with `Retry-After`): the answers 429 the
+  quota gave (OpenBao's `quota.rate_limit.violation` counter) per agent;
 - with `--auth token,kubernetes,jwt`, the sidekey herds of `--auth-sizes`
   (default 1000) again with pod identities: projected service-account
   tokens from a real kube-apiserver (`kube-env`, built from tests/support),
@@ -30,7 +33,7 @@ written to `<plots>/fleet.json`.
 
 Usage: benches/fleet.py [--sizes 10,100,300,1000] [--secrets 10] [--dynamic]
          [--openbao-agent 100,200] [--steady 120] [--refresh 30s]
-         [--auth token[,kubernetes,jwt]] [--auth-sizes 1000]
+         [--auth token[,kubernetes,jwt]] [--auth-sizes 1000] [--quota RATE]
          [--binary PATH] [--plots DIR]
 `make bench-fleet` provisions matplotlib and runs it. Needs `make testenv`
 (bao, PostgreSQL) and the agent (`scripts/build-static.sh`). Only loopback
@@ -146,9 +149,22 @@ def enable_auth(bao, auth, kube):
             "bound_subject": "system:serviceaccount:fleet:app", "token_policies": ["bench"], "token_ttl": "1h"})
 
 
-def setup_server(workdir, n, secrets, pg, auth="token", kube=None):
+def quota_violations(bao):
+    """The 429s OpenBao's rate-limit quotas have answered so far."""
+    total = 0
+    for line in bao.metrics_text().splitlines():
+        name = line.split("{")[0].split(" ")[0]
+        if name.endswith("quota_rate_limit_violation") and not line.startswith("#"):
+            total += int(float(line.rsplit(" ", 1)[1]))
+    return total
+
+
+def setup_server(workdir, n, secrets, pg, auth="token", kube=None, quota=0):
     bao = Bao(workdir)
     bao.api("POST", "sys/policies/acl/bench", {"policy": POLICY})
+    if quota:
+        bao.api("POST", "sys/quotas/config", {"enable_rate_limit_response_headers": True})
+        bao.api("POST", "sys/quotas/rate-limit/kv", {"path": "secret/", "rate": quota, "interval": "1s"})
     for i in range(secrets):
         bao.api("POST", f"secret/data/bench/s{i}", {"data": {"value": f"value-{i}-" + "x" * 32}})
     if pg:
@@ -184,7 +200,8 @@ def herd(kind, binary, n, args, workdir, pg, auth="token", kube=None):
     sources = kv_sources([f"s{i}" for i in range(args.secrets)]) + ([DB_SOURCE] if args.dynamic else [])
     names = [s[0] for s in sources]
     run_dir = tempfile.mkdtemp(dir=workdir, prefix=f"{kind}-{n}-")
-    bao, logins = setup_server(run_dir, n, args.secrets, pg, auth, kube)
+    bao, logins = setup_server(run_dir, n, args.secrets, pg, auth, kube, args.quota)
+    violations0 = quota_violations(bao) if args.quota else 0
     line0 = bao.audit_lines()
     outs = [secrets_dir(run_dir) for _ in range(n)]
     before = mem_available_kib()
@@ -225,13 +242,14 @@ def herd(kind, binary, n, args, workdir, pg, auth="token", kube=None):
     time.sleep(1)
     rss_kib = sum(proc_stats(p.pid)[0] for p in procs)
     used_kib = before - mem_available_kib()
-    time.sleep(4)
+    time.sleep(args.idle_after - 1)
     idle_fds = fd_count(bao.proc.pid)
     herd_samples = [s for s in sampler.samples if s[0] <= all_ready + 0.5]
     peak_fds = max(s[1] for s in herd_samples)
     server_rss = max(s[3] for s in herd_samples)
     base_fds = sampler.samples[0][1]
     reqs = bao.requests_since(line0)
+    throttled = quota_violations(bao) - violations0 if args.quota else 0
     per_agent = [r - s for r, s in zip(ready, spawned) if r is not None]
     # Requests per second at the server, from the audit log's timestamps.
     stamps = sorted(datetime.fromisoformat(t.replace("Z", "+00:00")).timestamp() for _, _, t in reqs if t)
@@ -239,6 +257,7 @@ def herd(kind, binary, n, args, workdir, pg, auth="token", kube=None):
     timeline = [rate.get(i, 0) for i in range(int(stamps[-1] - stamps[0]) + 1)] if stamps else []
     result = {
         "kind": kind, "n": n, "auth": auth, "secrets": args.secrets, "dynamic": args.dynamic,
+        "quota": args.quota, "throttled_per_agent": throttled / n,
         "spawn_s": spawn_s, "all_ready_s": all_ready, "ready_after_spawn_p50_s": percentile(per_agent, 50),
         "ready_after_spawn_p99_s": percentile(per_agent, 99), "ready_after_spawn_max_s": max(per_agent),
         "not_ready": len(waiting), "server_cpu_s": cpu1 - cpu0, "requests": len(reqs),
@@ -251,7 +270,8 @@ def herd(kind, binary, n, args, workdir, pg, auth="token", kube=None):
     }
     print(f"# {kind} n={n} auth={auth}: all ready {all_ready:.1f} s, {len(reqs) / n:.1f} req/agent, fds/agent peak "
           f"{result['server_fds_per_agent_peak']:.2f} idle {result['server_fds_per_agent_idle']:.2f}, "
-          f"RSS {rss_kib / 1024:.0f} MiB; {result['requests_by_path']}", file=sys.stderr, flush=True)
+          f"RSS {rss_kib / 1024:.0f} MiB, 429s/agent {throttled / n:.1f}; {result['requests_by_path']}",
+          file=sys.stderr, flush=True)
     return result, (bao, procs, sampler, run_dir)
 
 
@@ -378,6 +398,8 @@ def main():
     ap.add_argument("--steady", type=int, default=120, help="seconds of steady state at the largest size (0: none)")
     ap.add_argument("--refresh", default="30s")
     ap.add_argument("--timeout", type=int, default=300)
+    ap.add_argument("--idle-after", type=int, default=15, help="seconds after the herd when idle fds are counted")
+    ap.add_argument("--quota", type=int, default=0, help="an OpenBao rate-limit quota (requests/s) on the KV mount")
     ap.add_argument("--auth", default="token", help="token, kubernetes, jwt (comma-separated)")
     ap.add_argument("--auth-sizes", default="1000", help="sizes of the kubernetes and jwt herds")
     ap.add_argument("--binary", default=default_binary())
@@ -441,6 +463,8 @@ def main():
         name = "sidekey" if r["kind"] == "sidekey" else "OpenBao Agent"
         if r["auth"] != "token":
             name += f" ({r['auth']} auth)"
+        if r.get("quota"):
+            name += f" (quota {r['quota']}/s: {r['throttled_per_agent']:.1f} answers 429 per agent)"
         print(f"| {name} {r['n']} | {r['all_ready_s']:.1f} s | {r['ready_after_spawn_p50_s']:.1f} / "
               f"{r['ready_after_spawn_p99_s']:.1f} / {r['ready_after_spawn_max_s']:.1f} s | {r['server_cpu_s']:.1f} s "
               f"| {r['peak_requests_per_s']} | {r['requests_per_agent']:.1f} | {r['server_fds_per_agent_peak']:.2f} / "

@@ -70,10 +70,15 @@ pub struct Vault {
 }
 
 /// The most connections an agent opens to Vault: a pod's first reads go
-/// two at a time (the server, not the agent, bounds a start), and a fleet
-/// of N agents holds at most 2N server connections, N while idle (one kept
-/// for 90 s after the last request, none between refreshes).
+/// two at a time (the server, not the agent, bounds a start), so a fleet of
+/// N agents holds at most 2N server connections, and none once idle.
 pub const CONNECTIONS: usize = 2;
+
+/// How long an idle connection is kept: through a burst of requests (a
+/// start, a refresh tick's checks) and closed soon after, so an agent holds
+/// no connection between refreshes. Keeping at most one idle connection
+/// instead closed and reopened connections in the middle of a burst.
+pub const IDLE: Duration = Duration::from_secs(5);
 
 /// `e` with the certificate it was for in front.
 fn name_cert(e: BackendError, cert: &CertRequest) -> BackendError {
@@ -112,8 +117,8 @@ impl Vault {
             .redirect(reqwest::redirect::Policy::none())
             .connect_timeout(Duration::from_secs(5))
             .timeout(Duration::from_secs(30))
-            .pool_idle_timeout(Duration::from_secs(90))
-            .pool_max_idle_per_host(1)
+            .pool_idle_timeout(IDLE)
+            .pool_max_idle_per_host(CONNECTIONS)
             .user_agent(concat!("sidekey-agent/", env!("CARGO_PKG_VERSION")));
         // Trust exactly what is needed: nothing for plain HTTP (no system
         // store to load at start), the configured CA bundle when there is
@@ -238,6 +243,12 @@ impl Vault {
         let text = resp.text().await.map_err(|e| {
             BackendError::Transient(format!("{method} {path}: reading the response: {}", e.without_url()))
         })?;
+        // The connection goes back to the pool in a task of its own once
+        // the response has ended; let it run before the next request may
+        // start, or that request would open a third connection.
+        for _ in 0..3 {
+            tokio::task::yield_now().await;
+        }
         Ok((status, text))
     }
 

@@ -31,7 +31,7 @@ fn promtool(args: &[&str]) -> String {
 #[test]
 fn the_alert_rules_are_valid_and_each_alert_fires_when_it_should_and_only_then() {
     let out = promtool(&["check", "rules", &alerts().display().to_string()]);
-    assert!(out.contains("SUCCESS: 11 rules found"), "{out}");
+    assert!(out.contains("SUCCESS: 12 rules found"), "{out}");
     let out = promtool(&["test", "rules", "alerts.test.yaml"]);
     assert!(out.contains("SUCCESS"), "{out}");
     // Every alert of the file has a test case.
