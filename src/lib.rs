@@ -41,6 +41,7 @@ pub mod cert;
 pub mod cli;
 pub mod config;
 pub mod duration;
+pub mod gotemplate;
 pub mod kv;
 pub mod migrate;
 pub mod mutate;

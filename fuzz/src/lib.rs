@@ -113,6 +113,34 @@ pub fn reference(data: &[u8]) {
     }
 }
 
+/// Go templates (Vault Agent's): parsing and running any template neither
+/// panics nor escapes the limits; the paths it reads are answered with a
+/// fixed secret, so every construct runs.
+pub fn gotemplate(data: &[u8]) {
+    use sidekey::gotemplate::{Error, MAX_OUTPUT, Resolver, Template};
+    struct Any;
+    impl Resolver for Any {
+        fn secret(&mut self, path: &str, args: &[(String, String)]) -> Result<serde_json::Value, String> {
+            if path.is_empty() {
+                return Err("empty path".into());
+            }
+            Ok(serde_json::json!({"Data": {"data": {"k": "v", "n": 1, "l": [1, "a", null]}, "args": args.len(),
+                "metadata": {"version": 2, "custom_metadata": null}}, "LeaseID": "", "LeaseDuration": 0}))
+        }
+    }
+    let Ok(text) = std::str::from_utf8(data) else { return };
+    let (left, right) = if text.starts_with('[') { ("[[", "]]") } else { ("{{", "}}") };
+    match Template::parse_with(text, left, right) {
+        Ok(t) => match t.render(&serde_json::json!({"x": [1, 2]}), &mut Any) {
+            Ok(out) => assert!(out.len() <= MAX_OUTPUT + 64 * 1024, "output {} bytes", out.len()),
+            Err(Error::Exec(_)) => {}
+            Err(e) => panic!("running gave a parse error: {e}"),
+        },
+        Err(Error::Parse { line, col, .. }) => assert!(line >= 1 && col >= 1),
+        Err(e) => panic!("parsing gave an execution error: {e}"),
+    }
+}
+
 /// The YAML reader: documents it reads, written by our YAML writer and read
 /// again, are the same documents.
 pub fn yaml(data: &[u8]) {

@@ -46,3 +46,8 @@ fn agent_config_corpus_replays() {
 fn migrate_corpus_replays() {
     replay("migrate", sidekey_fuzz::migrate);
 }
+
+#[test]
+fn gotemplate_corpus_replays() {
+    replay("gotemplate", sidekey_fuzz::gotemplate);
+}

@@ -1,0 +1,164 @@
+#![allow(clippy::unwrap_used)]
+
+use super::*;
+use serde_json::json;
+
+/// Secrets from a map of path → the answer's `Data`.
+struct Fixed(Value, Vec<String>);
+
+impl Resolver for Fixed {
+    fn secret(&mut self, path: &str, args: &[(String, String)]) -> Result<Value, String> {
+        self.1.push(path.to_owned());
+        if !args.is_empty() {
+            return Ok(json!({"Data": {"args": args.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>()}}));
+        }
+        self.0
+            .get(path)
+            .map(|d| json!({"Data": d, "LeaseID": "", "LeaseDuration": 0, "Renewable": false}))
+            .ok_or_else(|| "not found".into())
+    }
+
+    fn env(&mut self, name: &str) -> String {
+        if name == "HOME" { "/home/app".into() } else { String::new() }
+    }
+}
+
+fn kv2() -> Value {
+    json!({
+        "secret/data/app": {
+            "data": {"password": "s3cr3t", "user": "app"},
+            "metadata": {"created_time": "2026-11-29T10:00:00Z", "custom_metadata": null, "deletion_time": "", "destroyed": false, "version": 3}
+        },
+        "database/creds/app": {"username": "v-app-x", "password": "p-1"}
+    })
+}
+
+fn render(src: &str) -> Result<String, Error> {
+    Template::parse(src)?.render(&Value::Null, &mut Fixed(kv2(), Vec::new()))
+}
+
+#[test]
+fn the_default_vault_k8s_template_prints_go_maps() {
+    let t = "{{ with secret \"secret/data/app\" }}{{ range $k, $v := .Data }}{{ $k }}: {{ $v }}\n{{ end }}{{ end }}";
+    assert_eq!(
+        render(t).unwrap(),
+        "data: map[password:s3cr3t user:app]\nmetadata: map[created_time:2026-11-29T10:00:00Z custom_metadata:<nil> deletion_time: destroyed:false version:3]\n"
+    );
+    let db =
+        "{{ with secret \"database/creds/app\" }}{{ range $k, $v := .Data }}{{ $k }}: {{ $v }}\n{{ end }}{{ end }}";
+    assert_eq!(render(db).unwrap(), "password: p-1\nusername: v-app-x\n");
+}
+
+#[test]
+fn templates_people_write() {
+    let t = r#"
+{{- with secret "secret/data/app" -}}
+postgresql://{{ .Data.data.user }}:{{ .Data.data.password }}@db:5432/app
+{{- end }}"#;
+    assert_eq!(render(t).unwrap(), "postgresql://app:s3cr3t@db:5432/app");
+    let exports = r#"{{ with secret "secret/data/app" }}{{ range $k, $v := .Data.data }}export {{ $k | toUpper }}="{{ $v }}"
+{{ end }}{{ end }}"#;
+    assert_eq!(render(exports).unwrap(), "export PASSWORD=\"s3cr3t\"\nexport USER=\"app\"\n");
+    assert_eq!(
+        render(r#"{{ with secret "secret/data/app" }}{{ .Data.data | toJSON }}{{ end }}"#).unwrap(),
+        r#"{"password":"s3cr3t","user":"app"}"#
+    );
+    assert_eq!(
+        render(r#"{{ with secret "secret/data/app" }}{{ .Data.data | toJSONPretty }}{{ end }}"#).unwrap(),
+        "{\n  \"password\": \"s3cr3t\",\n  \"user\": \"app\"\n}"
+    );
+    assert_eq!(
+        render(r#"{{ with secret "secret/data/app" }}{{ index .Data.data "password" }}{{ end }}"#).unwrap(),
+        "s3cr3t"
+    );
+    assert_eq!(render(r#"{{ printf "%s-%d-%q" "a" 7 "b" }}"#).unwrap(), "a-7-\"b\"");
+    assert_eq!(render(r#"{{ "czNjcjN0" | base64Decode }} {{ "s3cr3t" | base64Encode }}"#).unwrap(), "s3cr3t czNjcjN0");
+    assert_eq!(render(r#"{{ env "HOME" }}|{{ env "NOPE" }}"#).unwrap(), "/home/app|");
+    assert_eq!(
+        render(r#"{{ secret "pki/issue/web" "common_name=a.example" "ttl=1h" }}"#).unwrap(),
+        "map[Data:map[args:[common_name=a.example ttl=1h]]]"
+    );
+}
+
+#[test]
+fn conditions_variables_and_else_chains() {
+    let t = r#"{{ $v := 3 }}{{ if gt $v 5 }}big{{ else if eq $v 3 }}three{{ else }}small{{ end }}"#;
+    assert_eq!(render(t).unwrap(), "three");
+    assert_eq!(
+        render(r#"{{ with secret "secret/data/app" }}{{ with .Data.data.missing }}x{{ else }}none{{ end }}{{ end }}"#)
+            .unwrap(),
+        "none"
+    );
+    assert_eq!(
+        render(r#"{{ range $i, $x := split "," "a,b,c" }}{{ $i }}={{ $x }};{{ end }}"#).unwrap(),
+        "0=a;1=b;2=c;"
+    );
+    assert_eq!(render(r#"{{ range split "," "" }}{{ . }}{{ else }}empty{{ end }}"#).unwrap(), "");
+    assert_eq!(render(r#"{{ and 1 0 }} {{ or 0 "x" }} {{ not false }} {{ len "abc" }}"#).unwrap(), "0 x true 3");
+    assert_eq!(
+        render(r#"{{ default "dflt" "" }} {{ "A-b" | lower }} {{ replaceAll "-" "_" "a-b-c" }}"#).unwrap(),
+        "dflt a-b a_b_c"
+    );
+    // A missing key prints as Go prints it.
+    assert_eq!(render(r#"{{ with secret "secret/data/app" }}{{ .Data.data.nope }}{{ end }}"#).unwrap(), "<no value>");
+    // Comments and custom delimiters.
+    assert_eq!(
+        Template::parse_with("a[[/* c */]]b[[ print 1 ]]", "[[", "]]")
+            .unwrap()
+            .render(&Value::Null, &mut Fixed(kv2(), Vec::new()))
+            .unwrap(),
+        "ab1"
+    );
+    assert_eq!(render("a {{- /* trimmed */ -}} b").unwrap(), "ab");
+}
+
+#[test]
+fn the_paths_a_template_reads_are_discovered_by_running_it() {
+    let t = Template::parse(r#"{{ with secret "secret/data/app" }}{{ .Data.data.user }}{{ end }}{{ with secret "database/creds/app" }}{{ .Data.username }}{{ end }}"#).unwrap();
+    let mut r = Fixed(kv2(), Vec::new());
+    t.render(&Value::Null, &mut r).unwrap();
+    assert_eq!(r.1, ["secret/data/app", "database/creds/app"]);
+}
+
+#[test]
+fn errors_name_the_place_and_the_reason() {
+    let e = |src: &str| render(src).unwrap_err().to_string();
+    assert_eq!(e("a\n{{ if }}"), "template: line 2, column 7: missing value");
+    assert_eq!(e("{{ if 1 }}x"), "template: line 1, column 12: {{if}} without {{end}}");
+    assert_eq!(e("{{ end }}"), "template: line 1, column 4: {{end}} without a block");
+    assert_eq!(e("{{ nosuch 1 }}"), "template: line 1, column 4: function \"nosuch\" not defined");
+    assert_eq!(e("{{ \"abc }}"), "template: line 1, column 4: unclosed string");
+    assert_eq!(e("{{ define \"x\" }}{{ end }}"), "template: line 1, column 4: {{define}} is not supported");
+    assert_eq!(e("{{ $x }}"), "template: undefined variable $x");
+    assert_eq!(e(r#"{{ secret "kv/none" }}"#), "template: secret \"kv/none\": not found");
+    assert_eq!(e(r#"{{ $s := "s" }}{{ $s.x }}"#), "template: can't evaluate field x in string");
+    assert_eq!(e(r#"{{ "s" 1 }}"#), "template: a value can't take arguments (only functions can)");
+    assert_eq!(e("{{ index 1 2 }}"), "template: index: can't index number with number");
+}
+
+#[test]
+fn hostile_templates_are_bounded() {
+    // Deep nesting.
+    let deep = "{{ if 1 }}".repeat(MAX_DEPTH + 1) + &"{{ end }}".repeat(MAX_DEPTH + 1);
+    assert!(render(&deep).unwrap_err().to_string().contains("nested deeper"));
+    let parens = "{{ print ".to_owned() + &"(".repeat(MAX_DEPTH + 2) + "1" + &")".repeat(MAX_DEPTH + 2) + " }}";
+    assert!(render(&parens).unwrap_err().to_string().contains("nested deeper"));
+    // Work that multiplies: ranges in ranges.
+    let big = format!(
+        "{{{{ range $a := {n} }}}}{{{{ range $b := {n} }}}}{{{{ range $c := {n} }}}}x{{{{ end }}}}{{{{ end }}}}{{{{ end }}}}",
+        n = 1000
+    );
+    assert!(render(&big).unwrap_err().to_string().contains("steps"));
+    // Output that multiplies.
+    let wide = format!("{{{{ $s := \"{}\" }}}}{{{{ range 100000 }}}}{{{{ $s }}}}{{{{ end }}}}", "x".repeat(1000));
+    assert!(render(&wide).unwrap_err().to_string().contains("output longer"));
+    assert!(Template::parse(&"x".repeat(MAX_TEMPLATE + 1)).is_err());
+    // Values that double: bounded before memory is.
+    let doubling = "{{ $s := \"xx\" }}{{ range 100 }}{{ $s = print $s $s }}{{ end }}{{ len $s }}";
+    assert!(render(doubling).unwrap_err().to_string().contains("a value longer than"), "{:?}", render(doubling));
+}
+
+#[test]
+fn the_function_table_is_sorted() {
+    assert!(FUNCTIONS.windows(2).all(|w| w[0] < w[1]));
+}
