@@ -1053,11 +1053,11 @@ impl Exec<'_> {
             }
             "toJSON" => {
                 arity(name, &args, 1)?;
-                json(Value::String(serde_json::to_string(args[0].json()).unwrap_or_default()))
+                json(Value::String(go_json(args[0].json(), false)))
             }
             "toJSONPretty" => {
                 arity(name, &args, 1)?;
-                json(Value::String(pretty_json(args[0].json())))
+                json(Value::String(go_json(args[0].json(), true)))
             }
             "base64Encode" => {
                 arity(name, &args, 1)?;
@@ -1115,10 +1115,9 @@ impl Exec<'_> {
     }
 }
 
-/// Go's `json.MarshalIndent(v, "", "  ")`: keys sorted (Go maps), no
-/// escaping of `<`, `>`, `&` beyond what Go does… Go escapes them as
-/// `\u003c` etc.; so does this.
-fn pretty_json(v: &Value) -> String {
+/// Go's `json.Marshal` (or `json.MarshalIndent(v, "", "  ")`): map keys
+/// sorted, and `<`, `>`, `&`, U+2028 and U+2029 escaped as `\u003c`…
+fn go_json(v: &Value, pretty: bool) -> String {
     fn sorted(v: &Value) -> Value {
         match v {
             Value::Object(o) => {
@@ -1130,8 +1129,20 @@ fn pretty_json(v: &Value) -> String {
             other => other.clone(),
         }
     }
-    let text = serde_json::to_string_pretty(&sorted(v)).unwrap_or_default();
-    text.replace('<', "\\u003c").replace('>', "\\u003e").replace('&', "\\u0026")
+    let v = sorted(v);
+    let text = if pretty { serde_json::to_string_pretty(&v) } else { serde_json::to_string(&v) };
+    let mut out = String::new();
+    for c in text.unwrap_or_default().chars() {
+        match c {
+            '<' => out.push_str("\\u003c"),
+            '>' => out.push_str("\\u003e"),
+            '&' => out.push_str("\\u0026"),
+            '\u{2028}' => out.push_str("\\u2028"),
+            '\u{2029}' => out.push_str("\\u2029"),
+            c => out.push(c),
+        }
+    }
+    out
 }
 
 /// `printf` with the verbs templates use: `%s`, `%v`, `%d`, `%q`, `%%`.

@@ -37,7 +37,8 @@ fn templates_render_byte_for_byte_as_openbao_agent_renders_them() {
     bao.kv_put(
         "app",
         json!({"password": "s3cr3t", "user": "app", "port": 5432, "ratio": 1.5, "tls": true,
-               "tags": ["a", "b"], "nested": {"k": "v", "n": null}, "empty": ""}),
+               "tags": ["a", "b"], "nested": {"k": "v", "n": null, "a": [1, {"z": 1, "b": 2}]}, "empty": "",
+               "html": "<a href=\"x\">&</a>"}),
     );
     bao.api("POST", "sys/mounts/kv1", Some(json!({"type": "kv", "options": {"version": "1"}}))).unwrap();
     bao.api("POST", "kv1/legacy", Some(json!({"api_key": "k-1", "count": 3}))).unwrap();
