@@ -743,28 +743,47 @@ impl Exec<'_> {
         let mark = self.vars.len();
         let plain = Pipe { decl: Vec::new(), cmds: pipe.cmds.clone() };
         let v = self.pipe(&plain, dot)?;
-        // (key, element): list indexes and counts are ints, map keys strings.
+        // (key, element), made one at a time (a count is not a list: `range
+        // 1000000000` must run into the step limit, not allocate); list
+        // indexes and counts are ints, map keys strings.
         let int = |i: u64| Val::Int(Value::from(i));
-        let items: Vec<(Val, Val)> = match v.json() {
-            Value::Array(a) => a.iter().zip(0u64..).map(|(x, i)| (int(i), Val::Json(x.clone()))).collect(),
+        let r = match v.json() {
+            Value::Array(a) => {
+                self.each(pipe, body, dot, otherwise, a.len(), |i| (int(i as u64), Val::Json(a[i].clone())))
+            }
             Value::Object(o) => {
                 let mut keys: Vec<&String> = o.keys().collect();
                 keys.sort();
-                keys.into_iter().map(|k| (Val::Json(Value::String(k.clone())), Val::Json(o[k].clone()))).collect()
+                let item = |i: usize| (Val::Json(Value::String(keys[i].clone())), Val::Json(o[keys[i]].clone()));
+                self.each(pipe, body, dot, otherwise, keys.len(), item)
             }
-            Value::Null => Vec::new(),
+            Value::Null => self.nodes(otherwise, dot),
             Value::Number(n) if matches!(v, Val::Int(_)) && n.as_u64().is_some() => {
-                (0..n.as_u64().unwrap_or(0)).map(|i| (int(i), int(i))).collect()
+                let count = usize::try_from(n.as_u64().unwrap_or(0)).unwrap_or(usize::MAX);
+                self.each(pipe, body, dot, otherwise, count, |i| (int(i as u64), int(i as u64)))
             }
-            other => return Err(exec_err(format!("range can't iterate over {}", go_format(other)))),
+            other => Err(exec_err(format!("range can't iterate over {}", go_format(other)))),
         };
-        if items.is_empty() {
-            let r = self.nodes(otherwise, dot);
-            self.vars.truncate(mark);
-            return r;
+        self.vars.truncate(mark);
+        r
+    }
+
+    /// The body once per item `0..count` (`otherwise` when there is none).
+    fn each(
+        &mut self,
+        pipe: &Pipe,
+        body: &[Node],
+        dot: &Val,
+        otherwise: &[Node],
+        count: usize,
+        item: impl Fn(usize) -> (Val, Val),
+    ) -> Result<(), Error> {
+        if count == 0 {
+            return self.nodes(otherwise, dot);
         }
-        for (k, x) in items {
+        for i in 0..count {
             self.step()?;
+            let (k, x) = item(i);
             let inner = self.vars.len();
             match pipe.decl.as_slice() {
                 [] => {}
@@ -778,7 +797,6 @@ impl Exec<'_> {
             self.vars.truncate(inner);
             r?;
         }
-        self.vars.truncate(mark);
         Ok(())
     }
 

@@ -149,6 +149,9 @@ fn hostile_templates_are_bounded() {
         n = 1000
     );
     assert!(render(&big).unwrap_err().to_string().contains("steps"));
+    // A count is not a list (found by the fuzzer: `range 1354593149` made
+    // a list of that many items first).
+    assert!(render("{{ range 1354593149 }}{{ end }}").unwrap_err().to_string().contains("steps"));
     // Output that multiplies.
     let wide = format!("{{{{ $s := \"{}\" }}}}{{{{ range 100000 }}}}{{{{ $s }}}}{{{{ end }}}}", "x".repeat(1000));
     assert!(render(&wide).unwrap_err().to_string().contains("output longer"));
