@@ -106,20 +106,11 @@ fn corpus(file: &str) -> String {
 fn injects_denies_and_warns_through_a_real_apiserver() {
     let kube = KubeApi::start();
     let dir = tempfile::tempdir().unwrap();
-    let cert = kube.sign_serving_cert(&["localhost"]);
-    std::fs::write(dir.path().join("tls.crt"), &cert.cert_pem).unwrap();
-    std::fs::write(dir.path().join("tls.key"), &cert.key_pem).unwrap();
+    let (crt, key) = serving_files(&kube, dir.path());
     std::fs::write(dir.path().join("config.yaml"), CONFIG).unwrap();
     let d = dir.path().display().to_string();
     let inj = Injector::spawn(
-        &[
-            "--tls-cert",
-            &format!("{d}/tls.crt"),
-            "--tls-key",
-            &format!("{d}/tls.key"),
-            "--config",
-            &format!("{d}/config.yaml"),
-        ],
+        &["--tls-cert", &crt, "--tls-key", &key, "--config", &format!("{d}/config.yaml")],
         &[],
         dir.path(),
     );
@@ -330,19 +321,21 @@ fn self_managed_tls_works_from_an_empty_cluster_and_replicas_share_one_ca() {
     drop(inj);
 }
 
+/// A serving certificate from the apiserver's CA in `dir`: the paths of
+/// `tls.crt` and `tls.key`.
+fn serving_files(kube: &KubeApi, dir: &Path) -> (String, String) {
+    let cert = kube.sign_serving_cert(&["localhost"]);
+    std::fs::write(dir.join("tls.crt"), &cert.cert_pem).unwrap();
+    std::fs::write(dir.join("tls.key"), &cert.key_pem).unwrap();
+    (dir.join("tls.crt").display().to_string(), dir.join("tls.key").display().to_string())
+}
+
 #[test]
 fn sigterm_finishes_and_exits_promptly() {
     let kube = KubeApi::start();
     let dir = tempfile::tempdir().unwrap();
-    let cert = kube.sign_serving_cert(&["localhost"]);
-    std::fs::write(dir.path().join("tls.crt"), &cert.cert_pem).unwrap();
-    std::fs::write(dir.path().join("tls.key"), &cert.key_pem).unwrap();
-    let d = dir.path().display().to_string();
-    let mut inj = Injector::spawn(
-        &["--tls-cert", &format!("{d}/tls.crt"), "--tls-key", &format!("{d}/tls.key")],
-        &[],
-        dir.path(),
-    );
+    let (crt, key) = serving_files(&kube, dir.path());
+    let mut inj = Injector::spawn(&["--tls-cert", &crt, "--tls-key", &key], &[], dir.path());
     let start = std::time::Instant::now();
     Command::new("kill").args(["-TERM", &inj.child.id().to_string()]).status().unwrap();
     let status = inj.child.wait().unwrap();
@@ -520,12 +513,8 @@ fn wait_health(inj: &Injector, want: [(&str, i64); 3]) {
 fn the_injector_checks_its_webhook_configuration_as_the_apiserver_uses_it() {
     let kube = KubeApi::start();
     let dir = tempfile::tempdir().unwrap();
-    let cert = kube.sign_serving_cert(&["localhost"]);
-    std::fs::write(dir.path().join("tls.crt"), &cert.cert_pem).unwrap();
-    std::fs::write(dir.path().join("tls.key"), &cert.key_pem).unwrap();
-    let d = dir.path().display().to_string();
+    let (crt, key) = serving_files(&kube, dir.path());
     let kubeconfig = kube.kubeconfig.display().to_string();
-    let (crt, key) = (format!("{d}/tls.crt"), format!("{d}/tls.key"));
     let args = ["--tls-cert", &crt, "--tls-key", &key, "--check-webhook", "--check-webhook-interval", "1s"];
     let inj = Injector::spawn(&args, &[("KUBECONFIG", &kubeconfig)], dir.path());
     // No configuration yet (a race during install, or it was deleted).

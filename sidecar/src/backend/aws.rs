@@ -225,6 +225,20 @@ impl Aws {
         }
     }
 
+    /// One `BatchGetSecretValue` of `ids` (at most [`BATCH`]).
+    async fn batch(
+        &self,
+        client: &Client,
+        ids: Vec<String>,
+    ) -> Result<aws_sdk_secretsmanager::operation::batch_get_secret_value::BatchGetSecretValueOutput, BackendError>
+    {
+        let n = ids.len();
+        self.calling().await;
+        let result = client.batch_get_secret_value().set_secret_id_list(Some(ids)).send().await;
+        self.called(&result);
+        result.map_err(|e| classify("BatchGetSecretValue", &format!("({n} secrets)"), &e))
+    }
+
     /// Remembers a current-version secret for the check sweeps.
     fn remember(&self, region: Option<&str>, secret_id: &str) {
         let mut current = self.current.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
@@ -321,13 +335,9 @@ impl Aws {
     async fn batch_call(&self, region: Option<&str>, chunk: Vec<Pending>) {
         let client = self.client(region).await;
         let ids: Vec<String> = chunk.iter().map(|p| p.secret_id.clone()).collect();
-        self.calling().await;
-        let result = client.batch_get_secret_value().set_secret_id_list(Some(ids)).send().await;
-        self.called(&result);
-        let out = match result {
+        let out = match self.batch(&client, ids).await {
             Ok(out) => out,
-            Err(e) => {
-                let error = classify("BatchGetSecretValue", &format!("({} secrets)", chunk.len()), &e);
+            Err(error) => {
                 if error.is_transient() {
                     for p in chunk {
                         let msg = format!("GetSecretValue {} (in a batch): {error}", p.secret_id);
@@ -460,13 +470,9 @@ impl Aws {
         let client = self.client(region).await;
         let mut versions = HashMap::new();
         for chunk in ids.chunks(BATCH) {
-            self.calling().await;
-            let result = client.batch_get_secret_value().set_secret_id_list(Some(chunk.to_vec())).send().await;
-            self.called(&result);
-            let out = match result {
+            let out = match self.batch(&client, chunk.to_vec()).await {
                 Ok(out) => out,
-                Err(e) => {
-                    let error = classify("BatchGetSecretValue", &format!("({} secrets)", chunk.len()), &e);
+                Err(error) => {
                     if error.is_transient() {
                         return Some(Err(BackendError::Transient(format!("checking {secret_id}: {error}"))));
                     }
