@@ -10,7 +10,7 @@
 //! Hostile templates are bounded: the template's size, the nesting depth,
 //! the evaluation steps and the output size all have limits, and every
 //! error names the line and column (parse) or the function or field
-//! (execution). Reading secrets goes through [`Resolver`], so the core
+//! (execution) — never a value, which may be a secret's. Reading secrets goes through [`Resolver`], so the core
 //! stays free of I/O; a recording resolver discovers the paths a template
 //! reads.
 
@@ -762,7 +762,7 @@ impl Exec<'_> {
                 let count = usize::try_from(n.as_u64().unwrap_or(0)).unwrap_or(usize::MAX);
                 self.each(pipe, body, dot, otherwise, count, |i| (int(i as u64), int(i as u64)))
             }
-            other => Err(exec_err(format!("range can't iterate over {}", go_format(other)))),
+            other => Err(exec_err(format!("range can't iterate over a {}", kind(other)))),
         };
         self.vars.truncate(mark);
         r
@@ -978,10 +978,11 @@ impl Exec<'_> {
                     return Err(exec_err("secret: wants a path"));
                 };
                 let mut kv = Vec::new();
-                for a in rest {
+                for (i, a) in rest.iter().enumerate() {
                     let text = s(a);
-                    let (k, v) =
-                        text.split_once('=').ok_or_else(|| exec_err(format!("secret: {text:?} is not k=v")))?;
+                    let (k, v) = text
+                        .split_once('=')
+                        .ok_or_else(|| exec_err(format!("secret: argument {} is not k=v", i + 2)))?;
                     kv.push((k.to_owned(), v.to_owned()));
                 }
                 let path = s(path);
@@ -1044,7 +1045,7 @@ impl Exec<'_> {
                             .as_u64()
                             .and_then(|i| a.get(usize::try_from(i).ok()?))
                             .cloned()
-                            .ok_or_else(|| exec_err(format!("index: {n} out of range")))?,
+                            .ok_or_else(|| exec_err("index: out of range"))?,
                         (c, key) => {
                             return Err(exec_err(format!("index: can't index {} with {}", kind(c), kind(key))));
                         }
@@ -1087,7 +1088,7 @@ impl Exec<'_> {
                 use base64::Engine;
                 let bytes = base64::engine::general_purpose::STANDARD
                     .decode(s(&args[0]).trim())
-                    .map_err(|e| exec_err(format!("base64Decode: {e}")))?;
+                    .map_err(|_| exec_err("base64Decode: not valid base64"))?;
                 json(Value::String(String::from_utf8_lossy(&bytes).into_owned()))
             }
             "toLower" | "lower" => {

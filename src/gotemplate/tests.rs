@@ -137,6 +137,22 @@ fn errors_name_the_place_and_the_reason() {
 }
 
 #[test]
+fn errors_never_carry_a_value() {
+    let secret = "s3cr3t";
+    for t in [
+        r#"{{ with secret "secret/data/app" }}{{ range .Data.data.password }}{{ end }}{{ end }}"#,
+        r#"{{ with secret "secret/data/app" }}{{ secret "pki/issue/x" .Data.data.password }}{{ end }}"#,
+        r#"{{ with secret "secret/data/app" }}{{ .Data.data.password | base64Decode }}{{ end }}"#,
+        r#"{{ with secret "secret/data/app" }}{{ .Data.data.password.x }}{{ end }}"#,
+        r#"{{ with secret "secret/data/app" }}{{ index .Data.data.password 1 }}{{ end }}"#,
+        r#"{{ with secret "secret/data/app" }}{{ lt .Data.data.password 1 }}{{ end }}"#,
+    ] {
+        let e = render(t).unwrap_err().to_string();
+        assert!(!e.contains(secret), "{e}");
+    }
+}
+
+#[test]
 fn hostile_templates_are_bounded() {
     // Deep nesting.
     let deep = "{{ if 1 }}".repeat(MAX_DEPTH + 1) + &"{{ end }}".repeat(MAX_DEPTH + 1);
