@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::annotations::{Format, Lifecycle, OnChange};
 use crate::duration;
-use crate::names::dns_label_problem;
+use crate::names::file_name_problem;
 use crate::reference::{Backend, Reference};
 
 /// The env var that carries the JSON.
@@ -71,7 +71,7 @@ fn is_none_on_change(o: &OnChange) -> bool {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct FileSpec {
-    /// The file name under the mount path (a DNS label).
+    /// The file name under the mount path (see `names::file_name_problem`).
     pub name: String,
     /// Where the secret lives.
     #[serde(rename = "ref")]
@@ -79,9 +79,12 @@ pub struct FileSpec {
     /// How it is rendered; default raw with a key, json without.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub format: Option<Format>,
-    /// The template for `format: template`.
+    /// The template for `format: template` or `go-template`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub template: Option<String>,
+    /// A Go template's delimiters, when not `{{ }}`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delims: Option<Delims>,
     /// Octal mode, e.g. `"0440"`.
     #[serde(with = "octal")]
     pub mode: u32,
@@ -99,6 +102,79 @@ pub struct FileSpec {
 
 fn is_false(b: &bool) -> bool {
     !*b
+}
+
+/// A Go template's delimiters: `"[[ ]]"` in text (left, a space, right).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Delims {
+    /// The left delimiter.
+    pub left: String,
+    /// The right delimiter.
+    pub right: String,
+}
+
+impl std::str::FromStr for Delims {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        let mut parts = s.split_whitespace();
+        match (parts.next(), parts.next(), parts.next()) {
+            (Some(l), Some(r), None) if l.len() <= 16 && r.len() <= 16 => {
+                Ok(Delims { left: l.to_owned(), right: r.to_owned() })
+            }
+            _ => Err("must be the left and right delimiter separated by a space, e.g. \"[[ ]]\"".into()),
+        }
+    }
+}
+
+impl std::fmt::Display for Delims {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} {}", self.left, self.right)
+    }
+}
+
+impl Serialize for Delims {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for Delims {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        String::deserialize(d)?.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+/// Parses a Go template (with `delims`, or `{{ }}`) and finds the paths it
+/// reads; an error names the line or the call.
+///
+/// # Errors
+/// Why the template cannot be used: it does not parse, a `secret` path is
+/// not a literal string, or it reads no secret.
+pub fn check_go_template(
+    template: &str,
+    delims: Option<&Delims>,
+) -> Result<(crate::gotemplate::Template, Vec<crate::gotemplate::SecretCall>), String> {
+    let (l, r) = delims.map_or(("{{", "}}"), |d| (d.left.as_str(), d.right.as_str()));
+    let t = crate::gotemplate::Template::parse_with(template, l, r).map_err(|e| e.to_string())?;
+    let calls = t.secret_calls().map_err(|e| e.to_string())?;
+    for c in &calls {
+        let bad = |reason: String| format!("secret {:?}: {reason}", c.path);
+        if c.path.contains(['#', '?']) {
+            return Err(bad("a path has no '#' or '?'".into()));
+        }
+        format!("vault:{}", c.path).parse::<Reference>().map_err(|e| bad(e.to_string()))?;
+    }
+    if calls.is_empty() {
+        return Err("the template reads no secret (it has no {{ secret \"<path>\" }})".into());
+    }
+    if let Some(c) = calls.iter().find(|c| !c.args.is_empty()) {
+        return Err(format!(
+            "secret {:?} with arguments is a write (PKI issue); sidekey issues certificates with sidekey.dev/cert-<name> instead",
+            c.path
+        ));
+    }
+    Ok((t, calls))
 }
 
 impl FileSpec {
@@ -255,14 +331,22 @@ impl AgentConfig {
         }
         let mut seen = BTreeMap::new();
         for (i, f) in self.files.iter().enumerate() {
-            if let Some(p) = dns_label_problem(&f.name) {
+            if let Some(p) = file_name_problem(&f.name) {
                 problems.push(format!("files[{i}].name: {p}"));
             }
             if let Some(j) = seen.insert(f.name.as_str(), i) {
                 problems.push(format!("files[{i}].name: {:?} is also files[{j}].name", f.name));
             }
-            if f.effective_format() == Format::Template && f.template.is_none() {
-                problems.push(format!("files[{i}].template: format template needs a template"));
+            match (f.effective_format(), &f.template) {
+                (fmt @ (Format::Template | Format::GoTemplate), None) => {
+                    problems.push(format!("files[{i}].template: format {} needs a template", fmt.name()));
+                }
+                (Format::GoTemplate, Some(t)) => {
+                    if let Err(e) = check_go_template(t, f.delims.as_ref()) {
+                        problems.push(format!("files[{i}].template: {e}"));
+                    }
+                }
+                _ => {}
             }
         }
         for b in self.backends() {
@@ -292,6 +376,7 @@ mod tests {
                 reference: "vault:secret/data/app/db#password".parse().unwrap(),
                 format: None,
                 template: None,
+                delims: None,
                 mode: 0o440,
                 optional: false,
                 dir: false,

@@ -13,7 +13,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
-use crate::names::dns_label_problem;
+use crate::names::{dns_label_problem, file_name_problem};
 use crate::quantity::Quantity;
 use crate::reference::Reference;
 use crate::{PREFIX, duration};
@@ -81,6 +81,23 @@ pub enum Format {
     Yaml,
     /// A minijinja template over the fields.
     Template,
+    /// A Go template as Vault Agent runs it (`{{ with secret "path" }}`),
+    /// reading any number of paths.
+    GoTemplate,
+}
+
+impl Format {
+    /// The annotation value: `raw`, `json`, …, `go-template`.
+    pub const fn name(self) -> &'static str {
+        match self {
+            Format::Raw => "raw",
+            Format::Json => "json",
+            Format::Dotenv => "dotenv",
+            Format::Yaml => "yaml",
+            Format::Template => "template",
+            Format::GoTemplate => "go-template",
+        }
+    }
 }
 
 /// How the app learns that files changed.
@@ -205,6 +222,8 @@ pub struct SecretAnnotation {
     pub template: Option<String>,
     /// `file-mode-<name>`.
     pub file_mode: Option<u32>,
+    /// `delims-<name>`: a Go template's delimiters other than `{{ }}`.
+    pub delims: Option<crate::agent_config::Delims>,
 }
 
 /// Agent resource overrides.
@@ -530,14 +549,24 @@ pub enum Named {
     Template,
     /// `file-mode-<name>`.
     FileMode,
+    /// `delims-<name>`.
+    Delims,
     /// `command-<container>`.
     Command,
 }
 
 impl Named {
     /// Every named kind, in the order the docs list them.
-    pub const ALL: [Named; 7] =
-        [Named::Secret, Named::Map, Named::Cert, Named::Format, Named::Template, Named::FileMode, Named::Command];
+    pub const ALL: [Named; 8] = [
+        Named::Secret,
+        Named::Map,
+        Named::Cert,
+        Named::Format,
+        Named::Template,
+        Named::FileMode,
+        Named::Delims,
+        Named::Command,
+    ];
 
     /// The part of the key before the name.
     pub const fn prefix(self) -> &'static str {
@@ -548,6 +577,7 @@ impl Named {
             Named::Format => "format-",
             Named::Template => "template-",
             Named::FileMode => "file-mode-",
+            Named::Delims => "delims-",
             Named::Command => "command-",
         }
     }
@@ -754,6 +784,7 @@ struct Companions {
     formats: BTreeMap<String, Format>,
     templates: BTreeMap<String, String>,
     modes: BTreeMap<String, u32>,
+    delims: BTreeMap<String, crate::agent_config::Delims>,
 }
 
 /// Sets what a named annotation says (companions wait in `companions`).
@@ -764,14 +795,21 @@ fn set_named(
     name: &str,
     value: &str,
 ) -> Result<(), String> {
-    if let Some(p) = dns_label_problem(name) {
+    let problem = match kind {
+        Named::Map | Named::Command => dns_label_problem(name),
+        _ => file_name_problem(name),
+    };
+    if let Some(p) = problem {
         return Err(format!("the {} name {p}", kind.what()));
     }
     let name = name.to_owned();
     match kind {
         Named::Secret => {
             let reference = value.parse::<Reference>().map_err(|e| e.to_string())?;
-            out.secrets.insert(name, SecretAnnotation { reference, format: None, template: None, file_mode: None });
+            out.secrets.insert(
+                name,
+                SecretAnnotation { reference, format: None, template: None, file_mode: None, delims: None },
+            );
         }
         Named::Cert => {
             out.certs.insert(name, value.parse::<crate::cert::CertRequest>()?);
@@ -790,7 +828,8 @@ fn set_named(
                 "dotenv" => Format::Dotenv,
                 "yaml" => Format::Yaml,
                 "template" => Format::Template,
-                _ => return Err("must be raw, json, dotenv, yaml or template".into()),
+                "go-template" => Format::GoTemplate,
+                _ => return Err("must be raw, json, dotenv, yaml, template or go-template".into()),
             };
             companions.formats.insert(name, f);
         }
@@ -802,6 +841,9 @@ fn set_named(
         }
         Named::FileMode => {
             companions.modes.insert(name, parse_file_mode(value)?);
+        }
+        Named::Delims => {
+            companions.delims.insert(name, value.parse()?);
         }
         Named::Command => {
             out.commands.insert(name, parse_command(value)?);
@@ -819,6 +861,7 @@ impl Companions {
             (Named::Format, self.formats.keys().collect::<Vec<_>>()),
             (Named::Template, self.templates.keys().collect()),
             (Named::FileMode, self.modes.keys().collect()),
+            (Named::Delims, self.delims.keys().collect()),
         ];
         for (kind, names) in orphans {
             for name in names.into_iter().filter(|n| !values.contains_key(&Named::Secret.name(n))) {
@@ -831,27 +874,47 @@ impl Companions {
         for (name, s) in &mut out.secrets {
             s.template = self.templates.remove(name);
             s.file_mode = self.modes.remove(name);
+            s.delims = self.delims.remove(name);
             s.format = match (self.formats.remove(name), &s.template) {
                 (None, Some(_)) => Some(Format::Template),
-                (Some(Format::Template), None) => {
+                (Some(f @ (Format::Template | Format::GoTemplate)), None) => {
                     problems.push(Problem::annotation(
                         &Named::Format.name(name),
-                        format!("format template needs a {PREFIX}{} annotation", Named::Template.name(name)),
+                        format!("format {} needs a {PREFIX}{} annotation", f.name(), Named::Template.name(name)),
                     ));
                     None
                 }
-                (Some(f), Some(_)) if f != Format::Template => {
+                (Some(f), Some(_)) if !matches!(f, Format::Template | Format::GoTemplate) => {
                     problems.push(Problem::annotation(
                         &Named::Template.name(name),
                         format!(
-                            "a template is only used with format template, but {PREFIX}{} is not template",
-                            Named::Format.name(name)
+                            "a template is only used with format template or go-template, but {PREFIX}{} is {}",
+                            Named::Format.name(name),
+                            f.name()
                         ),
                     ));
                     None
                 }
                 (f, _) => f,
             };
+            if s.delims.is_some() && s.format != Some(Format::GoTemplate) {
+                problems.push(Problem::annotation(
+                    &Named::Delims.name(name),
+                    format!("delimiters are only used with {PREFIX}{}: go-template", Named::Format.name(name)),
+                ));
+            }
+            if s.format == Some(Format::GoTemplate) && !matches!(s.reference, Reference::Vault { .. }) {
+                problems.push(Problem::annotation(
+                    &Named::Format.name(name),
+                    "a go-template reads Vault paths: the secret must be a vault: reference",
+                ));
+            }
+            if s.format == Some(Format::GoTemplate)
+                && let Some(t) = &s.template
+                && let Err(e) = crate::agent_config::check_go_template(t, s.delims.as_ref())
+            {
+                problems.push(Problem::annotation(&Named::Template.name(name), e));
+            }
         }
     }
 }

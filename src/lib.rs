@@ -53,6 +53,7 @@ pub mod push;
 pub mod quantity;
 pub mod reference;
 pub mod secret;
+pub mod vault_k8s;
 pub mod workload;
 pub mod yaml;
 

@@ -31,6 +31,32 @@ pub fn dns_label_problem(name: &str) -> Option<String> {
     None
 }
 
+/// The longest file name.
+pub const MAX_FILE_NAME: usize = 253;
+
+/// Why a name cannot be a file name in the mount; the message is meant to
+/// follow "name `x`: ". Letters (either case), digits, `.`, `_` and `-`,
+/// not starting with `.` (the atomic writer's own entries do) — so never
+/// `/`, `..` or a hidden file.
+pub fn file_name_problem(name: &str) -> Option<String> {
+    if name.is_empty() {
+        return Some("is empty".into());
+    }
+    if name.contains('/') {
+        return Some("contains '/': names are file names in the mount, not paths".into());
+    }
+    if name.starts_with('.') {
+        return Some("starts with '.': names may not leave the mount or hide in it".into());
+    }
+    if name.len() > MAX_FILE_NAME {
+        return Some(format!("is {} characters long, the limit is {MAX_FILE_NAME}", name.len()));
+    }
+    if !name.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b)) {
+        return Some("may contain only letters, digits, '.', '_' and '-'".into());
+    }
+    None
+}
+
 /// Whether `name` is a valid environment variable name for the purposes of a
 /// `_FILE` companion (C identifier rules; Kubernetes itself is laxer).
 pub fn is_c_identifier(name: &str) -> bool {
@@ -58,5 +84,15 @@ mod tests {
         assert!(dns_label_problem("../x").unwrap().contains(".."));
         assert!(dns_label_problem("a/b").unwrap().contains('/'));
         assert!(dns_label_problem("a..b").unwrap().contains(".."));
+    }
+
+    #[test]
+    fn file_names_allow_dots_and_case_but_never_leave_the_mount() {
+        for ok in ["a", "db-password", "config.json", "App_Config.properties", "a..b", &"a".repeat(253)] {
+            assert_eq!(file_name_problem(ok), None, "{ok}");
+        }
+        for bad in ["", "..", ".", "../x", "a/b", "..data", ".hidden", "a b", "a\\b", "\u{e9}", &"a".repeat(254)] {
+            assert!(file_name_problem(bad).is_some(), "{bad}");
+        }
     }
 }

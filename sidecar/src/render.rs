@@ -143,6 +143,9 @@ pub fn render(spec: &FileSpec, secret: &Secret) -> Result<SecretBytes, RenderErr
             wipe(&mut v);
             Zeroizing::new(text.as_bytes().to_vec())
         }
+        (Format::GoTemplate, _) => {
+            return Err(RenderError::Template("a Go template is rendered from the paths it reads (render_go)".into()));
+        }
         (Format::Template, v) => {
             let template = spec.template.as_deref().unwrap_or_default();
             let ctx = match v {
@@ -170,6 +173,67 @@ pub fn render(spec: &FileSpec, secret: &Secret) -> Result<SecretBytes, RenderErr
         }
     };
     Ok(SecretBytes::new(bytes.to_vec()))
+}
+
+/// What a Go template's `secret "<path>"` returns: the answer as
+/// consul-template shows it (`.Data`, `.LeaseID`, `.LeaseDuration`,
+/// `.Renewable`, `.Warnings`), KV v2 data under `.Data.data` beside
+/// `.Data.metadata`.
+fn consul_template_view(secret: &Secret) -> Value {
+    let fields = secret.fields.expose_secret().clone();
+    let data = match &secret.meta.kv2_metadata {
+        Some(m) => serde_json::json!({ "data": fields, "metadata": m }),
+        None => fields,
+    };
+    serde_json::json!({
+        "Data": data,
+        "LeaseID": secret.meta.lease_id,
+        "LeaseDuration": secret.meta.lease_duration,
+        "Renewable": secret.meta.renewable,
+        "Warnings": Value::Null,
+    })
+}
+
+/// Answers a Go template's `secret` calls from what the sources read.
+struct Read<'a> {
+    secrets: &'a [(&'a str, &'a Secret)],
+    /// The views handed out, wiped after the render.
+    views: Vec<Value>,
+}
+
+impl sidekey::gotemplate::Resolver for Read<'_> {
+    fn secret(&mut self, path: &str, args: &[(String, String)]) -> Result<Value, String> {
+        if !args.is_empty() {
+            return Err("writes are not supported".into());
+        }
+        let (_, s) = self.secrets.iter().find(|(p, _)| *p == path).ok_or("not read by this agent")?;
+        let view = consul_template_view(s);
+        self.views.push(view.clone());
+        Ok(view)
+    }
+}
+
+/// Renders a Go template (`format: go-template`) from the secrets of the
+/// paths it reads.
+///
+/// # Errors
+/// [`RenderError::Template`] naming the line or function, never a value.
+pub fn render_go(spec: &FileSpec, secrets: &[(&str, &Secret)]) -> Result<SecretBytes, RenderError> {
+    let text = spec.template.as_deref().unwrap_or_default();
+    let (template, _) = sidekey::agent_config::check_go_template(text, spec.delims.as_ref())
+        .map_err(|e| RenderError::Template(e.trim_start_matches("template: ").to_owned()))?;
+    let mut read = Read { secrets, views: Vec::new() };
+    let result = template.render(&Value::Null, &mut read);
+    for v in &mut read.views {
+        wipe(v);
+    }
+    match result {
+        Ok(out) => {
+            let out = Zeroizing::new(out);
+            Ok(SecretBytes::new(out.as_bytes().to_vec()))
+        }
+        Err(e) => Err(RenderError::Template(e.to_string().trim_start_matches("template: ").to_owned())),
+    }
 }
 
 /// Renders every field of a directory secret as its own file (raw values).
@@ -209,6 +273,7 @@ mod tests {
             reference: reference.parse().unwrap(),
             format,
             template: template.map(str::to_owned),
+            delims: None,
             mode: 0o440,
             optional: false,
             dir: false,
@@ -225,6 +290,36 @@ mod tests {
     }
 
     #[test]
+    fn a_go_template_sees_the_answer_as_consul_template_shows_it() {
+        let mut kv2 = Secret::from_fields(json!({"password": "s3cr3t", "port": 5432}));
+        kv2.meta.kv2_metadata = Some(json!({"version": 3, "destroyed": false}));
+        let mut creds = db();
+        creds.meta = crate::secret::Meta {
+            lease_id: "database/creds/app/abc".into(),
+            lease_duration: 60,
+            renewable: true,
+            kv2_metadata: None,
+        };
+        let t = r#"{{ with secret "secret/data/app" }}{{ .Data.data.password }} v{{ .Data.metadata.version }} {{ .Data.data.port }}{{ end }}
+{{ with secret "database/creds/app" }}{{ .Data.username }} {{ .LeaseDuration }} {{ .Renewable }}{{ end }}
+{{ with secret "secret/data/app" }}{{ range $k, $v := .Data }}{{ $k }}: {{ $v }}
+{{ end }}{{ end }}"#;
+        let mut f = spec("vault:secret/data/app", Some(Format::GoTemplate), Some(t));
+        let out = text(render_go(&f, &[("secret/data/app", &kv2), ("database/creds/app", &creds)]).unwrap());
+        assert_eq!(
+            out,
+            "s3cr3t v3 5432\nv-app-x1 60 true\ndata: map[password:s3cr3t port:5432]\nmetadata: map[destroyed:false version:3]\n"
+        );
+        // Errors name the line or function, never a value.
+        f.template = Some(r#"{{ with secret "secret/data/app" }}{{ index .Data.data.password 1 }}{{ end }}"#.into());
+        let e = render_go(&f, &[("secret/data/app", &kv2)]).unwrap_err().to_string();
+        assert!(e.contains("index") && !e.contains("s3cr3t"), "{e}");
+        f.template = Some(r#"[[ with secret "secret/data/app" ]][[ .Data.data.port ]][[ end ]]"#.into());
+        f.delims = Some("[[ ]]".parse().unwrap());
+        assert_eq!(text(render_go(&f, &[("secret/data/app", &kv2)]).unwrap()), "5432");
+    }
+
+    #[test]
     fn raw_selects_a_key_nested_keys_too() {
         assert_eq!(text(render(&spec("vault:d/c#password", None, None), &db()).unwrap()), "p\"w$1");
         assert_eq!(text(render(&spec("vault:d/c#port", None, None), &db()).unwrap()), "5432");
@@ -237,8 +332,11 @@ mod tests {
         assert_eq!(e, RenderError::RawNeedsKey("username, password, port, nested".into()));
         let one = Secret::from_fields(json!({"certificate": "PEM"}));
         assert_eq!(text(render(&spec("vault:pki/cert/ca", Some(Format::Raw), None), &one).unwrap()), "PEM");
-        let raw =
-            Secret { fields: crate::secret::SecretValue::new(Value::Null), raw: Some(SecretBytes::new(vec![0, 1, 2])) };
+        let raw = Secret {
+            fields: crate::secret::SecretValue::new(Value::Null),
+            raw: Some(SecretBytes::new(vec![0, 1, 2])),
+            meta: Default::default(),
+        };
         assert_eq!(render(&spec("aws-sm:bin", None, None), &raw).unwrap().expose_secret(), &[0, 1, 2]);
     }
 

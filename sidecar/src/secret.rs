@@ -12,12 +12,30 @@ pub struct Secret {
     pub fields: SecretValue,
     /// The unstructured value, if any.
     pub raw: Option<SecretBytes>,
+    /// What a Go template sees besides the fields.
+    pub meta: Meta,
+}
+
+/// The rest of a Vault answer, as consul-template shows it to a template:
+/// `.LeaseID`, `.LeaseDuration`, `.Renewable`, and for KV v2 the version
+/// metadata beside the data (`.Data.data`, `.Data.metadata`). No secret
+/// value is here.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Meta {
+    /// The lease id (empty: none).
+    pub lease_id: String,
+    /// The lease's lifetime in seconds.
+    pub lease_duration: u64,
+    /// Whether the lease can be renewed.
+    pub renewable: bool,
+    /// For KV v2: the `metadata` object of the answer.
+    pub kv2_metadata: Option<Value>,
 }
 
 impl Secret {
     /// A secret made of fields only.
     pub fn from_fields(v: Value) -> Self {
-        Secret { fields: SecretValue::new(v), raw: None }
+        Secret { fields: SecretValue::new(v), raw: None, meta: Meta::default() }
     }
 }
 

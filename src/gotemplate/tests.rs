@@ -181,3 +181,34 @@ fn hostile_templates_are_bounded() {
 fn the_function_table_is_sorted() {
     assert!(FUNCTIONS.windows(2).all(|w| w[0] < w[1]));
 }
+
+#[test]
+fn secret_calls_are_found_without_running_the_template() {
+    let t = Template::parse(
+        r#"{{ with secret "database/creds/app" }}{{ .Data.username }}{{ end }}
+{{- if true }}{{ (secret "secret/data/a").Data.data.x }}{{ end }}
+{{- range $k, $v := (secret "secret/data/a").Data.data }}{{ $k }}{{ end }}
+{{- with secret "pki/issue/web" "common_name=web.example" "ttl=24h" }}{{ .Data.certificate }}{{ end }}"#,
+    )
+    .unwrap();
+    let calls = t.secret_calls().unwrap();
+    let paths: Vec<&str> = calls.iter().map(|c| c.path.as_str()).collect();
+    assert_eq!(paths, ["database/creds/app", "secret/data/a", "pki/issue/web"]);
+    assert_eq!(calls[2].args, [("common_name".into(), "web.example".into()), ("ttl".into(), "24h".into())]);
+    assert!(Template::parse("no secrets").unwrap().secret_calls().unwrap().is_empty());
+}
+
+#[test]
+fn a_secret_path_that_is_computed_is_refused_by_name() {
+    for t in [
+        r#"{{ with secret (printf "secret/data/%s" "x") }}{{ end }}"#,
+        r#"{{ $p := "a" }}{{ with secret $p }}{{ end }}"#,
+        r#"{{ "a" | secret }}"#,
+        r#"{{ with secret "pki/issue/x" (env "CN") }}{{ end }}"#,
+    ] {
+        let e = Template::parse(t).unwrap().secret_calls().unwrap_err().to_string();
+        assert!(e.contains("literal strings"), "{t}: {e}");
+    }
+    let e = Template::parse(r#"{{ with secret "pki/issue/x" "cn" }}{{ end }}"#).unwrap().secret_calls().unwrap_err();
+    assert!(e.to_string().contains("argument 2 is not k=v"), "{e}");
+}

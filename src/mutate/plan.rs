@@ -142,7 +142,8 @@ impl Files {
 
     /// A file for an env var or `envFrom` entry, readable by the app.
     fn add_moved(&mut self, name: String, reference: Reference, mode: u32, optional: bool, dir: bool) {
-        let spec = FileSpec { name, reference, format: None, template: None, mode, optional, dir, cert: None };
+        let spec =
+            FileSpec { name, reference, format: None, template: None, delims: None, mode, optional, dir, cert: None };
         self.add(spec, !dir);
     }
 }
@@ -479,6 +480,7 @@ impl Planner<'_> {
                 reference: s.reference.clone(),
                 format: s.format,
                 template: s.template.clone(),
+                delims: s.delims.clone(),
                 mode: s.file_mode.unwrap_or(access.default_mode),
                 optional: false,
                 dir: false,
@@ -506,6 +508,7 @@ impl Planner<'_> {
                 reference,
                 format: None,
                 template: None,
+                delims: None,
                 mode: access.default_mode,
                 optional: false,
                 dir: true,

@@ -170,8 +170,11 @@ fn to_secret(
     string: Option<&str>,
     binary: Option<&aws_sdk_secretsmanager::primitives::Blob>,
 ) -> Result<Secret, BackendError> {
-    let raw =
-        |bytes: &[u8]| Secret { fields: SecretValue::new(Value::Null), raw: Some(SecretBytes::new(bytes.to_vec())) };
+    let raw = |bytes: &[u8]| Secret {
+        fields: SecretValue::new(Value::Null),
+        raw: Some(SecretBytes::new(bytes.to_vec())),
+        meta: Default::default(),
+    };
     if let Some(s) = string {
         return Ok(match serde_json::from_str::<Value>(s) {
             Ok(v @ Value::Object(_)) => Secret::from_fields(v),

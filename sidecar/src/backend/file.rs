@@ -43,9 +43,17 @@ impl FileBackend {
             Ok(v @ Value::Object(_)) => Secret::from_fields(v),
             Ok(other) => {
                 drop(SecretValue::new(other));
-                Secret { fields: SecretValue::new(Value::Null), raw: Some(SecretBytes::new(bytes.to_vec())) }
+                Secret {
+                    fields: SecretValue::new(Value::Null),
+                    raw: Some(SecretBytes::new(bytes.to_vec())),
+                    meta: Default::default(),
+                }
             }
-            Err(_) => Secret { fields: SecretValue::new(Value::Null), raw: Some(SecretBytes::new(bytes.to_vec())) },
+            Err(_) => Secret {
+                fields: SecretValue::new(Value::Null),
+                raw: Some(SecretBytes::new(bytes.to_vec())),
+                meta: Default::default(),
+            },
         };
         Ok(Fetched {
             certificate: None,

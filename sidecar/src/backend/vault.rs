@@ -461,14 +461,21 @@ impl Vault {
         let renewable = v["renewable"].as_bool().unwrap_or(false);
         let layout = if kv::looks_like_kv2(&v) { self.kv2_layout(path).await? } else { KvPath::V1 };
         let (fields, version) = layout.take_fields(&mut v);
+        let kv2_metadata = matches!(layout, KvPath::V2 { .. }).then(|| v["data"]["metadata"].take());
         crate::secret::SecretValue::new(v);
         if matches!(layout, KvPath::V2 { .. }) && fields.is_null() {
             return Err(BackendError::Permanent(format!("{path}: the current version is deleted or destroyed")));
         }
+        let meta = crate::secret::Meta {
+            lease_id: lease_id.clone(),
+            lease_duration: lease_ttl.as_secs(),
+            renewable,
+            kv2_metadata,
+        };
         let lease = (!lease_id.is_empty()).then_some(Lease { id: lease_id, ttl: lease_ttl, renewable });
         Ok(Fetched {
             certificate: None,
-            secret: Arc::new(Secret::from_fields(fields)),
+            secret: Arc::new(Secret { fields: crate::secret::SecretValue::new(fields), raw: None, meta }),
             version: version.map(|n| n.to_string()),
             lease,
             check: layout.metadata(),

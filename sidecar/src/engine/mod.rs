@@ -11,6 +11,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use sidekey::agent_config::{AgentConfig, FileSpec};
+use sidekey::annotations::Format;
 use sidekey::cert::CertRequest;
 use sidekey::reference::Reference;
 use tokio::sync::{mpsc, watch};
@@ -18,7 +19,7 @@ use tokio::time::Instant;
 
 use crate::backend::{Backend, BackendError, Fetched, Lease, SecretBackend};
 use crate::metrics::Metrics;
-use crate::render::{render, render_dir};
+use crate::render::{render, render_dir, render_go};
 use crate::rotation::{Action, Held, Holding};
 use crate::schedule::Backoff;
 use crate::secret::{Secret, SecretBytes};
@@ -38,37 +39,54 @@ pub struct Source {
     pub cert: Option<CertRequest>,
 }
 
-/// Which source each file reads.
+/// Which sources each file reads.
 pub struct Plan {
     /// The distinct sources.
     pub sources: Vec<Source>,
-    /// For each file of the config, its source's index.
-    pub file_source: Vec<usize>,
+    /// For each file of the config, its sources' indexes: one, or for a Go
+    /// template each path it reads, in the template's order.
+    pub file_sources: Vec<Vec<usize>>,
 }
 
 impl Plan {
-    /// Groups the files of `config` by source.
+    /// Groups the files of `config` by source: a path read by several
+    /// files (or templates) is one source, one read and one lease.
     pub fn new(config: &AgentConfig) -> Plan {
         let mut sources: Vec<Source> = Vec::new();
-        let mut file_source = Vec::new();
+        let mut file_sources = Vec::new();
         for f in &config.files {
-            let reference = f.reference.without_key();
-            // Each certificate is its own source: its own key and schedule.
-            let name = match &f.cert {
-                Some(_) => format!("cert {}", f.name),
-                None => reference.to_string(),
-            };
-            let idx = match sources.iter().position(|s| s.name == name) {
-                Some(i) => i,
-                None => {
-                    sources.push(Source { name, reference, required: false, cert: f.cert.clone() });
-                    sources.len() - 1
+            let mut wanted: Vec<(String, Reference)> = Vec::new();
+            match (&f.cert, f.format, &f.template) {
+                // Each certificate is its own source: its own key and schedule.
+                (Some(_), ..) => wanted.push((format!("cert {}", f.name), f.reference.without_key())),
+                (None, Some(Format::GoTemplate), Some(t)) => {
+                    // The config was validated: the template parses and its paths are references.
+                    let calls = sidekey::agent_config::check_go_template(t, f.delims.as_ref()).map(|(_, c)| c);
+                    for c in calls.unwrap_or_default() {
+                        let r = Reference::Vault { path: c.path, key: None };
+                        wanted.push((r.to_string(), r));
+                    }
                 }
-            };
-            sources[idx].required |= !f.optional;
-            file_source.push(idx);
+                _ => {
+                    let r = f.reference.without_key();
+                    wanted.push((r.to_string(), r));
+                }
+            }
+            let mut idxs = Vec::new();
+            for (name, reference) in wanted {
+                let idx = match sources.iter().position(|s| s.name == name) {
+                    Some(i) => i,
+                    None => {
+                        sources.push(Source { name, reference, required: false, cert: f.cert.clone() });
+                        sources.len() - 1
+                    }
+                };
+                sources[idx].required |= !f.optional;
+                idxs.push(idx);
+            }
+            file_sources.push(idxs);
         }
-        Plan { sources, file_source }
+        Plan { sources, file_sources }
     }
 }
 
@@ -169,7 +187,7 @@ impl<B: SecretBackend> SourceTask<B> {
         tracing::info!(lease = %saved.lease.id, left_s = saved.lease.ttl.as_secs(), "adopted the lease of the previous run");
         let fetched = Fetched {
             certificate: None,
-            secret: Arc::new(Secret { fields: saved.fields, raw: None }),
+            secret: Arc::new(Secret { fields: saved.fields, raw: None, meta: Default::default() }),
             version: None,
             lease: Some(saved.lease),
             check: None,
@@ -411,19 +429,21 @@ impl Renderer {
             .files
             .iter()
             .enumerate()
-            .any(|(i, spec)| !spec.optional && latest[self.plan.file_source[i]].is_none());
+            .any(|(i, spec)| !spec.optional && self.plan.file_sources[i].iter().any(|&s| latest[s].is_none()));
         if waiting {
             return None;
         }
         let mut out = Rendered::new();
         for (i, spec) in self.config.files.iter().enumerate() {
-            let Some(secret) = &latest[self.plan.file_source[i]] else {
+            let Some(secrets) =
+                self.plan.file_sources[i].iter().map(|&s| latest[s].as_deref()).collect::<Option<Vec<&Secret>>>()
+            else {
                 if spec.optional {
                     continue;
                 }
                 return None;
             };
-            match render_file(spec, secret) {
+            match render_file(spec, &self.plan.file_sources[i], &self.plan.sources, &secrets) {
                 Ok(files) => {
                     errors.remove(&spec.name);
                     out.insert(spec.name.clone(), files);
@@ -452,16 +472,15 @@ impl Renderer {
     fn describe_missing(&self, p: &Progress) -> String {
         let mut parts = Vec::new();
         for (i, spec) in self.config.files.iter().enumerate() {
-            let s = self.plan.file_source[i];
             if spec.optional {
                 continue;
             }
-            if p.latest[s].is_none() {
+            if let Some(&s) = self.plan.file_sources[i].iter().find(|&&s| p.latest[s].is_none()) {
                 let why = p.source_errors[s].as_ref().map_or("no answer yet".to_owned(), ToString::to_string);
                 match &spec.cert {
                     Some(_) => parts
                         .push(format!("certificate {} (annotation sidekey.dev/cert-{}): {why}", spec.name, spec.name)),
-                    None => parts.push(format!("file {} ({}): {why}", spec.name, spec.reference)),
+                    None => parts.push(format!("file {} ({}): {why}", spec.name, self.plan.sources[s].reference)),
                 }
             } else if let Some(e) = p.render_errors.get(&spec.name) {
                 parts.push(format!("file {}: {e}", spec.name));
@@ -608,8 +627,22 @@ impl Progress {
 
 fn render_file(
     spec: &FileSpec,
-    secret: &Secret,
+    indexes: &[usize],
+    sources: &[Source],
+    secrets: &[&Secret],
 ) -> Result<Vec<(String, SecretBytes, u32)>, crate::render::RenderError> {
+    if spec.format == Some(Format::GoTemplate) {
+        let read: Vec<(&str, &Secret)> = indexes
+            .iter()
+            .zip(secrets)
+            .filter_map(|(&i, s)| match &sources[i].reference {
+                Reference::Vault { path, .. } => Some((path.as_str(), *s)),
+                _ => None,
+            })
+            .collect();
+        return Ok(vec![(spec.name.clone(), render_go(spec, &read)?, spec.mode)]);
+    }
+    let Some(secret) = secrets.first() else { return Ok(Vec::new()) };
     if spec.dir {
         Ok(render_dir(secret)?.into_iter().map(|(n, b)| (n, b, spec.mode)).collect())
     } else {

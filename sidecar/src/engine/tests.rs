@@ -384,3 +384,21 @@ async fn pods_started_together_do_not_renew_together() {
     let spread = firsts.iter().copied().fold(f64::MIN, f64::max) - firsts.iter().copied().fold(f64::MAX, f64::min);
     assert!(spread > 1.0, "20 agents renewed within {spread} s of each other: {firsts:?}");
 }
+
+#[test]
+fn a_go_template_reads_each_of_its_paths_through_one_shared_source() {
+    let mut config = sidekey::agent_config::AgentConfig::from_json(&serde_json::json!({
+        "mountPath": "/m",
+        "vault": {"addr": "http://127.0.0.1:8200", "auth": {"method": "token", "tokenPath": "/t"}},
+        "files": [
+            {"name": "db", "ref": "vault:database/creds/app#username", "mode": "0400"},
+            {"name": "app.conf", "ref": "vault:secret/data/app", "format": "go-template", "mode": "0400",
+             "template": "{{ with secret \"secret/data/app\" }}{{ end }}{{ with secret \"database/creds/app\" }}{{ .Data.password }}{{ end }}"}
+        ]
+    }).to_string()).unwrap();
+    config.files[1].optional = false;
+    let plan = super::Plan::new(&config);
+    let names: Vec<&str> = plan.sources.iter().map(|s| s.name.as_str()).collect();
+    assert_eq!(names, ["vault:database/creds/app", "vault:secret/data/app"]);
+    assert_eq!(plan.file_sources, [vec![0], vec![1, 0]]);
+}
