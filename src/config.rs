@@ -52,6 +52,17 @@ pub struct InjectorConfig {
     pub aws: AwsDefaults,
     /// Which namespaces may use which backends and references.
     pub policy: Policy,
+    /// Other injectors' annotations accepted as they are.
+    pub compatibility: Compatibility,
+}
+
+/// Other injectors' annotations the injector accepts (docs/vault-k8s.md).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, rename_all = "camelCase", default)]
+pub struct Compatibility {
+    /// Pods annotated for the Vault Agent injector (`vault.hashicorp.com/*`)
+    /// are injected with sidekey's agent, their annotations translated.
+    pub vault_k8s: bool,
 }
 
 /// What a namespace that matches no rule may do.

@@ -159,6 +159,14 @@ fn chart_lints_renders_valid_objects_and_accepts_only_known_values() {
     let docs = validate(&secret_mode, dir.path(), "secret.yaml");
     let mwc = docs.iter().find(|d| d["kind"] == "MutatingWebhookConfiguration").unwrap();
     assert_eq!(mwc["webhooks"][0]["clientConfig"]["caBundle"], "Y2E=");
+    assert_eq!(mwc["webhooks"][0]["objectSelector"]["matchLabels"]["sidekey.dev/inject"], "true");
+    assert!(!injector_config(&docs).compatibility.vault_k8s);
+    // vault-k8s compatibility: the webhook sees pods labelled for nobody.
+    let compat = render(&["--set", "config.compatibility.vaultK8s=true"]);
+    let docs = validate(&compat, dir.path(), "vault-k8s.yaml");
+    let mwc = docs.iter().find(|d| d["kind"] == "MutatingWebhookConfiguration").unwrap();
+    assert!(mwc["webhooks"][0].get("objectSelector").is_none(), "{mwc}");
+    assert!(injector_config(&docs).compatibility.vault_k8s);
 
     // values.schema.json refuses unknown and malformed values.
     let out = Command::new(tool("SIDEKEY_HELM"))

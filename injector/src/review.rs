@@ -8,6 +8,7 @@
 
 use base64::Engine;
 use serde_json::{Value, json};
+use sidekey::annotations::Problem;
 use sidekey::config::InjectorConfig;
 use sidekey::mutate::{self, Outcome, Warning};
 
@@ -251,11 +252,22 @@ pub fn review(body: &[u8], config: &InjectorConfig) -> Reply {
     if !pod.is_object() {
         return reply(200, answer(&uid, json!({"allowed": true})), Verdict::Skipped, 0, None);
     }
+    let translation = match vault_k8s_translation(&mut pod, config) {
+        Ok(t) => t,
+        Err(problems) => return reply(200, denial(&uid, &problems), Verdict::Denied, 0, Some(fields(&problems))),
+    };
     match mutate::mutate_template_at(&mut pod, "", Some(&namespace), config) {
-        Ok((Outcome::Injected { warnings }, patch)) => {
+        Ok((Outcome::Injected { warnings }, mut patch)) => {
+            let mut notes = Vec::new();
+            if let Some(t) = &translation {
+                // vault-k8s, if it still runs, leaves the pod alone.
+                mutate::set_annotation(&mut patch, VAULT_K8S_STATUS, "injected");
+                notes.extend(t.notes.iter().map(|n| format!("sidekey: {n}")));
+            }
             let patch = serde_json::to_vec(&patch).unwrap_or_default();
-            let n = warnings.len();
-            let warnings: Vec<String> = warnings.iter().map(Warning::short).collect();
+            let n = warnings.len() + notes.len();
+            let mut warnings: Vec<String> = warnings.iter().map(Warning::short).collect();
+            warnings.extend(notes);
             reply(200, injected_answer(&uid, &patch, &warnings), Verdict::Injected, n, None)
         }
         Ok((Outcome::NotOptedIn, _)) => {
@@ -271,15 +283,48 @@ pub fn review(body: &[u8], config: &InjectorConfig) -> Reply {
             reply(200, answer(&uid, json!({"allowed": true})), Verdict::Skipped, 0, None)
         }
         Err(invalid) => {
-            let message = format!("sidekey: the pod cannot be injected: {invalid}");
-            let response = json!({
-                "allowed": false,
-                "status": {"code": 400, "reason": "BadRequest", "message": message},
-            });
-            let reason = Some(invalid.problems.iter().map(|p| p.field.clone()).collect::<Vec<_>>().join(", "));
-            reply(200, answer(&uid, response), Verdict::Denied, 0, reason)
+            let problems: Vec<Problem> = match &translation {
+                Some(t) => invalid.problems.into_iter().map(|p| t.name_origin(p)).collect(),
+                None => invalid.problems,
+            };
+            reply(200, denial(&uid, &problems), Verdict::Denied, 0, Some(fields(&problems)))
         }
     }
+}
+
+/// The annotation vault-k8s marks injected pods with.
+const VAULT_K8S_STATUS: &str = "vault.hashicorp.com/agent-inject-status";
+
+/// With vault-k8s compatibility on, a pod annotated for vault-k8s gets
+/// the translated `sidekey.dev/*` annotations (in the review's copy only:
+/// the patch does not carry them) and the translation back, for naming
+/// problems and for its notes.
+fn vault_k8s_translation(
+    pod: &mut Value,
+    config: &InjectorConfig,
+) -> Result<Option<sidekey::vault_k8s::Translation>, Vec<Problem>> {
+    use sidekey::vault_k8s;
+    let annotations = pod.pointer("/metadata/annotations").and_then(Value::as_object);
+    if !config.compatibility.vault_k8s || !vault_k8s::uses_vault_k8s(annotations) {
+        return Ok(None);
+    }
+    let Some(annotations) = pod.pointer_mut("/metadata/annotations").and_then(Value::as_object_mut) else {
+        return Ok(None);
+    };
+    let t = vault_k8s::translate(annotations)?;
+    for (k, v) in &t.annotations {
+        annotations.insert(k.clone(), Value::String(v.clone()));
+    }
+    Ok(Some(t))
+}
+
+fn denial(uid: &str, problems: &[Problem]) -> Vec<u8> {
+    let message = format!("sidekey: the pod cannot be injected: {}", mutate::Invalid { problems: problems.to_vec() });
+    answer(uid, json!({"allowed": false, "status": {"code": 400, "reason": "BadRequest", "message": message}}))
+}
+
+fn fields(problems: &[Problem]) -> String {
+    problems.iter().map(|p| p.field.clone()).collect::<Vec<_>>().join(", ")
 }
 
 #[cfg(test)]
@@ -367,6 +412,56 @@ mod tests {
         mutate::mutate_template(&mut expected, &InjectorConfig::default()).unwrap();
         assert_eq!(patched, expected);
         assert_eq!(r.pod, "shop/api-");
+    }
+
+    #[test]
+    fn vault_k8s_pods_are_injected_only_with_compatibility_on() {
+        let annotations = json!({
+            "vault.hashicorp.com/agent-inject": "true",
+            "vault.hashicorp.com/role": "web",
+            "vault.hashicorp.com/agent-inject-secret-db.txt": "database/creds/web",
+            "vault.hashicorp.com/agent-cache-enable": "true",
+        });
+        let input = pod(annotations, json!([]));
+        let off = review(&review_of(input.clone()), &InjectorConfig::default());
+        assert_eq!(off.verdict, Verdict::Skipped);
+        let mut config = InjectorConfig::default();
+        config.compatibility.vault_k8s = true;
+        let r = review(&review_of(input.clone()), &config);
+        assert_eq!(r.verdict, Verdict::Injected, "{}", String::from_utf8_lossy(&r.body));
+        let resp = response(&r);
+        let patch: sidekey::patch::Patch = serde_json::from_slice(
+            &base64::engine::general_purpose::STANDARD.decode(resp["patch"].as_str().unwrap()).unwrap(),
+        )
+        .unwrap();
+        let mut patched = input;
+        sidekey::patch::apply(&mut patched, &patch).unwrap();
+        let a = &patched["metadata"]["annotations"];
+        assert_eq!(a["vault.hashicorp.com/agent-inject-status"], "injected");
+        assert_eq!(a["sidekey.dev/status"], "injected");
+        // The translation is not written into the pod; the agent's config carries it.
+        assert!(a.get("sidekey.dev/secret-db.txt").is_none(), "{a}");
+        let text = patched.to_string();
+        assert!(text.contains("go-template") && text.contains("/vault/secrets"), "{text}");
+        let warnings = resp["warnings"].to_string();
+        assert!(warnings.contains("agent-cache-enable"), "{warnings}");
+        // Problems name what the user wrote.
+        let bad = pod(
+            json!({"vault.hashicorp.com/agent-inject": "true", "vault.hashicorp.com/agent-inject-secret-x": "kv/x",
+                   "vault.hashicorp.com/agent-limits-mem": "lots", "vault.hashicorp.com/agent-configmap": "cm"}),
+            json!([]),
+        );
+        let r = review(&review_of(bad), &config);
+        assert_eq!(r.verdict, Verdict::Denied);
+        let msg = response(&r)["status"]["message"].as_str().unwrap().to_owned();
+        assert!(msg.contains("vault.hashicorp.com/agent-configmap"), "{msg}");
+        let bad = pod(
+            json!({"vault.hashicorp.com/agent-inject": "true", "vault.hashicorp.com/agent-inject-secret-x": "kv/x",
+                   "vault.hashicorp.com/agent-limits-mem": "lots"}),
+            json!([]),
+        );
+        let msg = response(&review(&review_of(bad), &config))["status"]["message"].as_str().unwrap().to_owned();
+        assert!(msg.contains("annotation vault.hashicorp.com/agent-limits-mem:"), "{msg}");
     }
 
     #[test]

@@ -101,6 +101,16 @@ impl Invalid {
     }
 }
 
+/// Adds to `patch` (of an injected Pod, at the pod's root) an operation
+/// that sets the annotation `key` to `value`: the pod has annotations,
+/// since injection marked it.
+pub fn set_annotation(patch: &mut Patch, key: &str, value: &str) {
+    patch.0.push(json_patch::PatchOperation::Add(json_patch::AddOperation {
+        path: json_patch::jsonptr::PointerBuf::from_tokens(["metadata", "annotations", key]),
+        value: Value::String(value.to_owned()),
+    }));
+}
+
 impl From<Vec<Problem>> for Invalid {
     fn from(problems: Vec<Problem>) -> Self {
         Invalid { problems }
