@@ -137,6 +137,20 @@ impl KvPath {
     }
 }
 
+/// `path` on the KV v2 mount `mount` (`secret/`) as consul-template reads
+/// it for a template: without `data/` (or `metadata/`) after the mount,
+/// `data/` is put there (`secret/app` → `secret/data/app`).
+pub fn shim_kv2(path: &str, mount: &str) -> String {
+    let rest = path.strip_prefix(mount).unwrap_or(path);
+    if path == mount.trim_end_matches('/') || rest.is_empty() {
+        return format!("{mount}data");
+    }
+    if rest.starts_with("data/") || rest.starts_with("metadata/") {
+        return path.to_owned();
+    }
+    format!("{mount}data/{rest}")
+}
+
 /// Whether a read's answer has the shape of KV v2 (for paths whose mount
 /// could not be known).
 pub fn looks_like_kv2(answer: &Value) -> bool {
@@ -146,6 +160,16 @@ pub fn looks_like_kv2(answer: &Value) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn template_paths_get_data_on_kv2_as_consul_template_reads_them() {
+        assert_eq!(shim_kv2("secret/app", "secret/"), "secret/data/app");
+        assert_eq!(shim_kv2("secret/a/b", "secret/"), "secret/data/a/b");
+        assert_eq!(shim_kv2("secret/data/app", "secret/"), "secret/data/app");
+        assert_eq!(shim_kv2("secret/metadata/app", "secret/"), "secret/metadata/app");
+        assert_eq!(shim_kv2("secret", "secret/"), "secret/data");
+        assert_eq!(shim_kv2("team/kv/x", "team/kv/"), "team/kv/data/x");
+    }
 
     fn mount(kind: &str, version: &str) -> Mount {
         Mount::from_answer(&json!({"data": {"path": "secret/", "type": kind, "options": {"version": version}}}))

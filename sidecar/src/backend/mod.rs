@@ -110,6 +110,12 @@ pub trait SecretBackend: Clone + Send + Sync + 'static {
     /// Reads `reference` (its key is ignored: one read serves every key).
     fn read(&self, reference: &Reference) -> impl Future<Output = Result<Fetched, BackendError>> + Send;
 
+    /// Reads a path a Go template names (Vault: as consul-template does,
+    /// `data/` added on KV v2); other backends read it as [`Self::read`].
+    fn read_template_path(&self, reference: &Reference) -> impl Future<Output = Result<Fetched, BackendError>> + Send {
+        self.read(reference)
+    }
+
     /// The current version behind `check` (from [`Fetched::check`]).
     fn version(&self, check: &str) -> impl Future<Output = Result<String, BackendError>> + Send;
 
@@ -136,6 +142,14 @@ impl SecretBackend for Backend {
             #[cfg(feature = "aws")]
             Backend::Aws(a) => a.read(reference).await,
             Backend::File(f) => f.read(reference).await,
+        }
+    }
+
+    async fn read_template_path(&self, reference: &Reference) -> Result<Fetched, BackendError> {
+        match self {
+            #[cfg(feature = "vault")]
+            Backend::Vault(v) => v.read_template_path(reference).await,
+            _ => self.read(reference).await,
         }
     }
 

@@ -483,6 +483,26 @@ impl Vault {
         })
     }
 
+    /// Reads a path a Go template names, as consul-template does: on a KV
+    /// v2 mount a path without `data/` is read at `<mount>data/<rest>`
+    /// (one mounts lookup per mount); every other path as it is.
+    ///
+    /// # Errors
+    /// [`BackendError`].
+    pub async fn read_template_path(&self, reference: &Reference) -> Result<Fetched, BackendError> {
+        if let Reference::Vault { path, .. } = reference
+            && let Ok(Some(m)) = self.mount_of(path).await
+            && m.kv2
+            && m.holds(path)
+        {
+            let shimmed = kv::shim_kv2(path, &m.path);
+            if shimmed != *path {
+                return self.read(&Reference::Vault { path: shimmed, key: None }).await;
+            }
+        }
+        self.read(reference).await
+    }
+
     /// Issues `cert` from the PKI engine. With `sign` (the default) the key
     /// pair is generated here and only a CSR is sent, so the private key
     /// never leaves the pod, nor appears in Vault's responses or audit log.

@@ -37,6 +37,8 @@ pub struct Source {
     pub required: bool,
     /// A certificate to issue instead of a secret to read.
     pub cert: Option<CertRequest>,
+    /// Read as a Go template names it (consul-template's KV v2 paths).
+    pub template_path: bool,
 }
 
 /// Which sources each file reads.
@@ -56,6 +58,7 @@ impl Plan {
         let mut file_sources = Vec::new();
         for f in &config.files {
             let mut wanted: Vec<(String, Reference)> = Vec::new();
+            let template = f.format == Some(Format::GoTemplate);
             match (&f.cert, f.format, &f.template) {
                 // Each certificate is its own source: its own key and schedule.
                 (Some(_), ..) => wanted.push((format!("cert {}", f.name), f.reference.without_key())),
@@ -64,7 +67,9 @@ impl Plan {
                     let calls = sidekey::agent_config::check_go_template(t, f.delims.as_ref()).map(|(_, c)| c);
                     for c in calls.unwrap_or_default() {
                         let r = Reference::Vault { path: c.path, key: None };
-                        wanted.push((r.to_string(), r));
+                        // A template's path is its own source: it may be read
+                        // at another path than the same text in a reference.
+                        wanted.push((format!("template {r}"), r));
                     }
                 }
                 _ => {
@@ -77,7 +82,13 @@ impl Plan {
                 let idx = match sources.iter().position(|s| s.name == name) {
                     Some(i) => i,
                     None => {
-                        sources.push(Source { name, reference, required: false, cert: f.cert.clone() });
+                        sources.push(Source {
+                            name,
+                            reference,
+                            required: false,
+                            cert: f.cert.clone(),
+                            template_path: template,
+                        });
                         sources.len() - 1
                     }
                 };
@@ -254,6 +265,7 @@ impl<B: SecretBackend> SourceTask<B> {
         loop {
             let result = match &self.source.cert {
                 Some(cert) => self.backend.issue(cert).await,
+                None if self.source.template_path => self.backend.read_template_path(&self.source.reference).await,
                 None => self.backend.read(&self.source.reference).await,
             };
             match result {

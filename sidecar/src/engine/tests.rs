@@ -174,7 +174,7 @@ fn start(script: Script, refresh: Duration, once: bool) -> Run {
     let reference: sidekey::reference::Reference = "vault:database/creds/app".parse().unwrap();
     let task = SourceTask {
         index: 0,
-        source: Source { name: reference.to_string(), reference, required: true, cert: None },
+        source: Source { name: reference.to_string(), reference, required: true, cert: None, template_path: false },
         backend: script.clone(),
         refresh: crate::schedule::Refresh { period: refresh, epoch: tokio::time::Instant::now() },
         tx,
@@ -393,12 +393,20 @@ fn a_go_template_reads_each_of_its_paths_through_one_shared_source() {
         "files": [
             {"name": "db", "ref": "vault:database/creds/app#username", "mode": "0400"},
             {"name": "app.conf", "ref": "vault:secret/data/app", "format": "go-template", "mode": "0400",
-             "template": "{{ with secret \"secret/data/app\" }}{{ end }}{{ with secret \"database/creds/app\" }}{{ .Data.password }}{{ end }}"}
+             "template": "{{ with secret \"secret/data/app\" }}{{ end }}{{ with secret \"database/creds/app\" }}{{ .Data.password }}{{ end }}"},
+            {"name": "other.conf", "ref": "vault:secret/data/app", "format": "go-template", "mode": "0400",
+             "template": "{{ with secret \"database/creds/app\" }}{{ .Data.username }}{{ end }}"}
         ]
     }).to_string()).unwrap();
     config.files[1].optional = false;
     let plan = super::Plan::new(&config);
     let names: Vec<&str> = plan.sources.iter().map(|s| s.name.as_str()).collect();
-    assert_eq!(names, ["vault:database/creds/app", "vault:secret/data/app"]);
-    assert_eq!(plan.file_sources, [vec![0], vec![1, 0]]);
+    // Templates share a path's source; a template's path is read as
+    // consul-template reads it, so it is not the reference's source.
+    assert_eq!(
+        names,
+        ["vault:database/creds/app", "template vault:secret/data/app", "template vault:database/creds/app"]
+    );
+    assert_eq!(plan.file_sources, [vec![0], vec![1, 2], vec![2]]);
+    assert!(plan.sources[1].template_path && !plan.sources[0].template_path);
 }
