@@ -85,6 +85,10 @@ pub struct FileSpec {
     /// A Go template's delimiters, when not `{{ }}`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub delims: Option<Delims>,
+    /// A Go template fails on a field its map does not have, instead of
+    /// printing `<no value>`.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub missing_key_error: bool,
     /// Octal mode, e.g. `"0440"`.
     #[serde(with = "octal")]
     pub mode: u32,
@@ -149,8 +153,8 @@ impl<'de> Deserialize<'de> for Delims {
 /// reads; an error names the line or the call.
 ///
 /// # Errors
-/// Why the template cannot be used: it does not parse, a `secret` path is
-/// not a literal string, or it reads no secret.
+/// Why the template cannot be used: it does not parse, or a `secret` path
+/// is not a literal string or is a write.
 pub fn check_go_template(
     template: &str,
     delims: Option<&Delims>,
@@ -164,9 +168,6 @@ pub fn check_go_template(
             return Err(bad("a path has no '#' or '?'".into()));
         }
         format!("vault:{}", c.path).parse::<Reference>().map_err(|e| bad(e.to_string()))?;
-    }
-    if calls.is_empty() {
-        return Err("the template reads no secret (it has no {{ secret \"<path>\" }})".into());
     }
     if let Some(c) = calls.iter().find(|c| !c.args.is_empty()) {
         return Err(format!(
@@ -377,6 +378,7 @@ mod tests {
                 format: None,
                 template: None,
                 delims: None,
+                missing_key_error: false,
                 mode: 0o440,
                 optional: false,
                 dir: false,

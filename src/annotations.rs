@@ -224,6 +224,8 @@ pub struct SecretAnnotation {
     pub file_mode: Option<u32>,
     /// `delims-<name>`: a Go template's delimiters other than `{{ }}`.
     pub delims: Option<crate::agent_config::Delims>,
+    /// `missing-key-<name>: error`: a Go template fails on a missing field.
+    pub missing_key_error: bool,
 }
 
 /// Agent resource overrides.
@@ -551,13 +553,15 @@ pub enum Named {
     FileMode,
     /// `delims-<name>`.
     Delims,
+    /// `missing-key-<name>`.
+    MissingKey,
     /// `command-<container>`.
     Command,
 }
 
 impl Named {
     /// Every named kind, in the order the docs list them.
-    pub const ALL: [Named; 8] = [
+    pub const ALL: [Named; 9] = [
         Named::Secret,
         Named::Map,
         Named::Cert,
@@ -565,6 +569,7 @@ impl Named {
         Named::Template,
         Named::FileMode,
         Named::Delims,
+        Named::MissingKey,
         Named::Command,
     ];
 
@@ -578,6 +583,7 @@ impl Named {
             Named::Template => "template-",
             Named::FileMode => "file-mode-",
             Named::Delims => "delims-",
+            Named::MissingKey => "missing-key-",
             Named::Command => "command-",
         }
     }
@@ -785,6 +791,7 @@ struct Companions {
     templates: BTreeMap<String, String>,
     modes: BTreeMap<String, u32>,
     delims: BTreeMap<String, crate::agent_config::Delims>,
+    missing_keys: BTreeMap<String, bool>,
 }
 
 /// Sets what a named annotation says (companions wait in `companions`).
@@ -808,7 +815,14 @@ fn set_named(
             let reference = value.parse::<Reference>().map_err(|e| e.to_string())?;
             out.secrets.insert(
                 name,
-                SecretAnnotation { reference, format: None, template: None, file_mode: None, delims: None },
+                SecretAnnotation {
+                    reference,
+                    format: None,
+                    template: None,
+                    file_mode: None,
+                    delims: None,
+                    missing_key_error: false,
+                },
             );
         }
         Named::Cert => {
@@ -845,6 +859,14 @@ fn set_named(
         Named::Delims => {
             companions.delims.insert(name, value.parse()?);
         }
+        Named::MissingKey => {
+            let error = match value {
+                "error" => true,
+                "no-value" => false,
+                _ => return Err("must be error or no-value".into()),
+            };
+            companions.missing_keys.insert(name, error);
+        }
         Named::Command => {
             out.commands.insert(name, parse_command(value)?);
         }
@@ -862,6 +884,7 @@ impl Companions {
             (Named::Template, self.templates.keys().collect()),
             (Named::FileMode, self.modes.keys().collect()),
             (Named::Delims, self.delims.keys().collect()),
+            (Named::MissingKey, self.missing_keys.keys().collect()),
         ];
         for (kind, names) in orphans {
             for name in names.into_iter().filter(|n| !values.contains_key(&Named::Secret.name(n))) {
@@ -875,6 +898,8 @@ impl Companions {
             s.template = self.templates.remove(name);
             s.file_mode = self.modes.remove(name);
             s.delims = self.delims.remove(name);
+            let missing_key = self.missing_keys.remove(name);
+            s.missing_key_error = missing_key == Some(true);
             s.format = match (self.formats.remove(name), &s.template) {
                 (None, Some(_)) => Some(Format::Template),
                 (Some(f @ (Format::Template | Format::GoTemplate)), None) => {
@@ -897,11 +922,13 @@ impl Companions {
                 }
                 (f, _) => f,
             };
-            if s.delims.is_some() && s.format != Some(Format::GoTemplate) {
-                problems.push(Problem::annotation(
-                    &Named::Delims.name(name),
-                    format!("delimiters are only used with {PREFIX}{}: go-template", Named::Format.name(name)),
-                ));
+            for (kind, set) in [(Named::Delims, s.delims.is_some()), (Named::MissingKey, missing_key.is_some())] {
+                if set && s.format != Some(Format::GoTemplate) {
+                    problems.push(Problem::annotation(
+                        &kind.name(name),
+                        format!("only used with {PREFIX}{}: go-template", Named::Format.name(name)),
+                    ));
+                }
             }
             if s.format == Some(Format::GoTemplate) && !matches!(s.reference, Reference::Vault { .. }) {
                 problems.push(Problem::annotation(

@@ -752,6 +752,8 @@ fn write_go(out: &mut String, v: &Value) {
 
 struct Exec<'r> {
     resolver: &'r mut dyn Resolver,
+    /// A missing map key is an error (`missingkey=error`).
+    strict: bool,
     vars: Vec<(String, Val)>,
     steps: u64,
     out: String,
@@ -763,7 +765,28 @@ impl Template {
     /// # Errors
     /// [`Error::Exec`] naming the function or field, or a limit.
     pub fn render(&self, data: &Value, resolver: &mut dyn Resolver) -> Result<String, Error> {
-        let mut ex = Exec { resolver, vars: vec![("$".into(), Val::Json(data.clone()))], steps: 0, out: String::new() };
+        self.render_with(data, resolver, false)
+    }
+
+    /// Like [`Template::render`]; with `missing_key_error` a field that a
+    /// map does not have is an error, as Go's `missingkey=error` (Vault
+    /// Agent's `error_on_missing_key`).
+    ///
+    /// # Errors
+    /// As [`Template::render`], and the missing key.
+    pub fn render_with(
+        &self,
+        data: &Value,
+        resolver: &mut dyn Resolver,
+        missing_key_error: bool,
+    ) -> Result<String, Error> {
+        let mut ex = Exec {
+            resolver,
+            strict: missing_key_error,
+            vars: vec![("$".into(), Val::Json(data.clone()))],
+            steps: 0,
+            out: String::new(),
+        };
         ex.nodes(&self.nodes, &Val::Json(data.clone()))?;
         Ok(ex.out)
     }
@@ -923,7 +946,7 @@ impl Exec<'_> {
 
     fn arg(&mut self, a: &Arg, dot: &Val) -> Result<Val, Error> {
         Ok(match a {
-            Arg::Field(f) => fields(dot, f)?,
+            Arg::Field(f) => fields(dot, f, self.strict)?,
             Arg::Var(name, f) => {
                 let v = self
                     .vars
@@ -932,7 +955,7 @@ impl Exec<'_> {
                     .find(|(n, _)| n == name)
                     .map(|(_, v)| v.clone())
                     .ok_or_else(|| exec_err(format!("undefined variable {name}")))?;
-                fields(&v, f)?
+                fields(&v, f, self.strict)?
             }
             Arg::Str(s) => Val::Json(Value::String(s.clone())),
             Arg::Num(n) => Val::Int(Value::Number(n.clone())),
@@ -941,17 +964,23 @@ impl Exec<'_> {
             Arg::Func(_) => self.command(std::slice::from_ref(a), dot, None)?,
             Arg::Sub(p, f) => {
                 let v = self.pipe(p, dot)?;
-                fields(&v, f)?
+                fields(&v, f, self.strict)?
             }
         })
     }
 }
 
-fn fields(v: &Val, path: &[String]) -> Result<Val, Error> {
+/// Follows `.a.b` from `v`; with `strict` (Go's `missingkey=error`) a
+/// missing map key is an error instead of "no value".
+fn fields(v: &Val, path: &[String], strict: bool) -> Result<Val, Error> {
     let mut cur = v.clone();
     for name in path {
         cur = match cur {
-            Val::Json(Value::Object(o)) => o.get(name).map_or(Val::NoValue, |x| Val::Json(x.clone())),
+            Val::Json(Value::Object(o)) => match o.get(name) {
+                Some(x) => Val::Json(x.clone()),
+                None if strict => return Err(exec_err(format!("map has no entry for key {name:?}"))),
+                None => Val::NoValue,
+            },
             Val::Json(Value::Null) | Val::NoValue => {
                 return Err(exec_err(format!("nil pointer evaluating .{name}")));
             }

@@ -417,15 +417,14 @@ pub fn translate(annotations: &Map<String, Value>) -> Result<Translation, Vec<Pr
             ));
             continue;
         }
-        if let Some(v) = s.missing_key
-            && parse_bool(&key_of("error-on-missing-key-"), v) == Ok(true)
-        {
-            problems.push(vk(
-                &key_of("error-on-missing-key-"),
-                "not supported yet: a missing key renders as <no value>, as by default",
-            ));
-            continue;
-        }
+        let missing_key_error = match s.missing_key.map(|v| parse_bool(&key_of("error-on-missing-key-"), v)) {
+            Some(Err(p)) => {
+                problems.push(p);
+                continue;
+            }
+            Some(Ok(b)) => b,
+            None => false,
+        };
         let path = s.path.map(str::trim).filter(|p| !p.is_empty());
         let template = match (s.template, path) {
             (Some(t), _) => t.to_owned(),
@@ -446,7 +445,10 @@ pub fn translate(annotations: &Map<String, Value>) -> Result<Translation, Vec<Pr
                 continue;
             }
         };
-        let reference = path.map_or_else(|| calls[0].path.clone(), str::to_owned);
+        let Some(reference) = path.map(str::to_owned).or_else(|| calls.first().map(|c| c.path.clone())) else {
+            problems.push(vk(&template_key, "the template reads no secret and names no path"));
+            continue;
+        };
         let named = |n: Named| format!("{SIDEKEY}{}", n.name(&name));
         if out.annotations.contains_key(&named(Named::Secret)) {
             problems.push(vk(&template_key, format!("a second secret writes the file {name:?}")));
@@ -458,6 +460,7 @@ pub fn translate(annotations: &Map<String, Value>) -> Result<Translation, Vec<Pr
             (Named::Template, if s.template.is_some() { "agent-inject-template-" } else { "agent-inject-secret-" }),
             (Named::Delims, "agent-template-left-delim-"),
             (Named::FileMode, "agent-inject-perms-"),
+            (Named::MissingKey, "error-on-missing-key-"),
         ] {
             out.origins.insert(named(n), format!("{PREFIX}{}", key_of(what)));
         }
@@ -469,6 +472,9 @@ pub fn translate(annotations: &Map<String, Value>) -> Result<Translation, Vec<Pr
         }
         if let Some(p) = s.perms {
             out.annotations.insert(named(Named::FileMode), p.to_owned());
+        }
+        if missing_key_error {
+            out.annotations.insert(named(Named::MissingKey), "error".into());
         }
         if let Some(c) = s.command {
             match on_change_of(c) {

@@ -223,7 +223,7 @@ pub fn render_go(spec: &FileSpec, secrets: &[(&str, &Secret)]) -> Result<SecretB
     let (template, _) = sidekey::agent_config::check_go_template(text, spec.delims.as_ref())
         .map_err(|e| RenderError::Template(e.trim_start_matches("template: ").to_owned()))?;
     let mut read = Read { secrets, views: Vec::new() };
-    let result = template.render(&Value::Null, &mut read);
+    let result = template.render_with(&Value::Null, &mut read, spec.missing_key_error);
     for v in &mut read.views {
         wipe(v);
     }
@@ -274,6 +274,7 @@ mod tests {
             format,
             template: template.map(str::to_owned),
             delims: None,
+            missing_key_error: false,
             mode: 0o440,
             optional: false,
             dir: false,

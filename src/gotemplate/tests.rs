@@ -212,3 +212,19 @@ fn a_secret_path_that_is_computed_is_refused_by_name() {
     let e = Template::parse(r#"{{ with secret "pki/issue/x" "cn" }}{{ end }}"#).unwrap().secret_calls().unwrap_err();
     assert!(e.to_string().contains("argument 2 is not k=v"), "{e}");
 }
+
+#[test]
+fn missing_key_error_fails_on_a_field_the_map_lacks_as_go_does() {
+    struct R;
+    impl Resolver for R {
+        fn secret(&mut self, _: &str, _: &[(String, String)]) -> Result<Value, String> {
+            Ok(serde_json::json!({"Data": {"user": "app"}}))
+        }
+    }
+    let t = Template::parse(r#"{{ with secret "a" }}{{ .Data.user }} {{ .Data.pass }}{{ end }}"#).unwrap();
+    assert_eq!(t.render(&Value::Null, &mut R).unwrap(), "app <no value>");
+    let e = t.render_with(&Value::Null, &mut R, true).unwrap_err().to_string();
+    assert!(e.contains("map has no entry for key \"pass\""), "{e}");
+    let present = Template::parse(r#"{{ with secret "a" }}{{ .Data.user }}{{ end }}"#).unwrap();
+    assert_eq!(present.render_with(&Value::Null, &mut R, true).unwrap(), "app");
+}

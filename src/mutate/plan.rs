@@ -142,8 +142,18 @@ impl Files {
 
     /// A file for an env var or `envFrom` entry, readable by the app.
     fn add_moved(&mut self, name: String, reference: Reference, mode: u32, optional: bool, dir: bool) {
-        let spec =
-            FileSpec { name, reference, format: None, template: None, delims: None, mode, optional, dir, cert: None };
+        let spec = FileSpec {
+            name,
+            reference,
+            format: None,
+            template: None,
+            delims: None,
+            missing_key_error: false,
+            mode,
+            optional,
+            dir,
+            cert: None,
+        };
         self.add(spec, !dir);
     }
 }
@@ -481,6 +491,7 @@ impl Planner<'_> {
                 format: s.format,
                 template: s.template.clone(),
                 delims: s.delims.clone(),
+                missing_key_error: s.missing_key_error,
                 mode: s.file_mode.unwrap_or(access.default_mode),
                 optional: false,
                 dir: false,
@@ -509,6 +520,7 @@ impl Planner<'_> {
                 format: None,
                 template: None,
                 delims: None,
+                missing_key_error: false,
                 mode: access.default_mode,
                 optional: false,
                 dir: true,

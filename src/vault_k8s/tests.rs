@@ -87,6 +87,13 @@ fn names_case_files_delims_and_defaults_follow_vault_k8s() {
     assert_eq!(a["sidekey.dev/mount-path"], "/etc/secrets");
     assert_eq!(a["sidekey.dev/lifecycle"], "init-only");
     parsed(&t);
+    let t = translated(json!({
+        "vault.hashicorp.com/agent-inject": "true",
+        "vault.hashicorp.com/agent-inject-secret-x": "kv/x",
+        "vault.hashicorp.com/error-on-missing-key-x": "true",
+    }));
+    assert_eq!(t.annotations["sidekey.dev/missing-key-x"], "error");
+    assert!(parsed(&t).secrets["x"].missing_key_error);
     // A template-only secret is named after the first path it reads.
     let t = translated(json!({
         "vault.hashicorp.com/agent-inject": "true",
@@ -170,7 +177,8 @@ fn what_cannot_be_translated_is_refused_by_name() {
             json!({"vault.hashicorp.com/agent-inject-template-ok": "{{ with secret \"pki/issue/x\" \"common_name=a\" }}{{ end }}"}),
             "cert-",
         ),
-        (json!({"vault.hashicorp.com/agent-inject-template-ok": "static"}), "reads no secret"),
+        (json!({"vault.hashicorp.com/agent-inject-template-x": "static"}), "names no path"),
+        (json!({"vault.hashicorp.com/error-on-missing-key-ok": "maybe"}), "ParseBool"),
         (
             json!({"vault.hashicorp.com/agent-inject-perms-nosuch": "0400"}),
             "no vault.hashicorp.com/agent-inject-secret-nosuch",
