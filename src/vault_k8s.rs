@@ -136,6 +136,9 @@ const NOTED: &[(&str, &str)] = &[
     ("ca-cert", "sidekey trusts the CA the injector is configured with (vault.caCert)"),
     ("tls-secret", "sidekey trusts the CA the injector is configured with (vault.caCert)"),
     ("tls-server-name", "sidekey verifies the name in vault-addr"),
+    ("client-cert", "sidekey's agent presents no client certificate to Vault (Vault must not require one)"),
+    ("client-key", "sidekey's agent presents no client certificate to Vault (Vault must not require one)"),
+    ("ca-key", "sidekey trusts the CA the injector is configured with (vault.caCert)"),
 ];
 
 /// Annotations that cannot be translated, with what to do instead.
@@ -161,9 +164,6 @@ const REFUSED: &[(&str, &str)] = &[
     ("agent-copy-volume-mounts", "sidekey's agent needs no volumes of the app"),
     ("agent-service-account-token-volume-name", "sidekey mounts its own projected token"),
     ("proxy-address", "sidekey's agent connects to Vault directly"),
-    ("client-cert", "TLS client certificates to Vault are not supported"),
-    ("client-key", "TLS client certificates to Vault are not supported"),
-    ("ca-key", "TLS client certificates to Vault are not supported"),
 ];
 
 /// Per-secret annotation kinds, longest prefix first so that
@@ -471,7 +471,19 @@ pub fn translate(annotations: &Map<String, Value>) -> Result<Translation, Vec<Pr
             out.annotations.insert(named(Named::Delims), d.to_string());
         }
         if let Some(p) = s.perms {
-            out.annotations.insert(named(Named::FileMode), p.to_owned());
+            // The mount is read-only in the app's containers, so write and
+            // execute bits meant nothing there: only the read bits are kept.
+            let mode = match u32::from_str_radix(p.trim_start_matches("0o"), 8) {
+                Ok(m) if m & 0o333 != 0 && m <= 0o7777 => {
+                    let read = m & 0o444;
+                    out.notes.push(format!(
+                        "{PREFIX}agent-inject-perms-{raw}: {p} is written as {read:04o}: sidekey's files are read-only"
+                    ));
+                    format!("{read:04o}")
+                }
+                _ => p.to_owned(),
+            };
+            out.annotations.insert(named(Named::FileMode), mode);
         }
         if missing_key_error {
             out.annotations.insert(named(Named::MissingKey), "error".into());
