@@ -458,6 +458,32 @@ pub fn migrate(text: &str, to: &str) -> Result<(String, Vec<Change>), MigrateErr
     Ok((yaml::to_yaml_stream(&new_docs), changes))
 }
 
+/// `text` with `annotations` (and, with `label`, the `sidekey.dev/inject`
+/// label) added to the pod template at `tp` of document `doc`, every other
+/// character kept; `None` when that template's metadata is where no
+/// insertion can reach. For other rewrites of annotations (`migrate --from
+/// vault-k8s`).
+pub(crate) fn insert_into_template(
+    text: &str,
+    doc: usize,
+    tp: &str,
+    annotations: &[(String, String)],
+    label: bool,
+) -> Option<String> {
+    let positions = mapping_positions(text);
+    let (pos, _) = positions.get(doc)?;
+    let src = Text::new(text);
+    let plan = TemplatePlan {
+        object: String::new(),
+        secrets: Vec::new(),
+        annotations: annotations.to_vec(),
+        label,
+        skipped: Vec::new(),
+    };
+    let mut edits = Edits::default();
+    src.edit_template(pos, tp, &plan, &mut edits).then(|| src.apply(&edits))
+}
+
 /// What to do with one pod template.
 enum Planned {
     /// Nothing to map, or all mapped already.
@@ -630,8 +656,13 @@ impl Text {
     ) -> bool {
         let (chars, nl) = (&self.chars, self.nl);
         let flow_items = || entries.iter().map(|(k, v)| flow_entry(k, v)).collect::<Vec<_>>().join(", ");
+        // A multi-line value (a block scalar) is indented as a whole.
         let block_lines = |col: usize| {
-            entries.iter().map(|(k, v)| format!("{}{}{nl}", " ".repeat(col), entry(k, v))).collect::<String>()
+            let pad = " ".repeat(col);
+            entries
+                .iter()
+                .map(|(k, v)| format!("{pad}{}{nl}", entry(k, v).replace('\n', &format!("{nl}{pad}"))))
+                .collect::<String>()
         };
         let line_start = |line: usize| self.line_starts.get(line - 1).copied().unwrap_or(chars.len());
         match (target, meta) {

@@ -26,6 +26,8 @@ use crate::agent_config::{Delims, check_go_template};
 use crate::annotations::{Key, Named, Problem};
 use crate::names::file_name_problem;
 
+pub mod migrate;
+
 /// The prefix of vault-k8s's annotations.
 pub const PREFIX: &str = "vault.hashicorp.com/";
 

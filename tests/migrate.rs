@@ -186,3 +186,69 @@ fn a_rewrite_names_its_cause_and_what_is_lost() {
         format!("{}", TO.replace("{namespace}", "shop").replace("{secret}", "db"))
     );
 }
+
+/// `migrate --from vault-k8s` over the vault-k8s corpus (tests/data/vault-k8s):
+/// every workload sidekey translates comes out valid Kubernetes with its
+/// comments, the label and no vault.hashicorp.com annotation, and a second
+/// run changes nothing; the others are left as they are, named with the
+/// annotation. (That the files rendered are Vault Agent's bytes is
+/// tests/e2e/tests/vault_k8s.rs.)
+#[test]
+fn from_vault_k8s_rewrites_the_corpus_validly_and_names_what_it_refuses() {
+    let validate = sidekey_testenv::tool("SIDEKEY_KUBERNETES_VALIDATE");
+    let dir = tempfile::tempdir().unwrap();
+    let corpus = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/vault-k8s");
+    let mut files: Vec<_> = std::fs::read_dir(&corpus)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "yaml"))
+        .collect();
+    files.sort();
+    for path in files {
+        let name = path.file_name().unwrap().to_string_lossy().into_owned();
+        let original = std::fs::read_to_string(&path).unwrap();
+        let refused = original.lines().find_map(|l| l.strip_prefix("# expect: refused ")).map(str::to_owned);
+        let (ok, out, err) = run(&["migrate", "--from", "vault-k8s", "-f", path.to_str().unwrap()], None);
+        if let Some(key) = refused {
+            assert!(!ok && err.contains("not migrated") && err.contains(&key), "{name}: {err}");
+            assert_eq!(out, original, "{name}: a refused workload is left as it is");
+            continue;
+        }
+        assert!(ok, "{name}: {err}");
+        assert!(err.contains("vault.hashicorp.com annotations replaced by"), "{name}: {err}");
+        for l in original.lines().filter(|l| l.trim_start().starts_with('#')) {
+            assert!(out.lines().any(|m| m == l), "{name}: lost comment {l:?}");
+        }
+        let doc = &yaml::parse_documents(&out).unwrap()[0];
+        let t = if doc["kind"] == "Pod" { doc } else { &doc["spec"]["template"] };
+        assert_eq!(t["metadata"]["labels"]["sidekey.dev/inject"], "true", "{name}");
+        assert!(
+            !t["metadata"]["annotations"].as_object().unwrap().keys().any(|k| k.starts_with("vault.hashicorp.com/"))
+        );
+        let (ok, again, _) = run(&["migrate", "--from", "vault-k8s", "-f", "-"], Some(&out));
+        assert!(ok && again == out, "{name}: not idempotent");
+        let file = dir.path().join(&name);
+        std::fs::write(&file, &out).unwrap();
+        let v = Command::new(&validate).args(["--strict", "-k", "1.34.0"]).arg(&file).output().unwrap();
+        let report = format!("{}{}", String::from_utf8_lossy(&v.stdout), String::from_utf8_lossy(&v.stderr));
+        assert!(v.status.success() && !report.contains("WARN") && !report.contains("ERROR"), "{name}: {report}");
+    }
+    // --in-place and --dry-run as for --to; --from and --to exclude each other.
+    let file = dir.path().join("in-place.yaml");
+    std::fs::copy(corpus.join("06-katakoda-pod-payroll.yaml"), &file).unwrap();
+    let (ok, diff, _) = run(&["migrate", "--from", "vault-k8s", "--dry-run", "-f", file.to_str().unwrap()], None);
+    assert!(
+        ok && diff.contains("-    vault.hashicorp.com/role: \"internal-app\"")
+            && diff.contains("+    sidekey.dev/vault-role: internal-app"),
+        "{diff}"
+    );
+    let (ok, out, err) = run(&["migrate", "--from", "vault-k8s", "--in-place", "-f", file.to_str().unwrap()], None);
+    assert!(ok && out.is_empty(), "{err}");
+    assert!(
+        std::fs::read_to_string(&file)
+            .unwrap()
+            .contains("sidekey.dev/secret-database-config.txt: vault:internal/data/database/config")
+    );
+    let (ok, _, err) = run(&["migrate", "--from", "vault-k8s", "--to", TO, "-f", file.to_str().unwrap()], None);
+    assert!(!ok && err.contains("cannot be used with"), "{err}");
+}

@@ -11,7 +11,7 @@ use super::{exit, read_inputs};
 /// Options of `sidekey migrate`.
 #[derive(Debug, clap::Args)]
 #[command(
-    about = "Move Kubernetes-Secret env vars of workloads to Vault or AWS Secrets Manager through sidekey",
+    about = "Move Kubernetes-Secret env vars of workloads to Vault or AWS Secrets Manager through sidekey, or Vault Agent injector annotations to sidekey's",
     long_about = "Rewrites manifests so that every Kubernetes Secret a pod template reads through env \
 (secretKeyRef, envFrom.secretRef) is replaced by a reference: it adds the label and annotation \
 sidekey.dev/inject: \"true\" and one sidekey.dev/map-<secret> annotation per Secret, pointing at --to with \
@@ -34,23 +34,34 @@ written (kept) and what was not; run again after fixing the cause. KV v2 writes 
 Secrets Manager have none, so the value is read again just before writing and a change since the first \
 read stops the push.\n\n\
 --dry-run writes nothing anywhere: it shows what --push would write (keys only) and the manifest diff.\n\n\
+--from vault-k8s instead rewrites the vault.hashicorp.com/* annotations of every pod template (the Vault Agent \
+injector's) into sidekey.dev/* annotations and the sidekey.dev/inject label, as the injector's \
+compatibility.vaultK8s setting translates them (docs/vault-k8s.md): each secret becomes a file rendered by \
+its Go template (format-<name>: go-template), byte for byte what Vault Agent renders. The entries are taken \
+out and put in where they were; comments and the rest of the file are kept. A workload with an annotation \
+sidekey cannot translate (agent-configmap, agent-inject-token, a shell command…) is left as it is and named, \
+with the reason; the exit status is then 1.\n\n\
 Vault/OpenBao: VAULT_ADDR (or BAO_ADDR), VAULT_TOKEN (or BAO_TOKEN, or ~/.vault-token), VAULT_NAMESPACE, \
 VAULT_CACERT; KV v2 and v1 mounts. AWS: the SDK's default chain (AWS_REGION, AWS_PROFILE, IRSA, \
 AWS_ENDPOINT_URL…); the secret is created, or given a new version.",
     after_help = "Examples:\n  sidekey migrate -f deploy.yaml --to 'vault:secret/data/{namespace}/{secret}' > deploy.migrated.yaml\n  \
 sidekey migrate -f k8s/ --to 'aws-sm:{namespace}/{secret}' --in-place\n  \
 sidekey migrate -f k8s/ --to 'vault:secret/data/{namespace}/{secret}' --push --dry-run\n  \
-sidekey migrate -f deploy.yaml --to 'vault:secret/data/{namespace}/{secret}' --push --cluster -n shop --in-place\n\n\
+sidekey migrate -f deploy.yaml --to 'vault:secret/data/{namespace}/{secret}' --push --cluster -n shop --in-place\n  \
+sidekey migrate -f k8s/ --from vault-k8s --dry-run\n\n\
 Exit status: 0 done; 1 invalid input or --to, a Secret or key missing, a store value that differs (without \
---overwrite); 66 unreadable input; 69 the cluster or the store cannot be reached or refuses."
+--overwrite), a workload --from cannot translate; 66 unreadable input; 69 the cluster or the store cannot be reached or refuses."
 )]
 pub struct MigrateArgs {
     /// Manifest file, directory (recursive) or - for stdin. Repeatable.
     #[arg(short = 'f', long = "filename", value_name = "FILE", required = true)]
     pub files: Vec<PathBuf>,
     /// Where the Secrets go: a reference template with {secret} (and usually {namespace}), no #key.
-    #[arg(long, value_name = "TEMPLATE")]
-    pub to: String,
+    #[arg(long, value_name = "TEMPLATE", required_unless_present = "from", conflicts_with = "from")]
+    pub to: Option<String>,
+    /// Rewrite another injector's annotations instead: vault-k8s (vault.hashicorp.com/*) into sidekey.dev/*.
+    #[arg(long, value_name = "INJECTOR", value_enum, conflicts_with_all = ["push", "cluster"])]
+    pub from: Option<From>,
     /// Rewrite the files instead of printing to stdout.
     #[arg(long, conflicts_with = "dry_run")]
     pub in_place: bool,
@@ -74,9 +85,21 @@ pub struct MigrateArgs {
     pub dry_run: bool,
 }
 
+/// Injectors whose annotations `migrate --from` rewrites.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum From {
+    /// The Vault Agent injector (vault.hashicorp.com/* annotations).
+    #[value(name = "vault-k8s")]
+    VaultK8s,
+}
+
 /// Runs `sidekey migrate`; returns the exit code.
 pub fn run(args: &MigrateArgs, stdout: &mut dyn Write, stderr: &mut dyn Write) -> u8 {
-    if let Err(e) = crate::migrate::check_target(&args.to) {
+    if args.from == Some(From::VaultK8s) {
+        return from_vault_k8s(args, stdout, stderr);
+    }
+    let to = args.to.as_deref().unwrap_or_default();
+    if let Err(e) = crate::migrate::check_target(to) {
         let _ = writeln!(stderr, "error: {e}");
         return exit::INVALID_INPUT;
     }
@@ -91,7 +114,7 @@ pub fn run(args: &MigrateArgs, stdout: &mut dyn Write, stderr: &mut dyn Write) -
     let mut outputs = Vec::new();
     let mut docs = Vec::new();
     for input in &inputs {
-        match migrate(&input.text, &args.to) {
+        match migrate(&input.text, to) {
             Ok((text, changes)) => {
                 if args.push {
                     docs.extend(crate::yaml::parse_documents(&input.text).unwrap_or_default());
@@ -148,8 +171,20 @@ pub fn run(args: &MigrateArgs, stdout: &mut dyn Write, stderr: &mut dyn Write) -
             return code;
         }
     }
+    write_outputs(args, &inputs, &outputs, stdout, stderr)
+}
+
+/// Prints the diff (`--dry-run`), rewrites the files (`--in-place`) or
+/// prints the migrated manifests.
+fn write_outputs(
+    args: &MigrateArgs,
+    inputs: &[super::Input],
+    outputs: &[(String, String)],
+    stdout: &mut dyn Write,
+    stderr: &mut dyn Write,
+) -> u8 {
     if args.dry_run {
-        for (input, (shown, text)) in inputs.iter().zip(&outputs) {
+        for (input, (shown, text)) in inputs.iter().zip(outputs) {
             let diff = similar::TextDiff::from_lines(&input.text, text);
             let unified =
                 diff.unified_diff().context_radius(3).header(shown, &format!("{shown} (migrated)")).to_string();
@@ -175,6 +210,61 @@ pub fn run(args: &MigrateArgs, stdout: &mut dyn Write, stderr: &mut dyn Write) -
     exit::OK
 }
 
+/// `migrate --from vault-k8s`: every pod template's `vault.hashicorp.com/*`
+/// annotations rewritten into `sidekey.dev/*`.
+fn from_vault_k8s(args: &MigrateArgs, stdout: &mut dyn Write, stderr: &mut dyn Write) -> u8 {
+    if args.in_place && args.files.iter().any(|f| f.as_os_str() == "-") {
+        let _ = writeln!(stderr, "error: --in-place cannot rewrite stdin");
+        return exit::CONFIG;
+    }
+    let inputs = match read_inputs(&args.files, stderr) {
+        Ok(i) => i,
+        Err(code) => return code,
+    };
+    let mut outputs = Vec::new();
+    let mut refused = false;
+    for input in &inputs {
+        let (text, report) = match crate::vault_k8s::migrate::migrate(&input.text) {
+            Ok(r) => r,
+            Err(e) => {
+                let _ = writeln!(stderr, "error: {}: {e}", input.shown);
+                return exit::INVALID_INPUT;
+            }
+        };
+        for m in &report {
+            let at = format!("{}: {}", input.shown, m.object);
+            if !m.refused.is_empty() {
+                refused = true;
+                let _ = writeln!(
+                    stderr,
+                    "warning: {at}: not migrated: sidekey (and its injector in compatibility mode) would refuse it: {}",
+                    m.refused.join("; ")
+                );
+                continue;
+            }
+            let _ = writeln!(
+                stderr,
+                "{at}: {} vault.hashicorp.com annotations replaced by {} sidekey.dev annotations",
+                m.removed,
+                m.added.len()
+            );
+            for n in &m.notes {
+                let _ = writeln!(stderr, "note: {at}: {n}");
+            }
+            if m.reserialized {
+                let _ = writeln!(
+                    stderr,
+                    "warning: {}: written anew as a whole, because {} could not be edited in place: every comment and the formatting of the file are lost",
+                    input.shown, m.object
+                );
+            }
+        }
+        outputs.push((input.shown.clone(), text));
+    }
+    let code = write_outputs(args, &inputs, &outputs, stdout, stderr);
+    if code == exit::OK && refused { exit::INVALID_INPUT } else { code }
+}
+
 /// Finds the Secrets the workloads in `docs` read, their values (manifests
 /// or cluster) and what the store holds; then, unless `--dry-run`, writes
 /// what differs. Reports on `stderr`, keys only. Nothing is written unless
@@ -183,10 +273,11 @@ pub fn run(args: &MigrateArgs, stdout: &mut dyn Write, stderr: &mut dyn Write) -
 fn push(args: &MigrateArgs, docs: &[serde_json::Value], stderr: &mut dyn Write) -> u8 {
     use crate::push::{Comparison, Scope, compare, destinations, keys, resolve, secret_manifests};
 
-    let scope = Scope::new(&args.to, &args.allow_destinations, &args.namespaces);
+    let to = args.to.as_deref().unwrap_or_default();
+    let scope = Scope::new(to, &args.allow_destinations, &args.namespaces);
     let _ = writeln!(stderr, "push: may write {}", scope.describe());
     let plan = (|| {
-        let dests = destinations(docs, &args.to).map_err(|e| (exit::INVALID_INPUT, e.to_string()))?;
+        let dests = destinations(docs, to).map_err(|e| (exit::INVALID_INPUT, e.to_string()))?;
         scope.check(&dests).map_err(|e| (exit::INVALID_INPUT, e.to_string()))?;
         let secrets = if args.cluster {
             let wanted: Vec<(String, String)> = dests.iter().map(|d| (d.namespace.clone(), d.secret.clone())).collect();

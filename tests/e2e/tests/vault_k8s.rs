@@ -28,6 +28,8 @@ const PREFIX: &str = "vault.hashicorp.com/";
 struct Workload {
     /// The file name without `.yaml`.
     name: String,
+    /// The file's text.
+    text: String,
     /// The pod (a workload's template made a Pod).
     pod: Value,
     /// `None`: rendered; `Some(key)`: refused naming `key`.
@@ -60,19 +62,24 @@ fn corpus() -> Vec<Workload> {
                 None if expect == "rendered" => None,
                 _ => panic!("{name}: # expect: rendered | refused <annotation>"),
             };
-            let doc = sidekey::yaml::parse_documents(&text).unwrap().remove(0);
-            let pod = if doc["kind"] == "Pod" {
-                doc
-            } else {
-                let mut t = doc["spec"]["template"].clone();
-                t["apiVersion"] = json!("v1");
-                t["kind"] = json!("Pod");
-                t["metadata"]["name"] = json!(name);
-                t
-            };
-            Workload { name, pod, refused }
+            let pod = pod_of(&text, &name);
+            Workload { name, text, pod, refused }
         })
         .collect()
+}
+
+/// The pod of a manifest's first document (a workload's template made a Pod:
+/// there are no controllers here).
+fn pod_of(text: &str, name: &str) -> Value {
+    let doc = sidekey::yaml::parse_documents(text).unwrap().remove(0);
+    if doc["kind"] == "Pod" {
+        return doc;
+    }
+    let mut t = doc["spec"]["template"].clone();
+    t["apiVersion"] = json!("v1");
+    t["kind"] = json!("Pod");
+    t["metadata"]["name"] = json!(name);
+    t
 }
 
 /// The mounts and secrets of `seed.json`.
@@ -274,9 +281,9 @@ fn files_of(dir: &Path) -> BTreeMap<String, Vec<u8>> {
     out
 }
 
-fn compat_config(bao: &OpenBao) -> sidekey::config::InjectorConfig {
+fn injector_config(bao: &OpenBao, compat: bool) -> sidekey::config::InjectorConfig {
     sidekey::config::InjectorConfig::from_yaml(&format!(
-        "vault:\n  addr: {}\n  allowHttp: true\ncompatibility:\n  vaultK8s: true\n",
+        "vault:\n  addr: {}\n  allowHttp: true\ncompatibility:\n  vaultK8s: {compat}\n",
         bao.addr
     ))
     .unwrap()
@@ -289,7 +296,8 @@ fn every_corpus_workload_renders_the_files_vault_agent_renders() {
     let dir = tempfile::tempdir().unwrap();
     let corpus = corpus();
     assert!(corpus.len() >= 20, "the corpus has {} workloads", corpus.len());
-    let config = compat_config(&bao);
+    let config = injector_config(&bao, true);
+    let plain = injector_config(&bao, false);
     let token = dir.path().join("sidekey-token");
     std::fs::write(&token, &bao.token).unwrap();
 
@@ -300,6 +308,10 @@ fn every_corpus_workload_renders_the_files_vault_agent_renders() {
         match (&w.refused, result) {
             (Some(key), Err(message)) => {
                 assert!(message.contains(key.as_str()), "{}: refused, but not naming {key}: {message}", w.name);
+                // migrate --from vault-k8s leaves it as it is, saying why.
+                let (text, report) = sidekey::vault_k8s::migrate::migrate(&w.text).unwrap();
+                assert_eq!(text, w.text, "{}", w.name);
+                assert!(report[0].refused.iter().any(|r| r.contains(key.as_str())), "{}: {report:?}", w.name);
                 continue;
             }
             (Some(key), Ok(_)) => panic!("{}: injected, but the corpus says sidekey refuses {key}", w.name),
@@ -310,6 +322,18 @@ fn every_corpus_workload_renders_the_files_vault_agent_renders() {
                 let (args, env) = agent_of(&pod, &dir.path().join("sidekey").join(&w.name), Some(&token));
                 run_agent(&args, &env, &dir.path().join(format!("{}.log", w.name)));
                 rendered += 1;
+
+                // migrate --from vault-k8s: the manifest, rewritten for good,
+                // injected without the compatibility setting, renders the same.
+                let (text, report) = sidekey::vault_k8s::migrate::migrate(&w.text).unwrap();
+                assert!(report.iter().all(|m| m.refused.is_empty() && !m.reserialized), "{}: {report:?}", w.name);
+                let migrated = pod_of(&text, &w.name);
+                let annotations = migrated["metadata"]["annotations"].as_object().unwrap();
+                assert!(!annotations.keys().any(|k| k.starts_with(PREFIX)), "{}: {text}", w.name);
+                assert_eq!(migrated["metadata"]["labels"]["sidekey.dev/inject"], "true", "{}", w.name);
+                let pod = inject(&migrated, &plain).unwrap_or_else(|e| panic!("{}: migrated: {e}", w.name));
+                let (args, env) = agent_of(&pod, &dir.path().join("migrated").join(&w.name), Some(&token));
+                run_agent(&args, &env, &dir.path().join(format!("{}.migrated.log", w.name)));
             }
         }
         let stanzas = vault_k8s_stanzas(w.pod["metadata"]["annotations"].as_object().unwrap());
@@ -321,6 +345,8 @@ fn every_corpus_workload_renders_the_files_vault_agent_renders() {
     for (name, stanzas) in &expected {
         let theirs = files_of(&dir.path().join("bao").join(name));
         let ours = files_of(&dir.path().join("sidekey").join(name));
+        let migrated = files_of(&dir.path().join("migrated").join(name));
+        assert!(migrated == ours, "{name}: the migrated manifest renders other files");
         assert_eq!(
             ours.keys().collect::<Vec<_>>(),
             theirs.keys().collect::<Vec<_>>(),
