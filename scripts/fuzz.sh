@@ -9,13 +9,13 @@
 #                                         from inputs of at most BYTES (default 65536)
 #   scripts/fuzz.sh list                  the targets
 #
-# Targets: admission annotations reference yaml agent_config migrate gotemplate.
+# Targets: admission annotations reference yaml agent_config migrate gotemplate vault_k8s.
 # A crash, a hang (-timeout) or an input that makes the Rust heap pass
 # 64 MiB (fuzz/src/alloc.rs) is written to target/fuzz/artifacts/TARGET/.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-TARGETS=(admission annotations reference yaml agent_config migrate gotemplate)
+TARGETS=(admission annotations reference yaml agent_config migrate gotemplate vault_k8s)
 HOST=$(rustc -vV | sed -n 's/^host: //p')
 OUT=target/fuzz
 BIN="$OUT/$HOST/fuzz"

@@ -231,6 +231,18 @@ fn on_change_of(command: &str) -> Option<String> {
 /// Every annotation that cannot be translated, each named with the reason.
 pub fn translate(annotations: &Map<String, Value>) -> Result<Translation, Vec<Problem>> {
     let mut out = Translation::default();
+    // Mutating admission runs before the apiserver checks the annotations'
+    // size: refuse a flood at once instead of judging each.
+    let ours = annotations.keys().filter(|k| k.starts_with(PREFIX)).count();
+    if ours > crate::annotations::MAX_ANNOTATIONS {
+        return Err(vec![Problem {
+            field: format!("annotation {PREFIX}*"),
+            reason: format!(
+                "{ours} {PREFIX} annotations; at most {} are accepted",
+                crate::annotations::MAX_ANNOTATIONS
+            ),
+        }]);
+    }
     let mut problems = Vec::new();
     let mut values: BTreeMap<&str, &str> = BTreeMap::new();
     for (k, v) in annotations {

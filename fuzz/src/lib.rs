@@ -1,6 +1,7 @@
 //! Fuzz targets for every parser that reads other people's input: the
 //! webhook's AdmissionReview handler, the annotation parser, the reference
-//! grammar, the YAML reader, the agent config and the migrate rewriter.
+//! grammar, the YAML reader, the agent config, the migrate rewriter, the Go
+//! template engine and the vault-k8s translation.
 //!
 //! Each target is a plain function from bytes to nothing that panics when
 //! an invariant breaks, so the same code runs under libFuzzer
@@ -214,4 +215,44 @@ fn added(key: &str, value: &Value) -> bool {
         "metadata" | "annotations" | "labels" => value.as_object().is_some_and(|o| o.iter().all(|(k, v)| added(k, v))),
         _ => false,
     }
+}
+
+/// The vault-k8s translation and `migrate --from vault-k8s`, over any
+/// manifest. The rewrite's output parses into as many documents; a second
+/// run changes nothing; a refused workload is left as it is. Every
+/// translation is sidekey annotations only, goes through the one annotation
+/// parser without panicking, and names its problems by the key written.
+pub fn vault_k8s(data: &[u8]) {
+    use sidekey::vault_k8s::{self as vk, migrate::migrate};
+    let Ok(text) = std::str::from_utf8(data) else { return };
+    let Ok(docs) = yaml::parse_documents(text) else { return };
+    for doc in &docs {
+        for (_, tp) in sidekey::workload::templates(doc) {
+            let Some(a) = doc.pointer(&format!("{tp}/metadata/annotations")).and_then(Value::as_object) else {
+                continue;
+            };
+            match vk::translate(a) {
+                Ok(t) => {
+                    assert!(t.annotations.keys().all(|k| k.starts_with(sidekey::PREFIX)), "{t:?}");
+                    let m: Map<String, Value> =
+                        t.annotations.iter().map(|(k, v)| (k.clone(), Value::String(v.clone()))).collect();
+                    if let Err(problems) = annotations::parse(Some(&m)) {
+                        for p in problems {
+                            let p = t.name_origin(p);
+                            assert!(p.field.starts_with("annotation "), "{p:?}");
+                        }
+                    }
+                }
+                Err(problems) => assert!(!problems.is_empty()),
+            }
+        }
+    }
+    let Ok((out, report)) = migrate(text) else { return };
+    let after = yaml::parse_documents(&out).expect("the rewrite parses");
+    assert_eq!(after.len(), docs.len(), "documents added or lost");
+    if report.iter().all(|m| !m.refused.is_empty()) {
+        assert_eq!(out, text, "nothing migrated, yet the text changed");
+    }
+    let (again, _) = migrate(&out).expect("the rewrite migrates");
+    assert_eq!(again, out, "a second run changes the text");
 }

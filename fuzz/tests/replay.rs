@@ -51,3 +51,8 @@ fn migrate_corpus_replays() {
 fn gotemplate_corpus_replays() {
     replay("gotemplate", sidekey_fuzz::gotemplate);
 }
+
+#[test]
+fn vault_k8s_corpus_replays() {
+    replay("vault_k8s", sidekey_fuzz::vault_k8s);
+}

@@ -185,7 +185,18 @@ pub fn migrate(text: &str) -> Result<(String, Vec<Migrated>), MigrateError> {
             candidate["metadata"]["annotations"] = Value::Object(new_annotations.clone());
             let label =
                 candidate.pointer("/metadata/labels").and_then(|l| l.get(Key::Inject.key())) != Some(&json!("true"));
-            candidate["metadata"]["labels"][Key::Inject.key()] = json!("true");
+            match candidate.pointer_mut("/metadata/labels") {
+                Some(Value::Object(labels)) => {
+                    labels.insert(Key::Inject.key(), json!("true"));
+                }
+                None | Some(Value::Null) => candidate["metadata"]["labels"] = json!({ Key::Inject.key(): "true" }),
+                Some(_) => {
+                    m.refused =
+                        vec!["metadata.labels: not a mapping, so the sidekey.dev/inject label cannot be added".into()];
+                    report.push(m);
+                    continue;
+                }
+            }
             if let Err(invalid) = crate::mutate::mutate_template(&mut candidate.clone(), &config) {
                 m.refused = invalid.problems.into_iter().map(|p| t.name_origin(p).to_string()).collect();
                 report.push(m);
@@ -353,6 +364,15 @@ spec:
         let (out, report) = migrate(&text).unwrap();
         assert_eq!(out, text);
         assert!(report[0].refused.iter().any(|r| r.contains("shareProcessNamespace")), "{report:?}");
+    }
+
+    #[test]
+    fn labels_that_are_not_a_mapping_are_refused_not_a_panic() {
+        // Found by the fuzzer: `labels: app:pg dump` is a string.
+        let text = DEPLOYMENT.replace("labels:\n        app: orders # the selector", "labels: app:orders");
+        let (out, report) = migrate(&text).unwrap();
+        assert_eq!(out, text);
+        assert!(report[0].refused[0].contains("metadata.labels"), "{report:?}");
     }
 
     #[test]

@@ -218,3 +218,14 @@ fn hostile_annotations_are_refused_without_panics() {
         }
     }
 }
+
+#[test]
+fn a_flood_of_annotations_is_refused_at_once() {
+    let mut a = map(json!({"vault.hashicorp.com/agent-inject": "true"}));
+    for i in 0..5000 {
+        a.insert(format!("vault.hashicorp.com/agent-inject-secret-s{i}"), json!("kv/x"));
+    }
+    let p = translate(&a).unwrap_err();
+    assert_eq!(p.len(), 1);
+    assert!(p[0].reason.contains("at most 1000"), "{:?}", p[0]);
+}

@@ -591,6 +591,65 @@ fn the_legacy_shape_renders_first_and_keeps_files_current(w: &Shop) {
     c.api.kubectl_ok(&["-n", "shop", "delete", "pod", "legacy", "--wait=false"]);
 }
 
+/// With `compatibility.vaultK8s` (a `helm upgrade`), a pod written for the
+/// Vault Agent injector — no sidekey label or annotation — gets sidekey's
+/// agent: its Go template renders at /vault/secrets (a KV v2 path without
+/// `data/`, as consul-template reads it) on a read-only tmpfs before the app
+/// starts, a KV update reaches the file, and the pod is marked injected for
+/// vault-k8s too.
+fn a_vault_k8s_pod_gets_sidekeys_agent(w: &Shop) {
+    let c = &w.cluster;
+    let chart = sidekey_testenv::shop::repo_root().join("deploy/helm/sidekey");
+    w.helm(&[
+        "upgrade",
+        "sidekey",
+        &chart.display().to_string(),
+        "-n",
+        "sidekey",
+        "--reuse-values",
+        "--set",
+        "config.compatibility.vaultK8s=true",
+        "--wait",
+    ]);
+    let webhook = c.get_json(&["get", "mutatingwebhookconfiguration", "sidekey-injector"]);
+    assert!(webhook["webhooks"][0].get("objectSelector").is_none(), "{webhook}");
+    let script = "echo \"first=$(/bin/busybox cat /vault/secrets/api.txt)\"; \
+        if /bin/busybox touch /vault/secrets/x 2>/dev/null; then echo writable; else echo read-only; fi; /bin/busybox sleep 3600";
+    let mut pod: Value = serde_json::from_str(&shop_pod("vault-k8s", json!({}), json!({}), script)).unwrap();
+    pod["metadata"]["labels"] = json!({"app": "vault-k8s"});
+    pod["metadata"]["annotations"] = json!({
+        "vault.hashicorp.com/agent-inject": "true",
+        "vault.hashicorp.com/role": "orders",
+        "vault.hashicorp.com/agent-inject-secret-api.txt": "secret/shop/orders",
+        "vault.hashicorp.com/agent-inject-template-api.txt":
+            "{{- with secret \"secret/shop/orders\" -}}api_key={{ .Data.data.api_key }}{{- end }}",
+        "vault.hashicorp.com/template-static-secret-render-interval": "1s",
+        "vault.hashicorp.com/agent-cache-enable": "true",
+    });
+    c.apply_ok(&pod.to_string());
+    c.wait_ready("shop", "vault-k8s", Duration::from_secs(60));
+    let stored = c.get_json(&["-n", "shop", "get", "pod", "vault-k8s"]);
+    let a = &stored["metadata"]["annotations"];
+    assert_eq!(a["vault.hashicorp.com/agent-inject-status"], "injected");
+    assert_eq!(a["sidekey.dev/status"], "injected");
+    assert_eq!(stored["spec"]["initContainers"][0]["name"], "sidekey-agent");
+    assert_eq!(stored["spec"]["initContainers"][0]["restartPolicy"], "Always");
+    let current = w.bao.kv_get("shop/orders")["api_key"].as_str().unwrap().to_owned();
+    let log = wait_log(c, "vault-k8s", "app", &format!("first=api_key={current}"), Duration::from_secs(10));
+    assert!(log.contains("read-only") && !log.contains("writable"), "{log}");
+    let next = format!("{}-vault-k8s", w.api_key);
+    w.bao.kv_put("shop/orders", json!({"api_key": next}));
+    let want = format!("api_key={next}");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while c.exec("shop", "vault-k8s", "app", &["/bin/busybox", "cat", "/vault/secrets/api.txt"]).stdout
+        != want.as_bytes()
+    {
+        assert!(Instant::now() < deadline, "the KV update did not reach /vault/secrets/api.txt");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    c.api.kubectl_ok(&["-n", "shop", "delete", "pod", "vault-k8s", "--wait=false"]);
+}
+
 /// The value of env var `name` of the first container of `pod` (JSON).
 fn app_env(pod: &Value, name: &str) -> String {
     let env = pod["spec"]["containers"][0]["env"].as_array().unwrap();
@@ -637,6 +696,7 @@ fn the_product_in_real_pods_on_a_real_node() {
     step("the legacy shape renders first and keeps files current", || {
         the_legacy_shape_renders_first_and_keeps_files_current(&w)
     });
+    step("a pod annotated for vault-k8s gets sidekey's agent", || a_vault_k8s_pod_gets_sidekeys_agent(&w));
     step("the app follows rotating credentials for a minute", || {
         the_app_follows_rotating_credentials_for_a_minute(&w, &pod, app_started)
     });
