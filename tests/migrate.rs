@@ -227,6 +227,12 @@ fn from_vault_k8s_rewrites_the_corpus_validly_and_names_what_it_refuses() {
         );
         let (ok, again, _) = run(&["migrate", "--from", "vault-k8s", "-f", "-"], Some(&out));
         assert!(ok && again == out, "{name}: not idempotent");
+        // inject leaves a vault-k8s pod alone, saying how to translate it; the
+        // translated one it injects.
+        let (ok, _, err) = run(&["inject", "-f", path.to_str().unwrap()], None);
+        assert!(ok && err.contains("migrate --from vault-k8s"), "{name}: {err}");
+        let (ok, injected, err) = run(&["inject", "-f", "-"], Some(&out));
+        assert!(ok && injected.contains("sidekey-agent"), "{name}: {err}");
         let file = dir.path().join(&name);
         std::fs::write(&file, &out).unwrap();
         let v = Command::new(&validate).args(["--strict", "-k", "1.34.0"]).arg(&file).output().unwrap();

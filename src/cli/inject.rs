@@ -95,6 +95,16 @@ pub fn run(args: &InjectArgs, stdout: &mut dyn Write, stderr: &mut dyn Write) ->
             }
         };
         for (i, mut doc) in docs.into_iter().enumerate() {
+            for (object, tp) in workload::templates(&doc) {
+                let annotations = doc.pointer(&format!("{tp}/metadata/annotations")).and_then(|a| a.as_object());
+                if !args.quiet && crate::vault_k8s::uses_vault_k8s(annotations) {
+                    let object = workload::describe(doc.pointer(&object).unwrap_or(&doc));
+                    let _ = writeln!(
+                        stderr,
+                        "note: {shown}: {object}: annotated for the Vault Agent injector (vault.hashicorp.com/*), which inject leaves alone: translate it with sidekey migrate --from vault-k8s (the webhook does it itself with compatibility.vaultK8s)"
+                    );
+                }
+            }
             match workload::mutate_object(&mut doc, &config) {
                 Ok(outcomes) => {
                     if !args.quiet {
