@@ -154,7 +154,7 @@ impl<'de> Deserialize<'de> for Delims {
 ///
 /// # Errors
 /// Why the template cannot be used: it does not parse, or a `secret` path
-/// is not a literal string or is a write.
+/// or argument is not a literal string.
 pub fn check_go_template(
     template: &str,
     delims: Option<&Delims>,
@@ -169,11 +169,8 @@ pub fn check_go_template(
         }
         format!("vault:{}", c.path).parse::<Reference>().map_err(|e| bad(e.to_string()))?;
     }
-    if let Some(c) = calls.iter().find(|c| !c.args.is_empty()) {
-        return Err(format!(
-            "secret {:?} with arguments is a write (PKI issue); sidekey issues certificates with sidekey.dev/cert-<name> instead",
-            c.path
-        ));
+    if let Some(c) = calls.iter().find(|c| c.args.iter().any(|(k, _)| k.is_empty())) {
+        return Err(format!("secret {:?}: an argument has no name before '='", c.path));
     }
     Ok((t, calls))
 }

@@ -439,7 +439,7 @@ fn walk_pipe(p: &Pipe, out: &mut Vec<SecretCall>) -> Result<(), Error> {
                 walk_pipe(inner, out)?;
             }
         }
-        if !matches!(cmd.first(), Some(Arg::Func(f)) if f == "secret") {
+        if !matches!(cmd.first(), Some(Arg::Func(f)) if f == "secret" || f == "pkiCert") {
             continue;
         }
         let literal = |a: &Arg| match a {
@@ -1003,6 +1003,29 @@ fn kind(v: &Value) -> &'static str {
     }
 }
 
+/// What consul-template's `pkiCert` shows of an issue's answer: the PEMs
+/// `Cert`, `Key` and `CA` (each ending in a newline, as Go's
+/// `pem.EncodeToMemory` writes them), `CAChain`, and `.Data` for the same.
+fn pem_encoded(answer: &Value) -> Value {
+    let data = &answer["Data"];
+    let pem = |v: &Value| v.as_str().filter(|s| !s.is_empty()).map(|s| format!("{}\n", s.trim_end_matches('\n')));
+    let ca = pem(&data["issuing_ca"]);
+    let mut chain: Vec<String> = Vec::new();
+    for c in ca.iter().cloned().chain(data["ca_chain"].as_array().into_iter().flatten().filter_map(pem)) {
+        if !chain.contains(&c) {
+            chain.push(c);
+        }
+    }
+    let mut out = serde_json::json!({
+        "Cert": pem(&data["certificate"]).unwrap_or_default(),
+        "Key": pem(&data["private_key"]).unwrap_or_default(),
+        "CA": ca.unwrap_or_default(),
+        "CAChain": chain,
+    });
+    out["Data"] = out.clone();
+    out
+}
+
 const FUNCTIONS: &[&str] = &[
     "and",
     "base64Decode",
@@ -1022,6 +1045,7 @@ const FUNCTIONS: &[&str] = &[
     "ne",
     "not",
     "or",
+    "pkiCert",
     "print",
     "printf",
     "println",
@@ -1082,20 +1106,21 @@ impl Exec<'_> {
         let s = |v: &Val| string_of(v);
         let json = |v: Value| Ok(Val::Json(v));
         match name {
-            "secret" => {
+            "secret" | "pkiCert" => {
                 let Some((path, rest)) = args.split_first() else {
-                    return Err(exec_err("secret: wants a path"));
+                    return Err(exec_err(format!("{name}: wants a path")));
                 };
                 let mut kv = Vec::new();
                 for (i, a) in rest.iter().enumerate() {
                     let text = s(a);
                     let (k, v) = text
                         .split_once('=')
-                        .ok_or_else(|| exec_err(format!("secret: argument {} is not k=v", i + 2)))?;
+                        .ok_or_else(|| exec_err(format!("{name}: argument {} is not k=v", i + 2)))?;
                     kv.push((k.to_owned(), v.to_owned()));
                 }
                 let path = s(path);
-                self.resolver.secret(&path, &kv).map(Val::Json).map_err(|e| exec_err(format!("secret {path:?}: {e}")))
+                let answer = self.resolver.secret(&path, &kv).map_err(|e| exec_err(format!("{name} {path:?}: {e}")))?;
+                Ok(Val::Json(if name == "pkiCert" { pem_encoded(&answer) } else { answer }))
             }
             "env" => {
                 arity(name, &args, 1)?;

@@ -194,20 +194,27 @@ fn consul_template_view(secret: &Secret) -> Value {
     })
 }
 
+/// What one of a Go template's `secret` calls was answered with.
+pub struct TemplateSource<'a> {
+    /// The path named.
+    pub path: &'a str,
+    /// The fields of a write; empty for a read.
+    pub write: &'a [(String, String)],
+    /// The answer.
+    pub secret: &'a Secret,
+}
+
 /// Answers a Go template's `secret` calls from what the sources read.
 struct Read<'a> {
-    secrets: &'a [(&'a str, &'a Secret)],
+    secrets: &'a [TemplateSource<'a>],
     /// The views handed out, wiped after the render.
     views: Vec<Value>,
 }
 
 impl sidekey::gotemplate::Resolver for Read<'_> {
     fn secret(&mut self, path: &str, args: &[(String, String)]) -> Result<Value, String> {
-        if !args.is_empty() {
-            return Err("writes are not supported".into());
-        }
-        let (_, s) = self.secrets.iter().find(|(p, _)| *p == path).ok_or("not read by this agent")?;
-        let view = consul_template_view(s);
+        let source = self.secrets.iter().find(|s| s.path == path && s.write == args).ok_or("not read by this agent")?;
+        let view = consul_template_view(source.secret);
         self.views.push(view.clone());
         Ok(view)
     }
@@ -218,7 +225,7 @@ impl sidekey::gotemplate::Resolver for Read<'_> {
 ///
 /// # Errors
 /// [`RenderError::Template`] naming the line or function, never a value.
-pub fn render_go(spec: &FileSpec, secrets: &[(&str, &Secret)]) -> Result<SecretBytes, RenderError> {
+pub fn render_go(spec: &FileSpec, secrets: &[TemplateSource<'_>]) -> Result<SecretBytes, RenderError> {
     let text = spec.template.as_deref().unwrap_or_default();
     let (template, _) = sidekey::agent_config::check_go_template(text, spec.delims.as_ref())
         .map_err(|e| RenderError::Template(e.trim_start_matches("template: ").to_owned()))?;
@@ -290,6 +297,10 @@ mod tests {
         String::from_utf8(b.expose_secret().to_vec()).unwrap()
     }
 
+    fn read<'a>(path: &'a str, secret: &'a Secret) -> TemplateSource<'a> {
+        TemplateSource { path, write: &[], secret }
+    }
+
     #[test]
     fn a_go_template_sees_the_answer_as_consul_template_shows_it() {
         let mut kv2 = Secret::from_fields(json!({"password": "s3cr3t", "port": 5432}));
@@ -306,18 +317,18 @@ mod tests {
 {{ with secret "secret/data/app" }}{{ range $k, $v := .Data }}{{ $k }}: {{ $v }}
 {{ end }}{{ end }}"#;
         let mut f = spec("vault:secret/data/app", Some(Format::GoTemplate), Some(t));
-        let out = text(render_go(&f, &[("secret/data/app", &kv2), ("database/creds/app", &creds)]).unwrap());
+        let out = text(render_go(&f, &[read("secret/data/app", &kv2), read("database/creds/app", &creds)]).unwrap());
         assert_eq!(
             out,
             "s3cr3t v3 5432\nv-app-x1 60 true\ndata: map[password:s3cr3t port:5432]\nmetadata: map[destroyed:false version:3]\n"
         );
         // Errors name the line or function, never a value.
         f.template = Some(r#"{{ with secret "secret/data/app" }}{{ index .Data.data.password 1 }}{{ end }}"#.into());
-        let e = render_go(&f, &[("secret/data/app", &kv2)]).unwrap_err().to_string();
+        let e = render_go(&f, &[read("secret/data/app", &kv2)]).unwrap_err().to_string();
         assert!(e.contains("index") && !e.contains("s3cr3t"), "{e}");
         f.template = Some(r#"[[ with secret "secret/data/app" ]][[ .Data.data.port ]][[ end ]]"#.into());
         f.delims = Some("[[ ]]".parse().unwrap());
-        assert_eq!(text(render_go(&f, &[("secret/data/app", &kv2)]).unwrap()), "5432");
+        assert_eq!(text(render_go(&f, &[read("secret/data/app", &kv2)]).unwrap()), "5432");
     }
 
     #[test]

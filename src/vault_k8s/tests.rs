@@ -174,8 +174,8 @@ fn what_cannot_be_translated_is_refused_by_name() {
         (json!({"vault.hashicorp.com/secret-volume-path-ok": "/other"}), "one mount"),
         (json!({"vault.hashicorp.com/agent-inject-template-ok": "{{ with secret \"kv/ok\" }}"}), "line 1"),
         (
-            json!({"vault.hashicorp.com/agent-inject-template-ok": "{{ with secret \"pki/issue/x\" \"common_name=a\" }}{{ end }}"}),
-            "cert-",
+            json!({"vault.hashicorp.com/agent-inject-template-ok": "{{ with secret \"pki/issue/x\" \"=a\" }}{{ end }}"}),
+            "no name",
         ),
         (json!({"vault.hashicorp.com/agent-inject-template-x": "static"}), "names no path"),
         (json!({"vault.hashicorp.com/error-on-missing-key-ok": "maybe"}), "ParseBool"),

@@ -116,6 +116,18 @@ pub trait SecretBackend: Clone + Send + Sync + 'static {
         self.read(reference)
     }
 
+    /// Writes `fields` to a path a Go template names (`secret "<path>"
+    /// "k=v"…`, `pkiCert`): Vault only.
+    fn write_template_path(
+        &self,
+        reference: &Reference,
+        fields: &[(String, String)],
+    ) -> impl Future<Output = Result<Fetched, BackendError>> + Send {
+        let _ = fields;
+        let message = format!("{reference}: only Vault takes writes");
+        async { Err(BackendError::Permanent(message)) }
+    }
+
     /// The current version behind `check` (from [`Fetched::check`]).
     fn version(&self, check: &str) -> impl Future<Output = Result<String, BackendError>> + Send;
 
@@ -142,6 +154,19 @@ impl SecretBackend for Backend {
             #[cfg(feature = "aws")]
             Backend::Aws(a) => a.read(reference).await,
             Backend::File(f) => f.read(reference).await,
+        }
+    }
+
+    #[cfg_attr(not(feature = "vault"), allow(unused_variables))]
+    async fn write_template_path(
+        &self,
+        reference: &Reference,
+        fields: &[(String, String)],
+    ) -> Result<Fetched, BackendError> {
+        match self {
+            #[cfg(feature = "vault")]
+            Backend::Vault(v) => v.write_template_path(reference, fields).await,
+            _ => Err(BackendError::Permanent(format!("{reference}: only Vault takes writes"))),
         }
     }
 

@@ -503,6 +503,64 @@ impl Vault {
         self.read(reference).await
     }
 
+    /// Writes `fields` to `reference`'s path, as consul-template does for a
+    /// template's `secret "<path>" "k=v"…` (PKI issuing, mostly): the
+    /// answer is the secret. A certificate (`data.expiration`), or an
+    /// answer with a lifetime but no lease, is fetched again at 2/3 of its
+    /// life; a lease is kept as any lease.
+    ///
+    /// # Errors
+    /// [`BackendError`] naming the path, never a field's value.
+    pub async fn write_template_path(
+        &self,
+        reference: &Reference,
+        fields: &[(String, String)],
+    ) -> Result<Fetched, BackendError> {
+        let Reference::Vault { path, .. } = reference else {
+            return Err(BackendError::Permanent(format!("{reference}: not a Vault reference")));
+        };
+        let body: serde_json::Map<String, Value> =
+            fields.iter().map(|(k, v)| (k.clone(), Value::String(v.clone()))).collect();
+        let (text, owner) = self.call(Method::POST, path, Some(&Value::Object(body))).await?;
+        let mut v: Value =
+            serde_json::from_str(&text).map_err(|_| BackendError::Transient(format!("POST {path}: not JSON")))?;
+        drop(text);
+        let lease_id = v["lease_id"].as_str().unwrap_or("").to_owned();
+        let lease_ttl = Duration::from_secs(v["lease_duration"].as_u64().unwrap_or(0));
+        let renewable = v["renewable"].as_bool().unwrap_or(false);
+        let data = std::mem::take(&mut v["data"]);
+        crate::secret::SecretValue::new(v);
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+        let lifetime = match data["expiration"].as_u64() {
+            Some(exp) => Some(Duration::from_secs(exp.saturating_sub(now.as_secs()))),
+            None if lease_id.is_empty() && !lease_ttl.is_zero() => Some(lease_ttl),
+            None => None,
+        };
+        let certificate = lifetime.map(|l| {
+            let lifetime = l.max(Duration::from_secs(1));
+            CertTimes { lifetime, reissue_after: lifetime * 2 / 3 }
+        });
+        let meta = crate::secret::Meta {
+            lease_id: lease_id.clone(),
+            lease_duration: lease_ttl.as_secs(),
+            renewable,
+            kv2_metadata: None,
+        };
+        let lease = (!lease_id.is_empty() && certificate.is_none()).then_some(Lease {
+            id: lease_id,
+            ttl: lease_ttl,
+            renewable,
+        });
+        Ok(Fetched {
+            certificate,
+            secret: Arc::new(Secret { fields: crate::secret::SecretValue::new(data), raw: None, meta }),
+            version: None,
+            lease,
+            check: None,
+            owner,
+        })
+    }
+
     /// Issues `cert` from the PKI engine. With `sign` (the default) the key
     /// pair is generated here and only a CSR is sent, so the private key
     /// never leaves the pod, nor appears in Vault's responses or audit log.

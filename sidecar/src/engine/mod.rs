@@ -39,7 +39,13 @@ pub struct Source {
     pub cert: Option<CertRequest>,
     /// Read as a Go template names it (consul-template's KV v2 paths).
     pub template_path: bool,
+    /// A Go template's `secret` with `k=v` arguments (or `pkiCert`): a
+    /// write of these fields, fetched again when its result expires.
+    pub write: Option<Vec<(String, String)>>,
 }
+
+/// The `k=v` fields of a template's write.
+type Fields = Vec<(String, String)>;
 
 /// Which sources each file reads.
 pub struct Plan {
@@ -57,11 +63,12 @@ impl Plan {
         let mut sources: Vec<Source> = Vec::new();
         let mut file_sources = Vec::new();
         for f in &config.files {
-            let mut wanted: Vec<(String, Reference)> = Vec::new();
+            // (source name, what it reads, a write's fields)
+            let mut wanted: Vec<(String, Reference, Option<Fields>)> = Vec::new();
             let template = f.format == Some(Format::GoTemplate);
             match (&f.cert, f.format, &f.template) {
                 // Each certificate is its own source: its own key and schedule.
-                (Some(_), ..) => wanted.push((format!("cert {}", f.name), f.reference.without_key())),
+                (Some(_), ..) => wanted.push((format!("cert {}", f.name), f.reference.without_key(), None)),
                 (None, Some(Format::GoTemplate), Some(t)) => {
                     // The config was validated: the template parses and its paths are references.
                     let calls = sidekey::agent_config::check_go_template(t, f.delims.as_ref()).map(|(_, c)| c);
@@ -69,16 +76,22 @@ impl Plan {
                         let r = Reference::Vault { path: c.path, key: None };
                         // A template's path is its own source: it may be read
                         // at another path than the same text in a reference.
-                        wanted.push((format!("template {r}"), r));
+                        // A write is one source per path and fields.
+                        if c.args.is_empty() {
+                            wanted.push((format!("template {r}"), r, None));
+                        } else {
+                            let fields: Vec<String> = c.args.iter().map(|(k, v)| format!("{k}={v}")).collect();
+                            wanted.push((format!("template write {r} {}", fields.join(" ")), r, Some(c.args)));
+                        }
                     }
                 }
                 _ => {
                     let r = f.reference.without_key();
-                    wanted.push((r.to_string(), r));
+                    wanted.push((r.to_string(), r, None));
                 }
             }
             let mut idxs = Vec::new();
-            for (name, reference) in wanted {
+            for (name, reference, write) in wanted {
                 let idx = match sources.iter().position(|s| s.name == name) {
                     Some(i) => i,
                     None => {
@@ -88,6 +101,7 @@ impl Plan {
                             required: false,
                             cert: f.cert.clone(),
                             template_path: template,
+                            write,
                         });
                         sources.len() - 1
                     }
@@ -265,8 +279,11 @@ impl<B: SecretBackend> SourceTask<B> {
         loop {
             let result = match &self.source.cert {
                 Some(cert) => self.backend.issue(cert).await,
-                None if self.source.template_path => self.backend.read_template_path(&self.source.reference).await,
-                None => self.backend.read(&self.source.reference).await,
+                None => match &self.source.write {
+                    Some(fields) => self.backend.write_template_path(&self.source.reference, fields).await,
+                    None if self.source.template_path => self.backend.read_template_path(&self.source.reference).await,
+                    None => self.backend.read(&self.source.reference).await,
+                },
             };
             match result {
                 Ok(f) => {
@@ -644,11 +661,15 @@ fn render_file(
     secrets: &[&Secret],
 ) -> Result<Vec<(String, SecretBytes, u32)>, crate::render::RenderError> {
     if spec.format == Some(Format::GoTemplate) {
-        let read: Vec<(&str, &Secret)> = indexes
+        let read: Vec<crate::render::TemplateSource<'_>> = indexes
             .iter()
             .zip(secrets)
             .filter_map(|(&i, s)| match &sources[i].reference {
-                Reference::Vault { path, .. } => Some((path.as_str(), *s)),
+                Reference::Vault { path, .. } => Some(crate::render::TemplateSource {
+                    path: path.as_str(),
+                    write: sources[i].write.as_deref().unwrap_or_default(),
+                    secret: s,
+                }),
                 _ => None,
             })
             .collect();

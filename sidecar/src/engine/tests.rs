@@ -174,7 +174,14 @@ fn start(script: Script, refresh: Duration, once: bool) -> Run {
     let reference: sidekey::reference::Reference = "vault:database/creds/app".parse().unwrap();
     let task = SourceTask {
         index: 0,
-        source: Source { name: reference.to_string(), reference, required: true, cert: None, template_path: false },
+        source: Source {
+            name: reference.to_string(),
+            reference,
+            required: true,
+            cert: None,
+            template_path: false,
+            write: None,
+        },
         backend: script.clone(),
         refresh: crate::schedule::Refresh { period: refresh, epoch: tokio::time::Instant::now() },
         tx,
@@ -409,4 +416,30 @@ fn a_go_template_reads_each_of_its_paths_through_one_shared_source() {
     );
     assert_eq!(plan.file_sources, [vec![0], vec![1, 2], vec![2]]);
     assert!(plan.sources[1].template_path && !plan.sources[0].template_path);
+}
+
+#[test]
+fn a_template_write_is_a_source_per_path_and_fields() {
+    let t = |cn: &str| {
+        format!(
+            "{{{{ with secret \"pki/issue/web\" \"common_name={cn}\" }}}}{{{{ .Data.certificate }}}}{{{{ end }}}}"
+        )
+    };
+    let config = sidekey::agent_config::AgentConfig::from_json(
+        &serde_json::json!({
+            "mountPath": "/m",
+            "vault": {"addr": "http://127.0.0.1:8200", "auth": {"method": "token", "tokenPath": "/t"}},
+            "files": [
+                {"name": "a", "ref": "vault:pki/issue/web", "format": "go-template", "mode": "0400", "template": t("a.shop.svc")},
+                {"name": "a2", "ref": "vault:pki/issue/web", "format": "go-template", "mode": "0400", "template": t("a.shop.svc")},
+                {"name": "b", "ref": "vault:pki/issue/web", "format": "go-template", "mode": "0400", "template": t("b.shop.svc")}
+            ]
+        })
+        .to_string(),
+    )
+    .unwrap();
+    let plan = super::Plan::new(&config);
+    assert_eq!(plan.file_sources, [vec![0], vec![0], vec![1]]);
+    assert_eq!(plan.sources[0].write.as_deref(), Some(&[("common_name".to_owned(), "a.shop.svc".to_owned())][..]));
+    assert_eq!(plan.sources[1].name, "template write vault:pki/issue/web common_name=b.shop.svc");
 }

@@ -97,6 +97,27 @@ fn seed(bao: &OpenBao) {
             kv2.push(mount.clone());
         }
     }
+    // A PKI engine with a root CA and a role, for templates that issue.
+    let pki = &seed["pki"];
+    let mount = pki["mount"].as_str().unwrap();
+    bao.api(
+        "POST",
+        &format!("sys/mounts/{mount}"),
+        Some(json!({"type": "pki", "config": {"max_lease_ttl": "87600h"}})),
+    )
+    .unwrap();
+    bao.api(
+        "POST",
+        &format!("{mount}/root/generate/internal"),
+        Some(json!({"common_name": "corpus root", "ttl": "8760h"})),
+    )
+    .unwrap();
+    bao.api(
+        "POST",
+        &format!("{mount}/roles/{}", pki["role"].as_str().unwrap()),
+        Some(json!({"allowed_domains": pki["allowed_domains"], "allow_subdomains": true, "max_ttl": "72h"})),
+    )
+    .unwrap();
     for (path, data) in seed["secrets"].as_object().unwrap() {
         let (mount, rest) = path.split_once('/').unwrap();
         let (api, body) = if kv2.iter().any(|m| m == mount) {
@@ -185,16 +206,32 @@ fn run_vault_agent(bao: &OpenBao, dir: &Path, out: &Path, workloads: &[(&str, Ve
         }
     }
     std::fs::write(dir.join("agent.hcl"), &hcl).unwrap();
-    let out = Command::new(tool("SIDEKEY_BAO"))
+    // Vault Agent retries a template it cannot render for ever: bounded here.
+    let log = dir.join("bao-agent.log");
+    let file = std::fs::File::create(&log).unwrap();
+    let mut child = Command::new(tool("SIDEKEY_BAO"))
         .args(["agent", &format!("-config={}", dir.join("agent.hcl").display())])
         .env("HOME", dir)
-        .output()
+        .stdout(file.try_clone().unwrap())
+        .stderr(file)
+        .spawn()
         .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break Some(status);
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
     assert!(
-        out.status.success(),
-        "bao agent: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
+        status.is_some_and(|s| s.success()),
+        "bao agent did not render every template within 60 s: {}",
+        std::fs::read_to_string(&log).unwrap_or_default()
     );
 }
 

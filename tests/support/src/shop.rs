@@ -98,13 +98,35 @@ impl Shop {
             .args(args)
             .output()
             .unwrap();
-        assert!(
-            out.status.success(),
-            "helm {args:?}: {}{}\n{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr),
-            String::from_utf8_lossy(&self.cluster.api.kubectl(&["-n", "sidekey", "get", "pods,events"]).stdout)
-        );
+        if !out.status.success() {
+            // What the injector's containers said, the last run of a crashing one too.
+            let kubectl = |a: &[&str]| String::from_utf8_lossy(&self.cluster.api.kubectl(a).stdout).into_owned();
+            let logs = kubectl(&[
+                "-n",
+                "sidekey",
+                "logs",
+                "-l",
+                "app.kubernetes.io/name=sidekey-injector",
+                "--tail=20",
+                "--prefix",
+            ]);
+            let previous = kubectl(&[
+                "-n",
+                "sidekey",
+                "logs",
+                "-l",
+                "app.kubernetes.io/name=sidekey-injector",
+                "--previous",
+                "--tail=20",
+                "--prefix",
+            ]);
+            panic!(
+                "helm {args:?}: {}{}\n{}\nlogs:\n{logs}\nprevious runs:\n{previous}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr),
+                kubectl(&["-n", "sidekey", "get", "pods,events"])
+            );
+        }
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
