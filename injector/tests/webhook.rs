@@ -318,6 +318,19 @@ fn self_managed_tls_works_from_an_empty_cluster_and_replicas_share_one_ca() {
     let secret = get_json(&["-n", "sidekey", "get", "secret", "sidekey-injector-tls", "-o", "json"]);
     assert_eq!(secret["data"]["ca.crt"].as_str().unwrap(), ca);
     drop(second);
+
+    // The serving certificate wiped (as a `helm upgrade` of the chart's
+    // earlier Secret, or an `apply` of a manifest listing the keys empty,
+    // did): a replica that starts then issues a new one from the same CA,
+    // so the published caBundle still holds.
+    let wipe = r#"{"data":{"tls.crt":"","tls.key":""}}"#;
+    kube.kubectl_ok(&["-n", "sidekey", "patch", "secret", "sidekey-injector-tls", "--type=merge", "-p", wipe]);
+    let third = Injector::spawn(&["--tls-self-managed", "--tls-san", "127.0.0.1"], &env, dir.path());
+    let secret = get_json(&["-n", "sidekey", "get", "secret", "sidekey-injector-tls", "-o", "json"]);
+    assert_eq!(secret["data"]["ca.crt"].as_str().unwrap(), ca, "the CA is kept");
+    assert!(secret["data"]["tls.crt"].as_str().is_some_and(|c| !c.is_empty()), "{secret}");
+    assert!(third.log().contains("issued a new one from its CA"), "{}", third.log());
+    drop(third);
     drop(inj);
 }
 

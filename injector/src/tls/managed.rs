@@ -132,6 +132,11 @@ fn to_secret(m: &Managed, mat: &Material) -> Secret {
 /// (Helm's ownership marks among them) with ours added.
 fn replacing(existing: &Secret, mut new: Secret) -> Secret {
     new.metadata.resource_version = existing.metadata.resource_version.clone();
+    // The type cannot change (the chart creates it Opaque, older installs
+    // kubernetes.io/tls).
+    if existing.type_.is_some() {
+        new.type_ = existing.type_.clone();
+    }
     // The installer's labels win (Helm checks its managed-by label).
     let mut labels = new.metadata.labels.take().unwrap_or_default();
     labels.extend(existing.metadata.labels.clone().unwrap_or_default());
@@ -158,6 +163,22 @@ fn from_secret(s: &Secret) -> Option<Material> {
     })
 }
 
+/// Whether the serving certificate and key in `mat` can be served.
+fn serving_usable(mat: &Material) -> bool {
+    certified_key(mat.cert.as_bytes(), mat.key.as_bytes()).is_ok()
+}
+
+/// A new serving certificate in `mat`, signed by its CA.
+fn reissue_serving(m: &Managed, mat: &mut Material) -> Result<(), TlsError> {
+    let ca_key = KeyPair::from_pem(&mat.ca_key).map_err(|e| TlsError::Pem(e.to_string()))?;
+    let (cert, key, not_after) =
+        serving(ca_params(time_like::Now::get(), m.ca_lifetime), &ca_key, &m.sans, m.cert_lifetime)?;
+    mat.cert = cert;
+    mat.key = key;
+    mat.cert_not_after = not_after;
+    Ok(())
+}
+
 /// Gets the Secret, filling it when it exists empty (as the chart
 /// creates it) or creating it when absent (other installs); with several
 /// replicas the first write wins and the others read what it wrote.
@@ -168,8 +189,22 @@ pub async fn load_or_create(client: &kube::Client, m: &Managed) -> Result<Materi
     let api: Api<Secret> = Api::namespaced(client.clone(), &m.namespace);
     for _ in 0..5 {
         if let Some(s) = api.get_opt(&m.secret).await.map_err(TlsError::kube("reading the TLS Secret"))? {
-            if let Some(mat) = from_secret(&s) {
-                return Ok(mat);
+            if let Some(mut mat) = from_secret(&s) {
+                if serving_usable(&mat) {
+                    return Ok(mat);
+                }
+                // The CA is there but the serving certificate is not (an
+                // `apply` of a manifest that lists the keys empty): a new
+                // one from the same CA, so the published caBundle holds.
+                reissue_serving(m, &mut mat)?;
+                match api.replace(&m.secret, &PostParams::default(), &replacing(&s, to_secret(m, &mat))).await {
+                    Ok(_) => {
+                        tracing::warn!(secret = %m.secret, namespace = %m.namespace, "the Secret's serving certificate was unusable; issued a new one from its CA");
+                        return Ok(mat);
+                    }
+                    Err(kube::Error::Api(e)) if e.code == 409 => continue,
+                    Err(e) => return Err(TlsError::kube("repairing the TLS Secret")(e)),
+                }
             }
             // The chart creates the Secret empty, so the injector needs
             // no right to create Secrets (which would let it mint
@@ -287,13 +322,8 @@ async fn refresh(client: &kube::Client, m: &Managed, store: &CertStore) -> Resul
         mat.key = k;
         mat.cert_not_after = not_after;
         changed = true;
-    } else if left(mat.cert_not_after) < (m.cert_lifetime / 3).as_secs() as i64 {
-        let ca_key = KeyPair::from_pem(&mat.ca_key).map_err(|e| TlsError::Pem(e.to_string()))?;
-        let (cert, key, not_after) =
-            serving(ca_params(time_like::Now::get(), m.ca_lifetime), &ca_key, &m.sans, m.cert_lifetime)?;
-        mat.cert = cert;
-        mat.key = key;
-        mat.cert_not_after = not_after;
+    } else if left(mat.cert_not_after) < (m.cert_lifetime / 3).as_secs() as i64 || !serving_usable(&mat) {
+        reissue_serving(m, &mut mat)?;
         changed = true;
     }
     if changed {

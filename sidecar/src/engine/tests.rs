@@ -421,9 +421,7 @@ fn a_go_template_reads_each_of_its_paths_through_one_shared_source() {
 #[test]
 fn a_template_write_is_a_source_per_path_and_fields() {
     let t = |cn: &str| {
-        format!(
-            "{{{{ with secret \"pki/issue/web\" \"common_name={cn}\" }}}}{{{{ .Data.certificate }}}}{{{{ end }}}}"
-        )
+        format!("{{{{ with secret \"pki/issue/web\" \"common_name={cn}\" }}}}{{{{ .Data.certificate }}}}{{{{ end }}}}")
     };
     let config = sidekey::agent_config::AgentConfig::from_json(
         &serde_json::json!({
