@@ -633,6 +633,23 @@ fn a_vault_k8s_pod_gets_sidekeys_agent(w: &Shop) {
         "vault.hashicorp.com/template-static-secret-render-interval": "1s",
         "vault.hashicorp.com/agent-cache-enable": "true",
     });
+    // Replaced replicas serve (with the old configuration) for a few
+    // seconds more: wait until the webhook's answer is the new one, seen
+    // through a server-side dry run, which goes through admission.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let out = c.api.kubectl_stdin(&["create", "--dry-run=server", "-o", "json", "-f", "-"], &pod.to_string());
+        let dry: Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+        if dry["metadata"]["annotations"]["sidekey.dev/status"] == "injected" {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the webhook never answered with compatibility on: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
     c.apply_ok(&pod.to_string());
     c.wait_ready("shop", "vault-k8s", Duration::from_secs(60));
     let stored = c.get_json(&["-n", "shop", "get", "pod", "vault-k8s"]);
