@@ -254,18 +254,19 @@ pub fn translate(annotations: &Map<String, Value>) -> Result<Translation, Vec<Pr
             None => problems.push(vk(key, "the value must be a string (quote it in YAML)")),
         }
     }
-    if annotations.keys().any(|k| k.starts_with(SIDEKEY)) {
-        problems.push(Problem {
-            field: format!("annotation {SIDEKEY}*"),
-            reason: format!("a pod uses either {PREFIX} or {SIDEKEY} annotations, not both"),
-        });
-    }
     let inject = match values.get("agent-inject") {
         Some(v) => parse_bool("agent-inject", v).map_err(|p| vec![p])?,
         None => false,
     };
     if !inject {
-        return if problems.is_empty() { Ok(out) } else { Err(problems) };
+        // Not for vault-k8s (any more): sidekey's own annotations, if any, decide.
+        return Ok(Translation::default());
+    }
+    if annotations.keys().any(|k| k.starts_with(SIDEKEY)) {
+        problems.push(Problem {
+            field: format!("annotation {SIDEKEY}*"),
+            reason: format!("a pod uses either {PREFIX} or {SIDEKEY} annotations, not both"),
+        });
     }
     if values.get("agent-inject-status") == Some(&"injected") {
         out.annotations.insert(Key::Status.key(), "injected".into());
@@ -316,7 +317,6 @@ pub fn translate(annotations: &Map<String, Value>) -> Result<Translation, Vec<Pr
         }
         let result = match key {
             "agent-inject" | "agent-inject-status" => Ok(()),
-
             "auth-path" => {
                 let mount = value.trim_matches('/');
                 set(&mut out, Key::VaultAuthMount, mount.strip_prefix("auth/").unwrap_or(mount));

@@ -312,6 +312,10 @@ fn vault_k8s_translation(
         return Ok(None);
     };
     let t = vault_k8s::translate(annotations)?;
+    if t.annotations.is_empty() {
+        // vault.hashicorp.com/agent-inject: "false": sidekey's own annotations decide.
+        return Ok(None);
+    }
     for (k, v) in &t.annotations {
         annotations.insert(k.clone(), Value::String(v.clone()));
     }

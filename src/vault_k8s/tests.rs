@@ -105,6 +105,12 @@ fn names_case_files_delims_and_defaults_follow_vault_k8s() {
 #[test]
 fn pods_that_do_not_opt_in_or_were_injected_get_nothing_to_inject() {
     assert!(translated(json!({"vault.hashicorp.com/agent-inject": "false"})).annotations.is_empty());
+    // Left for vault-k8s no more, next to sidekey's own: sidekey's decide.
+    assert!(
+        translated(json!({"vault.hashicorp.com/agent-inject": "false", "sidekey.dev/inject": "true"}))
+            .annotations
+            .is_empty()
+    );
     let t = translated(
         json!({"vault.hashicorp.com/agent-inject": "true", "vault.hashicorp.com/agent-inject-status": "injected"}),
     );
