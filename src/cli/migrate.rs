@@ -103,11 +103,7 @@ pub fn run(args: &MigrateArgs, stdout: &mut dyn Write, stderr: &mut dyn Write) -
         let _ = writeln!(stderr, "error: {e}");
         return exit::INVALID_INPUT;
     }
-    if args.in_place && args.files.iter().any(|f| f.as_os_str() == "-") {
-        let _ = writeln!(stderr, "error: --in-place cannot rewrite stdin");
-        return exit::CONFIG;
-    }
-    let inputs = match read_inputs(&args.files, stderr) {
+    let inputs = match inputs(args, stderr) {
         Ok(i) => i,
         Err(code) => return code,
     };
@@ -174,6 +170,15 @@ pub fn run(args: &MigrateArgs, stdout: &mut dyn Write, stderr: &mut dyn Write) -
     write_outputs(args, &inputs, &outputs, stdout, stderr)
 }
 
+/// The manifests to migrate; `--in-place` cannot rewrite stdin.
+fn inputs(args: &MigrateArgs, stderr: &mut dyn Write) -> Result<Vec<super::Input>, u8> {
+    if args.in_place && args.files.iter().any(|f| f.as_os_str() == "-") {
+        let _ = writeln!(stderr, "error: --in-place cannot rewrite stdin");
+        return Err(exit::CONFIG);
+    }
+    read_inputs(&args.files, stderr)
+}
+
 /// Prints the diff (`--dry-run`), rewrites the files (`--in-place`) or
 /// prints the migrated manifests.
 fn write_outputs(
@@ -213,11 +218,7 @@ fn write_outputs(
 /// `migrate --from vault-k8s`: every pod template's `vault.hashicorp.com/*`
 /// annotations rewritten into `sidekey.dev/*`.
 fn from_vault_k8s(args: &MigrateArgs, stdout: &mut dyn Write, stderr: &mut dyn Write) -> u8 {
-    if args.in_place && args.files.iter().any(|f| f.as_os_str() == "-") {
-        let _ = writeln!(stderr, "error: --in-place cannot rewrite stdin");
-        return exit::CONFIG;
-    }
-    let inputs = match read_inputs(&args.files, stderr) {
+    let inputs = match inputs(args, stderr) {
         Ok(i) => i,
         Err(code) => return code,
     };

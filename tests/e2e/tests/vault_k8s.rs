@@ -20,7 +20,10 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use serde_json::{Value, json};
-use sidekey_testenv::{KubeApi, OpenBao, free_port, tool, wait_until};
+use sidekey_testenv::{KubeApi, OpenBao, tool};
+
+mod common;
+use common::injector;
 
 const PREFIX: &str = "vault.hashicorp.com/";
 
@@ -425,7 +428,9 @@ fn a_vault_k8s_pod_is_injected_by_the_apiserver_and_logs_in_with_kubernetes_auth
     // The tutorial's app container is not restricted; sidekey's are (tested in e2e.rs).
     kube.create_namespace("apps", &["pod-security.kubernetes.io/enforce=baseline"]);
     kube.create_service_account("apps", "internal-app");
-    let _injector = injector(&kube, dir.path(), &bao);
+    let config = format!("vault:\n  addr: {}\n  allowHttp: true\ncompatibility:\n  vaultK8s: true\n", bao.addr);
+    // Its webhook configuration has no objectSelector: vault-k8s pods carry no sidekey label.
+    let _injector = injector(&kube, dir.path(), &config);
 
     // The tutorial's pod, as it is (namespace set for the test).
     let w = corpus().into_iter().find(|w| w.name == "06-katakoda-pod-payroll").unwrap();
@@ -475,67 +480,4 @@ fn a_vault_k8s_pod_is_injected_by_the_apiserver_and_logs_in_with_kubernetes_auth
         String::from_utf8(files_of(&dir.path().join("secrets"))["database-config.txt"].clone()).unwrap(),
         "postgresql://db-readonly-username:db-secret-password@postgres:5432/wizard"
     );
-}
-
-/// The injector (compatibility on) behind the apiserver.
-fn injector(kube: &KubeApi, dir: &Path, bao: &OpenBao) -> Child {
-    let cert = kube.sign_serving_cert(&["localhost"]);
-    std::fs::write(dir.join("tls.crt"), &cert.cert_pem).unwrap();
-    std::fs::write(dir.join("tls.key"), &cert.key_pem).unwrap();
-    std::fs::write(
-        dir.join("injector.yaml"),
-        format!("vault:\n  addr: {}\n  allowHttp: true\ncompatibility:\n  vaultK8s: true\n", bao.addr),
-    )
-    .unwrap();
-    let (port, admin) = (free_port(), free_port());
-    let log = std::fs::File::create(dir.join("injector.log")).unwrap();
-    let child = Command::new(env!("CARGO_BIN_EXE_e2e-injector"))
-        .args([
-            "--listen",
-            &format!("127.0.0.1:{port}"),
-            "--admin-listen",
-            &format!("127.0.0.1:{admin}"),
-            "--tls-cert",
-            &dir.join("tls.crt").display().to_string(),
-            "--tls-key",
-            &dir.join("tls.key").display().to_string(),
-            "--config",
-            &dir.join("injector.yaml").display().to_string(),
-        ])
-        .stdout(log.try_clone().unwrap())
-        .stderr(log)
-        .spawn()
-        .unwrap();
-    let child = Child(child);
-    wait_until(
-        "the injector",
-        Duration::from_secs(30),
-        || ureq::get(format!("http://127.0.0.1:{admin}/readyz")).call().is_ok_and(|r| r.status() == 200),
-        || std::fs::read_to_string(dir.join("injector.log")).unwrap_or_default(),
-    );
-    use base64::Engine;
-    // No objectSelector: vault-k8s pods carry no sidekey label.
-    let mwc = json!({
-        "apiVersion": "admissionregistration.k8s.io/v1", "kind": "MutatingWebhookConfiguration",
-        "metadata": {"name": "sidekey-injector"},
-        "webhooks": [{"name": "inject.sidekey.dev",
-            "clientConfig": {"url": format!("https://127.0.0.1:{port}/mutate"),
-                             "caBundle": base64::engine::general_purpose::STANDARD.encode(&kube.ca_pem)},
-            "rules": [{"apiGroups": [""], "apiVersions": ["v1"], "operations": ["CREATE"], "resources": ["pods"]}],
-            "admissionReviewVersions": ["v1"], "sideEffects": "None", "failurePolicy": "Fail", "timeoutSeconds": 5,
-            "reinvocationPolicy": "IfNeeded"}]
-    });
-    let out = kube.kubectl_stdin(&["apply", "-f", "-"], &mwc.to_string());
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    child
-}
-
-/// A child process killed when dropped.
-struct Child(std::process::Child);
-
-impl Drop for Child {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
 }
