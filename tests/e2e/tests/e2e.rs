@@ -14,26 +14,16 @@ use serde_json::{Value, json};
 use sidekey_testenv::{KubeApi, Moto, OpenBao, Postgres, wait_until};
 
 mod common;
-use common::{injector, spawn};
+use common::{injector, pod_of, spawn};
 
 const MOUNT: &str = "/run/secrets/sidekey";
 
-/// The pod of an example manifest (a Deployment's template becomes a Pod:
-/// there are no controllers here).
+/// The pod of an example manifest (a Deployment's template becomes a Pod).
 fn example_pod(file: &str, name: &str) -> Value {
     let text =
         std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/workloads").join(file))
             .unwrap();
-    let doc = sidekey::yaml::parse_documents(&text).unwrap().remove(0);
-    if doc["kind"] == "Pod" {
-        return doc;
-    }
-    let mut template = doc["spec"]["template"].clone();
-    template["apiVersion"] = json!("v1");
-    template["kind"] = json!("Pod");
-    template["metadata"]["name"] = json!(name);
-    template["metadata"]["namespace"] = doc["metadata"]["namespace"].clone();
-    template
+    pod_of(&text, name)
 }
 
 fn container<'a>(pod: &'a Value, list: &str, name: &str) -> &'a Value {

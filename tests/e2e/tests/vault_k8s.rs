@@ -16,14 +16,14 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
 use serde_json::{Value, json};
 use sidekey_testenv::{KubeApi, OpenBao, tool};
 
 mod common;
-use common::injector;
+use common::{injector, pod_of, spawn};
 
 const PREFIX: &str = "vault.hashicorp.com/";
 
@@ -69,20 +69,6 @@ fn corpus() -> Vec<Workload> {
             Workload { name, text, pod, refused }
         })
         .collect()
-}
-
-/// The pod of a manifest's first document (a workload's template made a Pod:
-/// there are no controllers here).
-fn pod_of(text: &str, name: &str) -> Value {
-    let doc = sidekey::yaml::parse_documents(text).unwrap().remove(0);
-    if doc["kind"] == "Pod" {
-        return doc;
-    }
-    let mut t = doc["spec"]["template"].clone();
-    t["apiVersion"] = json!("v1");
-    t["kind"] = json!("Pod");
-    t["metadata"]["name"] = json!(name);
-    t
 }
 
 /// The mounts and secrets of `seed.json`.
@@ -294,18 +280,11 @@ fn agent_of(pod: &Value, secrets: &Path, token: Option<&Path>) -> (Vec<String>, 
     (args, env)
 }
 
+/// Runs the agent to the end (`--once`); it must succeed.
 fn run_agent(args: &[String], env: &[(String, String)], log: &Path) {
-    let out = std::fs::File::create(log).unwrap();
-    let status = Command::new(env!("CARGO_BIN_EXE_e2e-agent"))
-        .args(args)
-        .env_clear()
-        .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
-        .stdin(Stdio::null())
-        .stdout(out.try_clone().unwrap())
-        .stderr(out)
-        .status()
-        .unwrap();
-    assert!(status.success(), "sidekey-agent: {}", std::fs::read_to_string(log).unwrap_or_default());
+    let mut agent = spawn(env!("CARGO_BIN_EXE_e2e-agent"), args, env, log);
+    let status = agent.0.wait().unwrap();
+    assert!(status.success(), "sidekey-agent: {}", agent.log());
 }
 
 /// The files of a directory (the agent's `..data` entries left out).

@@ -7,7 +7,7 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use serde_json::json;
+use serde_json::{Value, json};
 use sidekey_testenv::{KubeApi, free_port, wait_until};
 
 /// A process and its log file, killed when dropped.
@@ -87,4 +87,21 @@ pub fn injector(kube: &KubeApi, dir: &Path, config: &str) -> Proc {
     let out = kube.kubectl_stdin(&["apply", "-f", "-"], &mwc.to_string());
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     p
+}
+
+/// The pod of a manifest's first document: a Pod as it is, a workload's
+/// template made a Pod named `name` (there are no controllers here).
+pub fn pod_of(text: &str, name: &str) -> Value {
+    let doc = sidekey::yaml::parse_documents(text).unwrap().remove(0);
+    if doc["kind"] == "Pod" {
+        return doc;
+    }
+    let mut pod = doc["spec"]["template"].clone();
+    pod["apiVersion"] = json!("v1");
+    pod["kind"] = json!("Pod");
+    pod["metadata"]["name"] = json!(name);
+    if let Some(ns) = doc.pointer("/metadata/namespace") {
+        pod["metadata"]["namespace"] = ns.clone();
+    }
+    pod
 }
