@@ -149,6 +149,37 @@ impl<'de> Deserialize<'de> for Delims {
     }
 }
 
+/// A Go template that parsed and whose calls were checked: what the
+/// annotation parser and the vault-k8s translation hand on, so a template
+/// is parsed once per review.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CheckedTemplate {
+    /// The template's text.
+    pub source: String,
+    /// Its delimiters, when not `{{ }}`.
+    pub delims: Option<Delims>,
+    /// Its `secret`/`pkiCert` calls, each once, in order of appearance.
+    pub calls: Vec<crate::gotemplate::SecretCall>,
+}
+
+/// Templates checked earlier in a review, by the file they render: the
+/// annotation parser takes a template's calls from here when its text and
+/// delimiters are the same, instead of parsing it again.
+pub type CheckedTemplates = BTreeMap<String, CheckedTemplate>;
+
+/// The first segment of `path` when it is `auth` or `sys`: Vault's own
+/// endpoints (the token's `auth/token/lookup-self`, `auth/token/create`,
+/// `sys/wrapping/wrap`, `sys/policies/…`), which reach the agent's own
+/// token or Vault's configuration. A Go template may call them only where
+/// the injector's policy names them.
+pub fn system_path(path: &str) -> Option<&'static str> {
+    match path.split('/').next() {
+        Some("auth") => Some("auth"),
+        Some("sys") => Some("sys"),
+        _ => None,
+    }
+}
+
 /// Parses a Go template (with `delims`, or `{{ }}`) and finds the paths it
 /// reads; an error names the line or the call.
 ///
@@ -173,6 +204,15 @@ pub fn check_go_template(
         return Err(format!("secret {:?}: an argument has no name before '='", c.path));
     }
     Ok((t, calls))
+}
+
+/// [`check_go_template`], the calls kept with the text they came from.
+///
+/// # Errors
+/// As [`check_go_template`].
+pub fn checked_template(template: &str, delims: Option<&Delims>) -> Result<CheckedTemplate, String> {
+    let (_, calls) = check_go_template(template, delims)?;
+    Ok(CheckedTemplate { source: template.to_owned(), delims: delims.cloned(), calls })
 }
 
 impl FileSpec {
@@ -208,6 +248,11 @@ pub struct VaultConfig {
     /// Revoke the token and leases on SIGTERM.
     #[serde(default, skip_serializing_if = "is_false")]
     pub revoke_on_shutdown: bool,
+    /// The paths under `auth/` and `sys/` that Go templates may call,
+    /// each named by the injector's policy; a template calling any other
+    /// path there is refused (see [`system_path`]).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub template_system_paths: Vec<String>,
 }
 
 /// A Vault login method.
@@ -339,11 +384,20 @@ impl AgentConfig {
                 (fmt @ (Format::Template | Format::GoTemplate), None) => {
                     problems.push(format!("files[{i}].template: format {} needs a template", fmt.name()));
                 }
-                (Format::GoTemplate, Some(t)) => {
-                    if let Err(e) = check_go_template(t, f.delims.as_ref()) {
-                        problems.push(format!("files[{i}].template: {e}"));
+                (Format::GoTemplate, Some(t)) => match check_go_template(t, f.delims.as_ref()) {
+                    Err(e) => problems.push(format!("files[{i}].template: {e}")),
+                    Ok((_, calls)) => {
+                        let listed = self.vault.as_ref().map_or(&[][..], |v| &v.template_system_paths[..]);
+                        for c in calls.iter().filter(|c| system_path(&c.path).is_some()) {
+                            if !listed.contains(&c.path) {
+                                problems.push(format!(
+                                    "files[{i}].template: secret {:?}: a template calls a path under auth/ or sys/ only when vault.templateSystemPaths lists it (the injector's policy named it)",
+                                    c.path
+                                ));
+                            }
+                        }
                     }
-                }
+                },
                 _ => {}
             }
         }
@@ -393,10 +447,25 @@ mod tests {
                 ca_cert: None,
                 ca_pem: None,
                 revoke_on_shutdown: false,
+                template_system_paths: Vec::new(),
             }),
             aws: None,
             metrics_addr: None,
         }
+    }
+
+    #[test]
+    fn the_agent_calls_auth_and_sys_paths_from_templates_only_when_listed() {
+        let mut c = sample();
+        c.files[0].format = Some(Format::GoTemplate);
+        c.files[0].template = Some(r#"{{ with secret "auth/token/lookup-self" }}{{ .Data.id }}{{ end }}"#.into());
+        let e = c.validate().unwrap_err().to_string();
+        assert!(e.contains("files[0].template: secret \"auth/token/lookup-self\": a template calls a path under auth/ or sys/ only when vault.templateSystemPaths lists it"), "{e}");
+        c.vault.as_mut().unwrap().template_system_paths = vec!["auth/token/lookup-self".into()];
+        assert!(c.validate().is_ok());
+        let json = c.to_json();
+        assert!(json.contains(r#""templateSystemPaths":["auth/token/lookup-self"]"#), "{json}");
+        assert_eq!(AgentConfig::from_json(&json).unwrap(), c);
     }
 
     #[test]

@@ -226,6 +226,9 @@ pub struct SecretAnnotation {
     pub delims: Option<crate::agent_config::Delims>,
     /// `missing-key-<name>: error`: a Go template fails on a missing field.
     pub missing_key_error: bool,
+    /// A Go template's `secret`/`pkiCert` calls (found once, when the
+    /// annotations are read), for the policy.
+    pub calls: Vec<crate::gotemplate::SecretCall>,
 }
 
 /// Agent resource overrides.
@@ -658,6 +661,19 @@ pub fn wants_injection(annotations: Option<&Map<String, Value>>) -> bool {
 /// # Errors
 /// Every problem found, each naming its annotation.
 pub fn parse(annotations: Option<&Map<String, Value>>) -> Result<PodAnnotations, Vec<Problem>> {
+    parse_checked(annotations, &crate::agent_config::CheckedTemplates::new())
+}
+
+/// [`parse`], taking the calls of Go templates that were checked earlier
+/// in the same review (the vault-k8s translation) from `checked` instead
+/// of parsing them again.
+///
+/// # Errors
+/// As [`parse`].
+pub fn parse_checked(
+    annotations: Option<&Map<String, Value>>,
+    checked: &crate::agent_config::CheckedTemplates,
+) -> Result<PodAnnotations, Vec<Problem>> {
     let mut out = PodAnnotations::default();
     let Some(annotations) = annotations else { return Ok(out) };
     out.injected = annotations.contains_key(&Key::Status.key());
@@ -695,7 +711,7 @@ pub fn parse(annotations: Option<&Map<String, Value>>) -> Result<PodAnnotations,
             problems.push(Problem::annotation(key, reason));
         }
     }
-    companions.join(&mut out, &values, &mut problems);
+    companions.join(&mut out, &values, checked, &mut problems);
     let r = &out.resources;
     for (req_key, lim_key, req, lim) in [
         (Key::AgentCpuRequest, Key::AgentCpuLimit, &r.cpu_request, &r.cpu_limit),
@@ -822,6 +838,7 @@ fn set_named(
                     file_mode: None,
                     delims: None,
                     missing_key_error: false,
+                    calls: Vec::new(),
                 },
             );
         }
@@ -877,7 +894,13 @@ fn set_named(
 impl Companions {
     /// Joins each companion to its secret; a companion without its secret,
     /// or a format and template that disagree, is a problem.
-    fn join(mut self, out: &mut PodAnnotations, values: &BTreeMap<String, String>, problems: &mut Vec<Problem>) {
+    fn join(
+        mut self,
+        out: &mut PodAnnotations,
+        values: &BTreeMap<String, String>,
+        checked: &crate::agent_config::CheckedTemplates,
+        problems: &mut Vec<Problem>,
+    ) {
         // A companion without its secret is a typo waiting to bite.
         let orphans = [
             (Named::Format, self.formats.keys().collect::<Vec<_>>()),
@@ -938,9 +961,14 @@ impl Companions {
             }
             if s.format == Some(Format::GoTemplate)
                 && let Some(t) = &s.template
-                && let Err(e) = crate::agent_config::check_go_template(t, s.delims.as_ref())
             {
-                problems.push(Problem::annotation(&Named::Template.name(name), e));
+                match checked.get(name).filter(|c| c.source == *t && c.delims == s.delims) {
+                    Some(c) => s.calls = c.calls.clone(),
+                    None => match crate::agent_config::check_go_template(t, s.delims.as_ref()) {
+                        Ok((_, calls)) => s.calls = calls,
+                        Err(e) => problems.push(Problem::annotation(&Named::Template.name(name), e)),
+                    },
+                }
             }
         }
     }

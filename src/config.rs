@@ -107,6 +107,12 @@ pub struct PolicyRule {
     /// none, the cluster's defaults apply.
     #[serde(default)]
     pub overrides: Option<Vec<String>>,
+    /// The paths Go templates may write to (`secret "<path>" "k=v"`,
+    /// `pkiCert`: PKI issuing, token creation…), as `vault:` patterns with
+    /// `*`; absent: none. A write is a request that creates something, so
+    /// it is allowed only where the policy names it.
+    #[serde(default)]
+    pub writes: Option<Vec<String>>,
 }
 
 /// The annotations that choose how the agent logs in to Vault, which a
@@ -148,6 +154,52 @@ impl Policy {
         })
     }
 
+    /// Why a Go template in `namespace` may not make `call`, if it may
+    /// not. A read is judged as a `vault:` reference is; a write only by
+    /// the namespace rule's `writes`. Paths under `auth/` and `sys/` reach
+    /// the agent's own token and Vault's configuration: they are refused
+    /// unless a pattern that itself starts with `vault:auth/` or
+    /// `vault:sys/` allows them.
+    pub fn template_refusal(&self, namespace: &str, call: &crate::gotemplate::SecretCall) -> Option<String> {
+        let path = &call.path;
+        let reference = crate::reference::Reference::Vault { path: path.clone(), key: None };
+        let rule = self.rules.iter().find(|r| r.namespaces.iter().any(|p| glob_match(p, namespace)));
+        let system = crate::agent_config::system_path(path);
+        let explicit = |p: &String| system.is_none_or(|prefix| p.starts_with(&format!("vault:{prefix}/")));
+        if call.is_write() {
+            let patterns = rule.and_then(|r| r.writes.as_ref()).filter(|w| !w.is_empty());
+            let Some(patterns) = patterns else {
+                return Some(format!(
+                    "a template may not write to {path} in namespace {namespace:?}: the injector's policy names no paths templates may write there (policy.rules[].writes)"
+                ));
+            };
+            if let Some(reason) = rule.and_then(|r| backend_refusal(r, &reference, namespace)) {
+                return Some(reason);
+            }
+            let text = reference.to_string();
+            if !patterns.iter().any(|p| glob_match(p, &text) && explicit(p)) {
+                return Some(format!(
+                    "a template may not write to {path} in namespace {namespace:?} (writes allowed: {})",
+                    patterns.join(", ")
+                ));
+            }
+            return None;
+        }
+        if let Some(reason) = self.refusal(namespace, &reference) {
+            return Some(reason);
+        }
+        let Some(prefix) = system else { return None };
+        let text = reference.to_string();
+        let named = rule
+            .and_then(|r| r.references.as_ref())
+            .is_some_and(|ps| ps.iter().any(|p| glob_match(p, &text) && explicit(p)));
+        (!named).then(|| {
+            format!(
+                "a template may not read {path}: paths under {prefix}/ reach the agent's own token and Vault's configuration, and are read only where the injector's policy names them (policy.rules[].references: [\"vault:{prefix}/…\"])"
+            )
+        })
+    }
+
     /// Why `reference` may not be used in `namespace`, if it may not.
     pub fn refusal(&self, namespace: &str, reference: &crate::reference::Reference) -> Option<String> {
         let rule = self.rules.iter().find(|r| r.namespaces.iter().any(|p| glob_match(p, namespace)));
@@ -159,14 +211,8 @@ impl Policy {
                 }
             };
         };
-        let backend = reference.backend().as_str();
-        if let Some(backends) = &rule.backends {
-            if !backends.iter().any(|b| b == backend) {
-                return Some(format!(
-                    "the {backend} backend is not allowed in namespace {namespace:?} (allowed: {})",
-                    backends.join(", ")
-                ));
-            }
+        if let Some(reason) = backend_refusal(rule, reference, namespace) {
+            return Some(reason);
         }
         if let Some(patterns) = &rule.references {
             let text = reference.to_string();
@@ -179,6 +225,15 @@ impl Policy {
         }
         None
     }
+}
+
+/// Why `rule` does not allow `reference`'s backend, if it does not.
+fn backend_refusal(rule: &PolicyRule, reference: &crate::reference::Reference, namespace: &str) -> Option<String> {
+    let backend = reference.backend().as_str();
+    let backends = rule.backends.as_ref()?;
+    (!backends.iter().any(|b| b == backend)).then(|| {
+        format!("the {backend} backend is not allowed in namespace {namespace:?} (allowed: {})", backends.join(", "))
+    })
 }
 
 /// Settings of the container the injector adds.
@@ -196,10 +251,25 @@ pub struct AgentDefaults {
     /// How long the agent may take to render every file at start.
     #[serde(with = "duration::serde_text")]
     pub startup_timeout: Duration,
-    /// The port each agent serves `/metrics` (and `/readyz`) on, declared
-    /// as container port `sidekey-metrics` so a PodMonitor finds it;
-    /// absent: agents serve no metrics.
+    /// The port each agent serves `/metrics` (and `/readyz`) on; absent:
+    /// agents serve no metrics.
     pub metrics_port: Option<u16>,
+    /// Where that port listens: `loopback` (127.0.0.1, the default: only
+    /// the pod's own containers reach it) or `pod-ip` (every address,
+    /// declared as container port `sidekey-metrics` so a PodMonitor finds
+    /// it; the chart sets it with `podMonitor.enabled`).
+    pub metrics_listen: MetricsListen,
+}
+
+/// Where an agent's metrics port listens.
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum MetricsListen {
+    /// 127.0.0.1: reachable from the pod's own network namespace only.
+    #[default]
+    Loopback,
+    /// Every address: Prometheus scrapes the pod IP.
+    PodIp,
 }
 
 impl Default for AgentDefaults {
@@ -211,6 +281,7 @@ impl Default for AgentDefaults {
             resources: Resources::default(),
             startup_timeout: Duration::from_secs(120),
             metrics_port: None,
+            metrics_listen: MetricsListen::Loopback,
         }
     }
 }
@@ -456,12 +527,19 @@ pub fn vault_addr_problem(addr: &str) -> Option<String> {
 
 impl InjectorConfig {
     /// The defaults for `sidekey inject` on your own files: as
-    /// [`Default`], but any `sidekey.dev/vault-addr` is accepted (the files
-    /// are yours; in a cluster, an annotation must not choose where a pod's
-    /// credential is sent).
+    /// [`Default`], but any `sidekey.dev/vault-addr` is accepted and Go
+    /// templates may write (issue certificates) anywhere but under `auth/`
+    /// and `sys/`: the files are yours. In a cluster, an annotation must
+    /// not choose where a pod's credential is sent, and the namespace
+    /// policy names what templates may write.
     pub fn for_files() -> Self {
         let mut c = InjectorConfig::default();
         c.vault.allowed_addrs = None;
+        c.policy.rules.push(PolicyRule {
+            namespaces: vec!["*".into()],
+            writes: Some(vec!["vault:*".into()]),
+            ..PolicyRule::default()
+        });
         c
     }
 
@@ -560,6 +638,11 @@ impl InjectorConfig {
                 if !["vault", "aws", "file"].contains(&b.as_str()) {
                     problems.push(format!("policy.rules[{i}].backends: unknown backend {b:?} (vault, aws, file)"));
                 }
+            }
+            for w in rule.writes.iter().flatten().filter(|w| !w.starts_with("vault:")) {
+                problems.push(format!(
+                    "policy.rules[{i}].writes: {w:?} is not a vault: pattern (templates write only to Vault)"
+                ));
             }
             for o in rule.overrides.iter().flatten().filter(|o| !LOGIN_OVERRIDES.contains(&o.as_str())) {
                 problems.push(format!(

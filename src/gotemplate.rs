@@ -24,8 +24,13 @@ pub const MAX_TEMPLATE: usize = 256 * 1024;
 pub const MAX_DEPTH: usize = 64;
 /// The most evaluation steps (actions, block iterations, function calls).
 pub const MAX_STEPS: u64 = 1_000_000;
-/// The largest output.
+/// The largest output, and the largest text any function builds.
 pub const MAX_OUTPUT: usize = 4 * 1024 * 1024;
+/// The most items a function builds into a list (`split`).
+pub const MAX_ITEMS: usize = 65_536;
+/// The most distinct `secret`/`pkiCert` calls in one template: each is a
+/// request the agent sends and a path the policy checks.
+pub const MAX_CALLS: usize = 100;
 
 /// Why a template could not be parsed or run.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -400,9 +405,9 @@ impl Template {
     /// [`Error::Exec`] naming the call whose path or argument is not a
     /// literal string.
     pub fn secret_calls(&self) -> Result<Vec<SecretCall>, Error> {
-        let mut out = Vec::new();
-        walk_nodes(&self.nodes, &mut out)?;
-        Ok(out)
+        let mut calls = Calls::default();
+        walk_nodes(&self.nodes, &mut calls)?;
+        Ok(calls.list)
     }
 }
 
@@ -415,7 +420,39 @@ pub struct SecretCall {
     pub args: Vec<(String, String)>,
 }
 
-fn walk_nodes(nodes: &[Node], out: &mut Vec<SecretCall>) -> Result<(), Error> {
+impl SecretCall {
+    /// Whether the call writes (`secret` with `k=v` arguments, `pkiCert`).
+    pub fn is_write(&self) -> bool {
+        !self.args.is_empty()
+    }
+}
+
+/// The distinct calls in order of appearance, each found in constant time
+/// (a template of 256 KiB holds some 12,000 calls: a list search per call
+/// made that quadratic), at most [`MAX_CALLS`].
+#[derive(Default)]
+struct Calls {
+    list: Vec<SecretCall>,
+    seen: std::collections::HashSet<SecretCall>,
+}
+
+impl Calls {
+    fn add(&mut self, call: SecretCall) -> Result<(), Error> {
+        if self.seen.contains(&call) {
+            return Ok(());
+        }
+        if self.list.len() == MAX_CALLS {
+            return Err(exec_err(format!(
+                "more than {MAX_CALLS} distinct secret calls in one template (each is a request the agent sends)"
+            )));
+        }
+        self.seen.insert(call.clone());
+        self.list.push(call);
+        Ok(())
+    }
+}
+
+fn walk_nodes(nodes: &[Node], out: &mut Calls) -> Result<(), Error> {
     for n in nodes {
         match n {
             Node::Text(_) => {}
@@ -432,7 +469,7 @@ fn walk_nodes(nodes: &[Node], out: &mut Vec<SecretCall>) -> Result<(), Error> {
     Ok(())
 }
 
-fn walk_pipe(p: &Pipe, out: &mut Vec<SecretCall>) -> Result<(), Error> {
+fn walk_pipe(p: &Pipe, out: &mut Calls) -> Result<(), Error> {
     for (i, cmd) in p.cmds.iter().enumerate() {
         for a in cmd {
             if let Arg::Sub(inner, _) = a {
@@ -464,10 +501,7 @@ fn walk_pipe(p: &Pipe, out: &mut Vec<SecretCall>) -> Result<(), Error> {
                 .ok_or_else(|| exec_err(format!("secret {path:?}: argument {} is not k=v", n + 2)))?;
             args.push((k.to_owned(), v.to_owned()));
         }
-        let call = SecretCall { path, args };
-        if !out.contains(&call) {
-            out.push(call);
-        }
+        out.add(SecretCall { path, args })?;
     }
     Ok(())
 }
@@ -710,44 +744,81 @@ impl Val {
 
 /// Go's `%v` of a value.
 pub fn go_format(v: &Value) -> String {
-    let mut out = String::new();
-    write_go(&mut out, v);
-    out
+    let mut out = Text::default();
+    // Unbounded only by name: a value is never longer than the JSON it came from.
+    let _ = write_go(&mut out, v);
+    out.0
 }
 
-fn write_go(out: &mut String, v: &Value) {
-    match v {
-        Value::Null => out.push_str("<nil>"),
-        Value::Bool(b) => out.push_str(if *b { "true" } else { "false" }),
-        Value::Number(n) => {
-            let _ = write!(out, "{n}");
+/// Text that refuses to grow past [`MAX_OUTPUT`]: every function that
+/// builds text writes into one, so the bound is checked before memory is
+/// taken, not after (`replaceAll "" $big $big` once asked for 4 GiB).
+#[derive(Default)]
+struct Text(String);
+
+impl Text {
+    fn room(&self, n: usize) -> Result<(), Error> {
+        if self.0.len().saturating_add(n) > MAX_OUTPUT {
+            return Err(exec_err(format!("a text longer than {MAX_OUTPUT} bytes")));
         }
-        Value::String(s) => out.push_str(s),
+        Ok(())
+    }
+
+    fn push(&mut self, t: &str) -> Result<(), Error> {
+        self.room(t.len())?;
+        self.0.push_str(t);
+        Ok(())
+    }
+
+    fn push_char(&mut self, c: char) -> Result<(), Error> {
+        self.room(c.len_utf8())?;
+        self.0.push(c);
+        Ok(())
+    }
+}
+
+impl std::fmt::Write for Text {
+    fn write_str(&mut self, t: &str) -> std::fmt::Result {
+        self.push(t).map_err(|_| std::fmt::Error)
+    }
+}
+
+fn too_long() -> Error {
+    exec_err(format!("a text longer than {MAX_OUTPUT} bytes"))
+}
+
+fn write_go(out: &mut Text, v: &Value) -> Result<(), Error> {
+    match v {
+        Value::Null => out.push("<nil>")?,
+        Value::Bool(b) => out.push(if *b { "true" } else { "false" })?,
+        Value::Number(n) => write!(out, "{n}").map_err(|_| too_long())?,
+        Value::String(s) => out.push(s)?,
         Value::Array(a) => {
-            out.push('[');
+            out.push("[")?;
             for (i, x) in a.iter().enumerate() {
                 if i > 0 {
-                    out.push(' ');
+                    out.push(" ")?;
                 }
-                write_go(out, x);
+                write_go(out, x)?;
             }
-            out.push(']');
+            out.push("]")?;
         }
         Value::Object(o) => {
-            out.push_str("map[");
+            out.push("map[")?;
             let mut keys: Vec<&String> = o.keys().collect();
             keys.sort();
             for (i, k) in keys.into_iter().enumerate() {
                 if i > 0 {
-                    out.push(' ');
+                    out.push(" ")?;
                 }
-                out.push_str(k);
-                out.push(':');
-                write_go(out, &o[k]);
+                out.push(k)?;
+                out.push(":")?;
+                write_go(out, &o[k])?;
             }
-            out.push(']');
+            out.push("]")?;
         }
     }
+    Ok(())
 }
 
 struct Exec<'r> {
@@ -756,7 +827,7 @@ struct Exec<'r> {
     strict: bool,
     vars: Vec<(String, Val)>,
     steps: u64,
-    out: String,
+    out: Text,
 }
 
 impl Template {
@@ -785,15 +856,19 @@ impl Template {
             strict: missing_key_error,
             vars: vec![("$".into(), Val::Json(data.clone()))],
             steps: 0,
-            out: String::new(),
+            out: Text::default(),
         };
         ex.nodes(&self.nodes, &Val::Json(data.clone()))?;
-        Ok(ex.out)
+        Ok(ex.out.0)
     }
 }
 
 fn exec_err(msg: impl Into<String>) -> Error {
     Error::Exec(msg.into())
+}
+
+fn output_too_long() -> Error {
+    exec_err(format!("output longer than {MAX_OUTPUT} bytes"))
 }
 
 impl Exec<'_> {
@@ -802,9 +877,6 @@ impl Exec<'_> {
         if self.steps > MAX_STEPS {
             return Err(exec_err(format!("more than {MAX_STEPS} steps")));
         }
-        if self.out.len() > MAX_OUTPUT {
-            return Err(exec_err(format!("output longer than {MAX_OUTPUT} bytes")));
-        }
         Ok(())
     }
 
@@ -812,14 +884,15 @@ impl Exec<'_> {
         for n in nodes {
             self.step()?;
             match n {
-                Node::Text(t) => self.out.push_str(t),
+                Node::Text(t) => self.out.push(t).map_err(|_| output_too_long())?,
                 Node::Action(p) => {
                     let v = self.pipe(p, dot)?;
                     if p.decl.is_empty() {
                         match &v {
-                            Val::NoValue => self.out.push_str("<no value>"),
+                            Val::NoValue => self.out.push("<no value>"),
                             Val::Json(j) | Val::Int(j) => write_go(&mut self.out, j),
                         }
+                        .map_err(|_| output_too_long())?;
                     }
                 }
                 Node::If { pipe, then, otherwise } => {
@@ -1064,11 +1137,14 @@ fn is_function(name: &str) -> bool {
     FUNCTIONS.binary_search(&name).is_ok()
 }
 
-fn string_of(v: &Val) -> String {
+/// `%v` of a value, as a function argument: bounded like every text.
+fn string_of(v: &Val) -> Result<String, Error> {
+    let mut out = Text::default();
     match v {
-        Val::NoValue => "<no value>".into(),
-        Val::Json(j) | Val::Int(j) => go_format(j),
+        Val::NoValue => out.push("<no value>")?,
+        Val::Json(j) | Val::Int(j) => write_go(&mut out, j)?,
     }
+    Ok(out.0)
 }
 
 fn arity(name: &str, args: &[Val], n: usize) -> Result<(), Error> {
@@ -1103,8 +1179,9 @@ impl Exec<'_> {
     /// `trimSpace`, `replaceAll`, `split`, `join`, `contains`) and sprig's
     /// common ones (`default`, `upper`, `lower`).
     fn call(&mut self, name: &str, args: Vec<Val>) -> Result<Val, Error> {
-        let s = |v: &Val| string_of(v);
+        let s = string_of;
         let json = |v: Value| Ok(Val::Json(v));
+        let text = |t: Text| Ok(Val::Json(Value::String(t.0)));
         match name {
             "secret" | "pkiCert" => {
                 let Some((path, rest)) = args.split_first() else {
@@ -1112,19 +1189,19 @@ impl Exec<'_> {
                 };
                 let mut kv = Vec::new();
                 for (i, a) in rest.iter().enumerate() {
-                    let text = s(a);
+                    let text = s(a)?;
                     let (k, v) = text
                         .split_once('=')
                         .ok_or_else(|| exec_err(format!("{name}: argument {} is not k=v", i + 2)))?;
                     kv.push((k.to_owned(), v.to_owned()));
                 }
-                let path = s(path);
+                let path = s(path)?;
                 let answer = self.resolver.secret(&path, &kv).map_err(|e| exec_err(format!("{name} {path:?}: {e}")))?;
                 Ok(Val::Json(if name == "pkiCert" { pem_encoded(&answer) } else { answer }))
             }
             "env" => {
                 arity(name, &args, 1)?;
-                json(Value::String(self.resolver.env(&s(&args[0]))))
+                json(Value::String(self.resolver.env(&s(&args[0])?)))
             }
             "and" | "or" => {
                 let want = name == "or";
@@ -1198,66 +1275,114 @@ impl Exec<'_> {
                 };
                 Ok(Val::Int(Value::from(n)))
             }
-            "print" => json(Value::String(args.iter().map(s).collect::<Vec<_>>().join(""))),
-            "println" => json(Value::String(args.iter().map(s).collect::<Vec<_>>().join(" ") + "\n")),
+            "print" | "println" => {
+                let mut out = Text::default();
+                for (i, a) in args.iter().enumerate() {
+                    if i > 0 && name == "println" {
+                        out.push(" ")?;
+                    }
+                    match a {
+                        Val::NoValue => out.push("<no value>")?,
+                        Val::Json(j) | Val::Int(j) => write_go(&mut out, j)?,
+                    }
+                }
+                if name == "println" {
+                    out.push("\n")?;
+                }
+                text(out)
+            }
             "printf" => {
                 let Some((format, rest)) = args.split_first() else { return Err(exec_err("printf: wants a format")) };
-                json(Value::String(printf(&s(format), rest)?))
+                text(printf(&s(format)?, rest)?)
             }
             "toJSON" => {
                 arity(name, &args, 1)?;
-                json(Value::String(go_json(args[0].json(), false)))
+                text(go_json(args[0].json(), false)?)
             }
             "toJSONPretty" => {
                 arity(name, &args, 1)?;
-                json(Value::String(go_json(args[0].json(), true)))
+                text(go_json(args[0].json(), true)?)
             }
             "base64Encode" => {
                 arity(name, &args, 1)?;
                 use base64::Engine;
-                json(Value::String(base64::engine::general_purpose::STANDARD.encode(s(&args[0]))))
+                let plain = s(&args[0])?;
+                Text::default().room(plain.len().div_ceil(3).saturating_mul(4))?;
+                json(Value::String(base64::engine::general_purpose::STANDARD.encode(plain)))
             }
             "base64Decode" => {
                 arity(name, &args, 1)?;
                 use base64::Engine;
                 let bytes = base64::engine::general_purpose::STANDARD
-                    .decode(s(&args[0]).trim())
+                    .decode(s(&args[0])?.trim())
                     .map_err(|_| exec_err("base64Decode: not valid base64"))?;
                 json(Value::String(String::from_utf8_lossy(&bytes).into_owned()))
             }
-            "toLower" | "lower" => {
+            "toLower" | "lower" | "toUpper" | "upper" => {
                 arity(name, &args, 1)?;
-                json(Value::String(s(&args[0]).to_lowercase()))
-            }
-            "toUpper" | "upper" => {
-                arity(name, &args, 1)?;
-                json(Value::String(s(&args[0]).to_uppercase()))
+                // A character may change into several (ß into SS): built one
+                // at a time into bounded text.
+                let mut out = Text::default();
+                let upper = name.ends_with("pper");
+                for c in s(&args[0])?.chars() {
+                    if upper {
+                        c.to_uppercase().try_for_each(|u| out.push_char(u))?;
+                    } else {
+                        c.to_lowercase().try_for_each(|l| out.push_char(l))?;
+                    }
+                }
+                text(out)
             }
             "trimSpace" => {
                 arity(name, &args, 1)?;
-                json(Value::String(s(&args[0]).trim().to_owned()))
+                json(Value::String(s(&args[0])?.trim().to_owned()))
             }
             "replaceAll" => {
                 arity(name, &args, 3)?;
-                json(Value::String(s(&args[2]).replace(&s(&args[0]), &s(&args[1]))))
+                let (old, new, within) = (s(&args[0])?, s(&args[1])?, s(&args[2])?);
+                // The size is known before anything is built: Go inserts
+                // `new` at every character boundary when `old` is empty.
+                let n = if old.is_empty() { within.chars().count() + 1 } else { within.matches(old.as_str()).count() };
+                let size = (within.len() - n * old.len()).saturating_add(n.saturating_mul(new.len()));
+                if size > MAX_OUTPUT {
+                    return Err(exec_err(format!("replaceAll: a text longer than {MAX_OUTPUT} bytes")));
+                }
+                json(Value::String(within.replace(&old, &new)))
             }
             "split" => {
                 arity(name, &args, 2)?;
-                let sep = s(&args[0]);
-                let parts: Vec<Value> = s(&args[1]).split(sep.as_str()).map(|p| Value::String(p.into())).collect();
+                let (sep, within) = (s(&args[0])?, s(&args[1])?);
+                // Go splits after each character when `sep` is empty (and
+                // an empty text into nothing).
+                let n = if sep.is_empty() { within.chars().count() } else { within.matches(sep.as_str()).count() + 1 };
+                if n > MAX_ITEMS {
+                    return Err(exec_err(format!("split: more than {MAX_ITEMS} parts")));
+                }
+                let parts: Vec<Value> = if sep.is_empty() {
+                    within.chars().map(|c| Value::String(c.into())).collect()
+                } else {
+                    within.split(sep.as_str()).map(|p| Value::String(p.into())).collect()
+                };
                 json(Value::Array(parts))
             }
             "join" => {
                 arity(name, &args, 2)?;
-                let list = match args[1].json() {
-                    Value::Array(a) => a.iter().map(go_format).collect::<Vec<_>>(),
-                    other => return Err(exec_err(format!("join: wants a list, got {}", kind(other)))),
+                let Value::Array(list) = args[1].json() else {
+                    return Err(exec_err(format!("join: wants a list, got {}", kind(args[1].json()))));
                 };
-                json(Value::String(list.join(&s(&args[0]))))
+                let sep = s(&args[0])?;
+                let mut out = Text::default();
+                for (i, x) in list.iter().enumerate() {
+                    if i > 0 {
+                        out.push(&sep)?;
+                    }
+                    write_go(&mut out, x)?;
+                }
+                text(out)
             }
             "contains" => {
                 arity(name, &args, 2)?;
-                json(Value::Bool(s(&args[1]).contains(&s(&args[0]))))
+                json(Value::Bool(s(&args[1])?.contains(&s(&args[0])?)))
             }
             "default" => {
                 arity(name, &args, 2)?;
@@ -1268,9 +1393,33 @@ impl Exec<'_> {
     }
 }
 
+/// What serde_json writes, refused past [`MAX_OUTPUT`] as it is written.
+fn bounded_json(write: impl FnOnce(&mut Bytes) -> serde_json::Result<()>) -> Result<String, Error> {
+    let mut raw = Bytes(Vec::new());
+    write(&mut raw).map_err(|_| too_long())?;
+    String::from_utf8(raw.0).map_err(|_| exec_err("toJSON: not UTF-8"))
+}
+
+/// Bytes that refuse to grow past [`MAX_OUTPUT`].
+struct Bytes(Vec<u8>);
+
+impl std::io::Write for Bytes {
+    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+        if self.0.len().saturating_add(b.len()) > MAX_OUTPUT {
+            return Err(std::io::Error::other("too long"));
+        }
+        self.0.extend_from_slice(b);
+        Ok(b.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
 /// Go's `json.Marshal` (or `json.MarshalIndent(v, "", "  ")`): map keys
 /// sorted, and `<`, `>`, `&`, U+2028 and U+2029 escaped as `\u003c`…
-fn go_json(v: &Value, pretty: bool) -> String {
+fn go_json(v: &Value, pretty: bool) -> Result<Text, Error> {
     fn sorted(v: &Value) -> Value {
         match v {
             Value::Object(o) => {
@@ -1283,59 +1432,62 @@ fn go_json(v: &Value, pretty: bool) -> String {
         }
     }
     let v = sorted(v);
-    let text = if pretty { serde_json::to_string_pretty(&v) } else { serde_json::to_string(&v) };
-    let mut out = String::new();
-    for c in text.unwrap_or_default().chars() {
+    let raw = if pretty {
+        bounded_json(|w| serde_json::to_writer_pretty(w, &v))
+    } else {
+        bounded_json(|w| serde_json::to_writer(w, &v))
+    }?;
+    let mut out = Text::default();
+    for c in raw.chars() {
         match c {
-            '<' => out.push_str("\\u003c"),
-            '>' => out.push_str("\\u003e"),
-            '&' => out.push_str("\\u0026"),
-            '\u{2028}' => out.push_str("\\u2028"),
-            '\u{2029}' => out.push_str("\\u2029"),
-            c => out.push(c),
+            '<' => out.push("\\u003c")?,
+            '>' => out.push("\\u003e")?,
+            '&' => out.push("\\u0026")?,
+            '\u{2028}' => out.push("\\u2028")?,
+            '\u{2029}' => out.push("\\u2029")?,
+            c => out.push_char(c)?,
         }
     }
-    out
+    Ok(out)
 }
 
 /// `printf` with the verbs templates use: `%s`, `%v`, `%d`, `%q`, `%%`.
-fn printf(format: &str, args: &[Val]) -> Result<String, Error> {
-    let mut out = String::new();
+fn printf(format: &str, args: &[Val]) -> Result<Text, Error> {
+    let mut out = Text::default();
     let mut args = args.iter();
     let mut chars = format.chars();
+    let long = |_| too_long();
     while let Some(c) = chars.next() {
         if c != '%' {
-            out.push(c);
+            out.push_char(c)?;
             continue;
         }
         match chars.next() {
-            Some('%') => out.push('%'),
+            Some('%') => out.push_char('%')?,
             Some(verb @ ('s' | 'v' | 'd' | 'q')) => {
                 let Some(a) = args.next() else {
-                    let _ = write!(out, "%!{verb}(MISSING)");
+                    write!(out, "%!{verb}(MISSING)").map_err(long)?;
                     continue;
                 };
                 match verb {
-                    'q' => out.push_str(&serde_json::to_string(&string_of(a)).unwrap_or_default()),
+                    'q' => {
+                        let plain = string_of(a)?;
+                        out.push(&bounded_json(|w| serde_json::to_writer(w, &plain))?)?;
+                    }
                     'd' => match a {
-                        Val::Int(Value::Number(n)) => {
-                            let _ = write!(out, "{n}");
-                        }
-                        Val::Json(Value::Number(n)) => {
-                            let _ = write!(out, "%!d(json.Number={n})");
-                        }
-                        Val::Json(Value::String(s)) => {
-                            let _ = write!(out, "%!d(string={s})");
-                        }
-                        other => {
-                            let _ = write!(out, "%!d({})", string_of(other));
-                        }
+                        Val::Int(Value::Number(n)) => write!(out, "{n}").map_err(long)?,
+                        Val::Json(Value::Number(n)) => write!(out, "%!d(json.Number={n})").map_err(long)?,
+                        Val::Json(Value::String(s)) => write!(out, "%!d(string={s})").map_err(long)?,
+                        other => write!(out, "%!d({})", string_of(other)?).map_err(long)?,
                     },
-                    _ => out.push_str(&string_of(a)),
+                    _ => match a {
+                        Val::NoValue => out.push("<no value>")?,
+                        Val::Json(j) | Val::Int(j) => write_go(&mut out, j)?,
+                    },
                 }
             }
             Some(other) => return Err(exec_err(format!("printf: verb %{other} is not supported"))),
-            None => out.push_str("%!(NOVERB)"),
+            None => out.push("%!(NOVERB)")?,
         }
     }
     Ok(out)

@@ -22,7 +22,7 @@ use std::collections::BTreeMap;
 use serde_json::{Map, Value};
 
 use crate::PREFIX as SIDEKEY;
-use crate::agent_config::{Delims, check_go_template};
+use crate::agent_config::{CheckedTemplates, Delims, checked_template};
 use crate::annotations::{Key, Named, Problem};
 use crate::names::file_name_problem;
 
@@ -55,6 +55,9 @@ pub struct Translation {
     /// For each `sidekey.dev/*` key, the `vault.hashicorp.com/*` key it
     /// came from, so that a problem found later names what the user wrote.
     pub origins: BTreeMap<String, String>,
+    /// The Go templates as checked here, by file name: the annotation
+    /// parser takes their calls instead of parsing them again.
+    pub templates: CheckedTemplates,
 }
 
 impl Translation {
@@ -452,14 +455,15 @@ pub fn translate(annotations: &Map<String, Value>) -> Result<Translation, Vec<Pr
         };
         let template_key =
             if s.template.is_some() { key_of("agent-inject-template-") } else { key_of("agent-inject-secret-") };
-        let calls = match check_go_template(&template, delims.as_ref()) {
-            Ok((_, calls)) => calls,
+        let checked = match checked_template(&template, delims.as_ref()) {
+            Ok(c) => c,
             Err(e) => {
                 problems.push(vk(&template_key, e));
                 continue;
             }
         };
-        let Some(reference) = path.map(str::to_owned).or_else(|| calls.first().map(|c| c.path.clone())) else {
+        let first = checked.calls.first().map(|c| c.path.clone());
+        let Some(reference) = path.map(str::to_owned).or(first) else {
             problems.push(vk(&template_key, "the template reads no secret and names no path"));
             continue;
         };
@@ -481,6 +485,7 @@ pub fn translate(annotations: &Map<String, Value>) -> Result<Translation, Vec<Pr
         out.annotations.insert(named(Named::Secret), format!("vault:{reference}"));
         out.annotations.insert(named(Named::Format), "go-template".into());
         out.annotations.insert(named(Named::Template), template);
+        out.templates.insert(name.clone(), checked);
         if let Some(d) = delims {
             out.annotations.insert(named(Named::Delims), d.to_string());
         }

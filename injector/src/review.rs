@@ -256,7 +256,9 @@ pub fn review(body: &[u8], config: &InjectorConfig) -> Reply {
         Ok(t) => t,
         Err(problems) => return reply(200, denial(&uid, &problems), Verdict::Denied, 0, Some(fields(&problems))),
     };
-    match mutate::mutate_template_at(&mut pod, "", Some(&namespace), config) {
+    let none = sidekey::agent_config::CheckedTemplates::new();
+    let checked = translation.as_ref().map_or(&none, |t| &t.templates);
+    match mutate::mutate_checked(&mut pod, "", Some(&namespace), config, checked) {
         Ok((Outcome::Injected { warnings }, mut patch)) => {
             let mut notes = Vec::new();
             if let Some(t) = &translation {
@@ -466,6 +468,44 @@ mod tests {
         );
         let msg = response(&review(&review_of(bad), &config))["status"]["message"].as_str().unwrap().to_owned();
         assert!(msg.contains("annotation vault.hashicorp.com/agent-limits-mem:"), "{msg}");
+    }
+
+    #[test]
+    fn a_vault_k8s_template_is_held_to_the_namespace_policy() {
+        let mut config = InjectorConfig::from_yaml(
+            "policy:\n  rules:\n    - namespaces: [shop]\n      references: [\"vault:secret/data/shop/*\"]\n",
+        )
+        .unwrap();
+        config.compatibility.vault_k8s = true;
+        let with = |template: &str| {
+            pod(
+                json!({"vault.hashicorp.com/agent-inject": "true", "vault.hashicorp.com/role": "web",
+                       "vault.hashicorp.com/agent-inject-secret-app.conf": "secret/data/shop/app",
+                       "vault.hashicorp.com/agent-inject-template-app.conf": template}),
+                json!([]),
+            )
+        };
+        // The annotation's path is allowed; the template reads elsewhere.
+        let r =
+            review(&review_of(with(r#"{{ with secret "secret/data/hr/db" }}{{ .Data.data.pw }}{{ end }}"#)), &config);
+        assert_eq!(r.verdict, Verdict::Denied);
+        let msg = response(&r)["status"]["message"].as_str().unwrap().to_owned();
+        assert!(
+            msg.contains("annotation vault.hashicorp.com/agent-inject-template-app.conf: reference vault:secret/data/hr/db is not allowed"),
+            "{msg}"
+        );
+        let r =
+            review(&review_of(with(r#"{{ with secret "auth/token/lookup-self" }}{{ .Data.id }}{{ end }}"#)), &config);
+        let msg = response(&r)["status"]["message"].as_str().unwrap().to_owned();
+        assert!(
+            msg.contains("agent-inject-template-app.conf: reference vault:auth/token/lookup-self is not allowed"),
+            "{msg}"
+        );
+        let ok = review(
+            &review_of(with(r#"{{ with secret "secret/data/shop/app" }}{{ .Data.data.pw }}{{ end }}"#)),
+            &config,
+        );
+        assert_eq!(ok.verdict, Verdict::Injected, "{}", String::from_utf8_lossy(&ok.body));
     }
 
     #[test]

@@ -4,15 +4,16 @@
 
 use std::convert::Infallible;
 use std::sync::Arc;
+use std::time::Duration;
 
 use http_body_util::Full;
 use hyper::body::{Bytes, Incoming};
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper::{Request, Response, StatusCode};
-use hyper_util::rt::TokioIo;
+use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
-use tokio::sync::watch;
+use tokio::sync::{Semaphore, watch};
 
 /// What the admin endpoint asks its owner.
 pub trait Admin: Send + Sync + 'static {
@@ -38,12 +39,35 @@ fn respond(admin: &dyn Admin, req: &Request<Incoming>) -> Response<Full<Bytes>> 
     resp
 }
 
+/// The most admin connections open at once; more are closed at accept.
+pub const ADMIN_CONNECTIONS: usize = 16;
+/// How long a client may take to send a request's headers.
+pub const ADMIN_HEADER_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long one admin connection may live, whatever it does: a scrape is
+/// one request, so a connection is closed after its answer too.
+pub const ADMIN_CONNECTION_TIMEOUT: Duration = Duration::from_secs(15);
+/// The most header bytes an admin request may have.
+const ADMIN_MAX_HEADERS: usize = 16 * 1024;
+
 /// Serves the admin endpoint on `listener` until `shutdown` changes.
+///
+/// Whoever reaches the port is a stranger (a pod IP is reachable from the
+/// whole cluster unless a NetworkPolicy says otherwise), so what a
+/// connection may hold is bounded: at most [`ADMIN_CONNECTIONS`] at once,
+/// headers within [`ADMIN_HEADER_TIMEOUT`] and 16 KiB, the whole
+/// connection within [`ADMIN_CONNECTION_TIMEOUT`], one request each, and
+/// no request body is ever read. (2,000 incomplete requests once took an
+/// agent from 7 to 34 MiB, past its limit.)
 pub async fn serve_admin(listener: TcpListener, admin: Arc<dyn Admin>, mut shutdown: watch::Receiver<bool>) {
+    let open = Arc::new(Semaphore::new(ADMIN_CONNECTIONS));
     loop {
         let (stream, _) = tokio::select! {
             r = listener.accept() => match r { Ok(s) => s, Err(_) => continue },
             _ = shutdown.changed() => return,
+        };
+        let Ok(permit) = open.clone().try_acquire_owned() else {
+            drop(stream);
+            continue;
         };
         let admin = admin.clone();
         tokio::spawn(async move {
@@ -51,7 +75,14 @@ pub async fn serve_admin(listener: TcpListener, admin: Arc<dyn Admin>, mut shutd
                 let resp = respond(admin.as_ref(), &req);
                 async move { Ok::<_, Infallible>(resp) }
             });
-            let _ = http1::Builder::new().serve_connection(TokioIo::new(stream), svc).await;
+            let conn = http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(Some(ADMIN_HEADER_TIMEOUT))
+                .max_buf_size(ADMIN_MAX_HEADERS)
+                .keep_alive(false)
+                .serve_connection(TokioIo::new(stream), svc);
+            let _ = tokio::time::timeout(ADMIN_CONNECTION_TIMEOUT, conn).await;
+            drop(permit);
         });
     }
 }

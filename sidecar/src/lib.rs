@@ -232,6 +232,11 @@ pub async fn run(
         let stop = stop_rx.clone();
         tokio::spawn(tracing::Instrument::instrument(v.maintain(stop), tracing::info_span!("vault-token")));
     }
+    // Before any task adopts a lease that came with it.
+    #[cfg(feature = "vault")]
+    if let Some(Backend::Vault(v)) = &vault {
+        v.check_adopted().await;
+    }
     for (task, span) in tasks {
         tokio::spawn(tracing::Instrument::instrument(task.run(), span));
     }

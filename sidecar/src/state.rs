@@ -106,6 +106,52 @@ fn now() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_secs()
 }
 
+/// The largest state file read: a token and the leases of a few hundred
+/// secrets fit many times over.
+pub const MAX_STATE: u64 = 1024 * 1024;
+
+/// Why a state file was not read (a missing one is not worth a word).
+#[derive(Debug)]
+struct Untrusted(&'static str);
+
+/// The state file's bytes, when it is what this agent itself writes: a
+/// regular file (never followed through a link), owned by the agent's
+/// UID, readable by nobody else, at most [`MAX_STATE`] bytes. The volume
+/// is out of the pod's reach; this is defence in depth against a file
+/// planted there (a token the agent would otherwise adopt).
+fn read_private(path: &Path) -> Result<Vec<u8>, Untrusted> {
+    use rustix::fs::{Mode, OFlags};
+    use std::io::Read;
+    use std::os::unix::fs::MetadataExt;
+    let flags = OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC | OFlags::NONBLOCK;
+    let fd = match rustix::fs::open(path, flags, Mode::empty()) {
+        Ok(fd) => fd,
+        Err(rustix::io::Errno::NOENT) => return Err(Untrusted("")),
+        Err(rustix::io::Errno::LOOP) => return Err(Untrusted("it is a symbolic link")),
+        Err(_) => return Err(Untrusted("it cannot be opened")),
+    };
+    let file = std::fs::File::from(fd);
+    let meta = file.metadata().map_err(|_| Untrusted("it cannot be examined"))?;
+    if !meta.is_file() {
+        return Err(Untrusted("it is not a regular file"));
+    }
+    if meta.uid() != rustix::process::geteuid().as_raw() {
+        return Err(Untrusted("another user owns it"));
+    }
+    if meta.mode() & 0o077 != 0 {
+        return Err(Untrusted("others may read or write it (the agent writes it 0600)"));
+    }
+    if meta.len() > MAX_STATE {
+        return Err(Untrusted("it is larger than 1 MiB"));
+    }
+    let mut bytes = Vec::new();
+    file.take(MAX_STATE + 1).read_to_end(&mut bytes).map_err(|_| Untrusted("it cannot be read"))?;
+    if bytes.len() as u64 > MAX_STATE {
+        return Err(Untrusted("it is larger than 1 MiB"));
+    }
+    Ok(bytes)
+}
+
 /// The agent's state file; see the module docs. Shared by the Vault
 /// backend (the token) and the source tasks (their leases).
 pub struct StateStore {
@@ -119,7 +165,12 @@ impl StateStore {
     /// foreign file counts as empty).
     pub fn open(dir: &Path, vault_addr: &str) -> StateStore {
         let path = dir.join(FILE);
-        let text = std::fs::read(&path).map(Zeroizing::new);
+        let text = read_private(&path).map(Zeroizing::new);
+        if let Err(Untrusted(why)) = &text
+            && !why.is_empty()
+        {
+            tracing::warn!(path = %path.display(), why, "the saved state is not trusted; starting afresh");
+        }
         let disk = match text.as_deref().map(|t| serde_json::from_slice::<Disk>(t)) {
             Ok(Ok(d)) if d.vault_addr == vault_addr => {
                 tracing::info!(leases = d.leases.len(), token = d.token.is_some(), "found the state of an earlier run");
@@ -332,5 +383,39 @@ mod tests {
         assert!(StateStore::open(dir.path(), "https://other:8200").token().is_none());
         std::fs::write(dir.path().join(FILE), b"{not json").unwrap();
         assert!(StateStore::open(dir.path(), "https://vault:8200").token().is_none());
+    }
+
+    #[test]
+    fn a_planted_state_file_is_not_trusted() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let s = StateStore::open(dir.path(), "https://vault:8200");
+        s.set_token(&SecretString::from("planted".to_owned()), Duration::from_secs(3600), true);
+        drop(s);
+        let file = dir.path().join(FILE);
+        let adopted = || StateStore::open(dir.path(), "https://vault:8200").token().is_some();
+        assert!(adopted(), "the agent's own file is adopted");
+
+        // Readable by others: not what the agent writes.
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o644)).unwrap();
+        assert!(!adopted(), "a file others may read is not adopted");
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600)).unwrap();
+
+        // A link to the same content, elsewhere.
+        let elsewhere = dir.path().join("elsewhere.json");
+        std::fs::rename(&file, &elsewhere).unwrap();
+        std::os::unix::fs::symlink(&elsewhere, &file).unwrap();
+        assert!(!adopted(), "a state file is never read through a link");
+        std::fs::remove_file(&file).unwrap();
+
+        // A directory, and a file past the size bound.
+        std::fs::create_dir(&file).unwrap();
+        assert!(!adopted());
+        std::fs::remove_dir(&file).unwrap();
+        let text = std::fs::read_to_string(&elsewhere).unwrap();
+        let padded = format!("{}{}", text, " ".repeat(MAX_STATE as usize));
+        std::fs::write(&file, padded).unwrap();
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600)).unwrap();
+        assert!(!adopted(), "a file past 1 MiB is not read");
     }
 }

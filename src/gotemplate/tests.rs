@@ -174,7 +174,67 @@ fn hostile_templates_are_bounded() {
     assert!(Template::parse(&"x".repeat(MAX_TEMPLATE + 1)).is_err());
     // Values that double: bounded before memory is.
     let doubling = "{{ $s := \"xx\" }}{{ range 100 }}{{ $s = print $s $s }}{{ end }}{{ len $s }}";
-    assert!(render(doubling).unwrap_err().to_string().contains("a value longer than"), "{:?}", render(doubling));
+    assert!(render(doubling).unwrap_err().to_string().contains("longer than"), "{:?}", render(doubling));
+}
+
+/// The execution error of `src`, which must parse.
+fn exec_error(src: &str) -> String {
+    match render(src) {
+        Err(Error::Exec(e)) => e,
+        Err(e) => panic!("not an execution error: {e}"),
+        Ok(out) => panic!("rendered {} bytes", out.len()),
+    }
+}
+
+/// `$b`: `text` (at most 200 KiB, within the template bound) five times.
+fn big(text: &str) -> String {
+    format!("{{{{ $s := \"{text}\" }}}}{{{{ $b := print $s $s $s $s $s }}}}")
+}
+
+#[test]
+fn functions_that_grow_text_or_lists_refuse_before_they_build() {
+    // replaceAll "" inserts at every character: 64 Ki × 64 KiB asked for 4 GiB.
+    let k64 = "x".repeat(64 * 1024);
+    let replace = format!("{{{{ $s := \"{k64}\" }}}}{{{{ replaceAll \"\" $s $s }}}}");
+    assert!(exec_error(&replace).contains("replaceAll: a text longer than"));
+    assert_eq!(render(r#"{{ replaceAll "" "-" "abc" }}"#).unwrap(), "-a-b-c-", "as Go's strings.ReplaceAll");
+    // Many copies of a 1 MB value in one call.
+    let mb = big(&"y".repeat(200 * 1024));
+    for f in ["print", "println", "printf \"%s%s%s%s%s\"", "printf \"%q%q%q%q%q\""] {
+        let t = format!("{mb}{{{{ {f} $b $b $b $b $b }}}}");
+        assert!(exec_error(&t).contains("longer than"), "{f}");
+    }
+    let join = format!("{{{{ $s := \"{}\" }}}}{{{{ $l := split \",\" $s }}}}{{{{ join $s $l }}}}", ",".repeat(100));
+    assert!(render(&join).is_ok(), "100 short parts joined by 100 bytes");
+    let join = format!("{{{{ $s := \"{}\" }}}}{{{{ $l := split \",\" $s }}}}{{{{ join $s $l }}}}", ",".repeat(40_000));
+    assert!(exec_error(&join).contains("longer than"));
+    // Lists: counted before they are made; Go's split of "" separates characters.
+    assert_eq!(render(r#"{{ range split "" "abc" }}{{ . }};{{ end }}"#).unwrap(), "a;b;c;");
+    assert_eq!(render(r#"{{ len (split "" "") }}"#).unwrap(), "0");
+    let many = format!("{{{{ len (split \"\" \"{}\") }}}}", "z".repeat(MAX_ITEMS + 1));
+    assert!(exec_error(&many).contains("split: more than"));
+    // Case changes that grow (ΐ, two bytes, is six in upper case) are bounded too.
+    let sharp = format!("{}{{{{ $c := print $b $b }}}}{{{{ upper $c }}}}", big(&"ΐ".repeat(100 * 1024)));
+    assert!(exec_error(&sharp).contains("longer than"));
+    assert_eq!(render(r#"{{ upper "aß" }} {{ lower "ÀB" }}"#).unwrap(), "ASS àb");
+    // JSON of a large value: each '<' is six bytes.
+    let json = format!("{}{{{{ toJSON $b }}}}", big(&"<".repeat(200 * 1024)));
+    assert!(exec_error(&json).contains("longer than"));
+    let base64 = format!("{}{{{{ $c := print $b $b $b $b }}}}{{{{ base64Encode $c }}}}", big(&"q".repeat(200 * 1024)));
+    assert!(exec_error(&base64).contains("longer than"));
+}
+
+#[test]
+fn secret_calls_are_collected_once_each_and_bounded() {
+    // The same call many times is one call.
+    let same = "{{ with secret \"secret/data/a\" }}{{ end }}".repeat(5_000);
+    assert_eq!(Template::parse(&same).unwrap().secret_calls().unwrap().len(), 1);
+    let distinct = |n: usize| {
+        (0..n).map(|i| format!("{{{{ with secret \"secret/data/p{i}\" }}}}{{{{ end }}}}")).collect::<String>()
+    };
+    assert_eq!(Template::parse(&distinct(MAX_CALLS)).unwrap().secret_calls().unwrap().len(), MAX_CALLS);
+    let e = Template::parse(&distinct(MAX_CALLS + 1)).unwrap().secret_calls().unwrap_err().to_string();
+    assert!(e.contains("more than 100 distinct secret calls"), "{e}");
 }
 
 #[test]

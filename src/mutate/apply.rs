@@ -15,7 +15,7 @@ use super::{
 };
 use crate::agent_config;
 use crate::annotations::{EnvMode, Key, Lifecycle, OnChange, PodAnnotations};
-use crate::config::InjectorConfig;
+use crate::config::{InjectorConfig, MetricsListen};
 use crate::pod::Kind;
 
 /// Records JSON Patch operations relative to the template.
@@ -289,9 +289,10 @@ fn add_agent(spec: &mut Map<String, Value>, plan: &Plan, a: &PodAnnotations, con
     }
 }
 
-/// The long-running agent's metrics port, when the config gives one.
+/// The long-running agent's metrics port, when the config gives one that
+/// listens on the pod IP.
 fn add_metrics_port(agent: &mut Value, config: &InjectorConfig) {
-    if let Some(port) = config.agent.metrics_port {
+    if let (Some(port), MetricsListen::PodIp) = (config.agent.metrics_port, config.agent.metrics_listen) {
         agent["ports"] = json!([{"name": "sidekey-metrics", "containerPort": port, "protocol": "TCP"}]);
     }
 }

@@ -24,6 +24,7 @@ use json_patch::Patch;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
+use crate::agent_config::CheckedTemplates;
 use crate::annotations::{self, Problem};
 use crate::config::InjectorConfig;
 use crate::pod::{EnvFromSource, EnvSource, PodSpec};
@@ -194,7 +195,23 @@ pub fn mutate_template_at(
     namespace: Option<&str>,
     config: &InjectorConfig,
 ) -> Result<(Outcome, Patch), Invalid> {
-    let a = annotations::parse(template.pointer("/metadata/annotations").and_then(Value::as_object))?;
+    mutate_checked(template, pointer, namespace, config, &CheckedTemplates::new())
+}
+
+/// [`mutate_template_at`] with the Go templates the review checked already
+/// (the vault-k8s translation's), so each is parsed once.
+///
+/// # Errors
+/// As [`mutate_template`].
+pub fn mutate_checked(
+    template: &mut Value,
+    pointer: &str,
+    namespace: Option<&str>,
+    config: &InjectorConfig,
+    checked: &CheckedTemplates,
+) -> Result<(Outcome, Patch), Invalid> {
+    let annotations = template.pointer("/metadata/annotations").and_then(Value::as_object);
+    let a = annotations::parse_checked(annotations, checked)?;
     if !a.inject {
         return Ok((Outcome::NotOptedIn, Patch(Vec::new())));
     }

@@ -13,11 +13,14 @@ use super::{
     STATE_DIR, STATE_VOLUME, TOKEN_DIR, TOKEN_VOLUME, Warning, env_file_name,
 };
 use crate::PREFIX;
-use crate::agent_config::{AgentConfig, AwsConfig, FileSpec, VaultAuth, VaultConfig};
+use crate::agent_config::{AgentConfig, AwsConfig, FileSpec, VaultAuth, VaultConfig, system_path};
 use crate::annotations::{EnvMode, Format, Key, Lifecycle, Named, OnChange, PodAnnotations, Problem};
-use crate::config::{AuthMethod, InjectorConfig, expand_role};
+use crate::config::{AuthMethod, InjectorConfig, MetricsListen, expand_role};
 use crate::pod::{Container, EnvFromSource, EnvSource, Kind, PodSpec, SecretKeyRef};
 use crate::reference::{Backend, Reference, is_env_reference};
+
+/// The most distinct `secret`/`pkiCert` calls of all a pod's templates.
+pub const MAX_TEMPLATE_CALLS: usize = 200;
 
 const RESERVED_VOLUMES: [&str; 4] = [SECRETS_VOLUME, TOKEN_VOLUME, BIN_VOLUME, STATE_VOLUME];
 const RESERVED_CONTAINERS: [&str; 3] = [AGENT_CONTAINER, INIT_CONTAINER, INSTALL_CONTAINER];
@@ -288,7 +291,10 @@ pub(super) fn plan(
         files: files.specs,
         vault,
         aws,
-        metrics_addr: config.agent.metrics_port.map(|p| format!("0.0.0.0:{p}")),
+        metrics_addr: config.agent.metrics_port.map(|p| match config.agent.metrics_listen {
+            MetricsListen::Loopback => format!("127.0.0.1:{p}"),
+            MetricsListen::PodIp => format!("0.0.0.0:{p}"),
+        }),
     };
     let exec_used = env_mode == EnvMode::Exec && !migrated.is_empty();
     Ok(Plan {
@@ -479,10 +485,37 @@ impl Planner<'_> {
         }
     }
 
+    /// Every call of every Go template is a request the agent makes with
+    /// its token: each is checked against the namespace policy as a
+    /// reference is (a write only by the rule's `writes`), and their number
+    /// is bounded per pod.
+    fn check_template_calls(&mut self) {
+        let mut distinct = std::collections::HashSet::new();
+        for (name, s) in &self.a.secrets {
+            let field = format!("annotation {PREFIX}{}", Named::Template.name(name));
+            for call in &s.calls {
+                if let Some(reason) = self.config.policy.template_refusal(self.namespace, call) {
+                    self.problem(field.clone(), reason);
+                }
+                distinct.insert(call);
+            }
+        }
+        if distinct.len() > MAX_TEMPLATE_CALLS {
+            self.problem(
+                format!("metadata.annotations {PREFIX}template-*"),
+                format!(
+                    "the templates make {} distinct secret calls; at most {MAX_TEMPLATE_CALLS} per pod (each is a request the agent sends)",
+                    distinct.len()
+                ),
+            );
+        }
+    }
+
     /// The files `sidekey.dev/secret-*` declare; the backends of the
     /// mapped Secrets.
     fn declared_files(&mut self, access: &Access) -> Files {
         let mut files = Files::default();
+        self.check_template_calls();
         for (name, s) in &self.a.secrets {
             self.check_backend(&s.reference, format!("annotation {PREFIX}secret-{name}"));
             let spec = FileSpec {
@@ -807,6 +840,16 @@ impl Planner<'_> {
             // revoke them rather than leave them valid for the rest of their
             // TTL. Only a native sidecar stops after the app has.
             revoke_on_shutdown: lifecycle == Lifecycle::Sidecar && a.revoke_on_shutdown.unwrap_or(v.revoke_on_shutdown),
+            // Reached only when the policy named each (check_template_calls).
+            template_system_paths: a
+                .secrets
+                .values()
+                .flat_map(|s| &s.calls)
+                .filter(|c| system_path(&c.path).is_some())
+                .map(|c| c.path.clone())
+                .collect::<BTreeSet<_>>()
+                .into_iter()
+                .collect(),
         }
     }
 }

@@ -381,6 +381,125 @@ fn namespace_policy_refuses_references_outside_the_allowed_prefixes() {
     assert!(mutate_template_at(&mut p.clone(), "", Some("team-b"), &config).is_ok());
 }
 
+/// A pod whose file `conf` is the Go template `template`, its secret
+/// reference the allowed `vault:secret/data/payments/app`.
+fn templated(template: &str) -> Value {
+    pod(
+        json!({"sidekey.dev/inject": "true", "sidekey.dev/secret-conf": "vault:secret/data/payments/app",
+            "sidekey.dev/format-conf": "go-template", "sidekey.dev/template-conf": template}),
+        json!({"containers": [{"name": "app", "image": "x"}]}),
+    )
+}
+
+fn payments_policy(extra: &str) -> InjectorConfig {
+    InjectorConfig::from_yaml(&format!(
+        "policy:\n  rules:\n    - namespaces: [payments]\n      references: [\"vault:secret/data/payments/*\"{extra}]\n"
+    ))
+    .unwrap()
+}
+
+#[test]
+fn every_template_call_is_checked_against_the_namespace_policy() {
+    let config = payments_policy("");
+    let refused = [
+        (
+            r#"{{ with secret "secret/data/team-b/db" }}{{ .Data.data.pw }}{{ end }}"#,
+            "reference vault:secret/data/team-b/db is not allowed in namespace \"payments\"",
+        ),
+        (
+            r#"{{ with secret "pki/issue/admin" "common_name=a" }}{{ .Data.certificate }}{{ end }}"#,
+            "a template may not write to pki/issue/admin",
+        ),
+        (
+            r#"{{ with secret "sys/policies/acl/x" "policy=path \"*\" {}" }}{{ end }}"#,
+            "a template may not write to sys/policies/acl/x",
+        ),
+        (
+            r#"{{ with secret "auth/token/create" "policies=root" }}{{ .Auth.ClientToken }}{{ end }}"#,
+            "a template may not write to auth/token/create",
+        ),
+        (
+            r#"{{ with pkiCert "pki/issue/web" "common_name=a" "ttl=720h" }}{{ .Cert }}{{ end }}"#,
+            "a template may not write to pki/issue/web",
+        ),
+        // Behind an allowed first call, in a nested block.
+        (
+            r#"{{ with secret "secret/data/payments/app" }}{{ if true }}{{ with secret "secret/data/hr/salaries" }}{{ end }}{{ end }}{{ end }}"#,
+            "vault:secret/data/hr/salaries is not allowed",
+        ),
+    ];
+    for (template, reason) in refused {
+        let mut p = templated(template);
+        let before = p.clone();
+        let e = mutate_template_at(&mut p, "", Some("payments"), &config).unwrap_err().to_string();
+        assert!(e.contains("annotation sidekey.dev/template-conf: ") && e.contains(reason), "{template}\n{e}");
+        assert_eq!(p, before, "nothing is half-applied");
+    }
+    let ok = r#"{{ with secret "secret/data/payments/app" }}{{ .Data.data.pw }}{{ end }}"#;
+    assert!(mutate_template_at(&mut templated(ok), "", Some("payments"), &config).is_ok());
+}
+
+#[test]
+fn templates_never_reach_the_agents_token_unless_the_policy_names_the_path() {
+    let lookup = r#"{{ with secret "auth/token/lookup-self" }}{{ .Data.id }}{{ end }}"#;
+    // No policy at all (allow everything): still refused.
+    let e = mutate_template_at(&mut templated(lookup), "", Some("any"), &InjectorConfig::default())
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("a template may not read auth/token/lookup-self: paths under auth/ reach the agent's own token"),
+        "{e}"
+    );
+    for path in ["sys/wrapping/lookup", "sys/mounts", "auth/kubernetes/role/x"] {
+        let t = format!("{{{{ with secret \"{path}\" }}}}{{{{ .Data }}}}{{{{ end }}}}");
+        assert!(mutate_template_at(&mut templated(&t), "", Some("any"), &InjectorConfig::default()).is_err(), "{path}");
+    }
+    // A pattern that allows everything does not allow these.
+    let config = payments_policy(", \"*\"");
+    assert!(mutate_template_at(&mut templated(lookup), "", Some("payments"), &config).is_err());
+    // Named explicitly, it is allowed, and the agent is told so.
+    let config = payments_policy(", \"vault:auth/token/lookup-self\"");
+    let mut p = templated(lookup);
+    mutate_template_at(&mut p, "", Some("payments"), &config).unwrap();
+    let agent = &p["spec"]["initContainers"][0];
+    let cfg = AgentConfig::from_json(agent["env"][0]["value"].as_str().unwrap()).unwrap();
+    assert_eq!(cfg.vault.unwrap().template_system_paths, ["auth/token/lookup-self"]);
+}
+
+#[test]
+fn template_writes_are_allowed_only_where_the_policy_names_them() {
+    let config = InjectorConfig::from_yaml(
+        "policy:\n  rules:\n    - namespaces: [payments]\n      writes: [\"vault:pki/issue/payments-*\", \"vault:auth/token/create\"]\n",
+    )
+    .unwrap();
+    let cert =
+        r#"{{ with pkiCert "pki/issue/payments-web" "common_name=web.payments.svc" }}{{ .Cert }}{{ .Key }}{{ end }}"#;
+    assert!(mutate_template_at(&mut templated(cert), "", Some("payments"), &config).is_ok());
+    let other = cert.replace("payments-web", "admin");
+    let e = mutate_template_at(&mut templated(&other), "", Some("payments"), &config).unwrap_err().to_string();
+    assert!(e.contains("(writes allowed: vault:pki/issue/payments-*, vault:auth/token/create)"), "{e}");
+    // Another namespace matches no rule: no writes.
+    let e = mutate_template_at(&mut templated(cert), "", Some("web"), &config).unwrap_err().to_string();
+    assert!(e.contains("names no paths templates may write there (policy.rules[].writes)"), "{e}");
+    // A write pattern must be a vault: one.
+    let bad = InjectorConfig::from_yaml("policy:\n  rules:\n    - namespaces: [a]\n      writes: [\"pki/*\"]\n");
+    assert!(bad.unwrap_err().to_string().contains("policy.rules[0].writes: \"pki/*\" is not a vault: pattern"));
+}
+
+#[test]
+fn template_calls_are_bounded_per_pod() {
+    let mut annotations = json!({"sidekey.dev/inject": "true"});
+    for f in 0..3 {
+        let t: String =
+            (0..80).map(|i| format!("{{{{ with secret \"secret/data/f{f}/p{i}\" }}}}{{{{ end }}}}")).collect();
+        annotations[format!("sidekey.dev/secret-f{f}")] = json!("vault:secret/data/x");
+        annotations[format!("sidekey.dev/format-f{f}")] = json!("go-template");
+        annotations[format!("sidekey.dev/template-f{f}")] = json!(t);
+    }
+    let e = err(pod(annotations, json!({"containers": [{"name": "app", "image": "x"}]}))).join("\n");
+    assert!(e.contains("the templates make 240 distinct secret calls; at most 200 per pod"), "{e}");
+}
+
 #[test]
 fn disabled_backends_are_refused() {
     let e = err(pod(
@@ -591,13 +710,22 @@ fn a_namespace_policy_decides_which_login_settings_pods_may_choose() {
 }
 
 #[test]
-fn with_a_metrics_port_the_agent_serves_metrics_on_a_named_port() {
+fn with_a_metrics_port_the_agent_serves_metrics_on_loopback_unless_the_pod_ip_is_asked_for() {
     let mut config = InjectorConfig::default();
     config.agent.metrics_port = Some(9102);
-    let mut p = pod(
+    let original = pod(
         json!({"sidekey.dev/inject": "true"}),
         json!({"containers": [{"name": "a", "image": "x", "env": [{"name": "K", "value": "vault:secret/data/k#v"}]}]}),
     );
+    let mut p = original.clone();
+    mutate_template(&mut p, &config).unwrap();
+    let agent = &p["spec"]["initContainers"][0];
+    assert_eq!(agent.get("ports"), None, "nothing to declare: only the pod reaches it");
+    let cfg = AgentConfig::from_json(agent["env"][0]["value"].as_str().unwrap()).unwrap();
+    assert_eq!(cfg.metrics_addr.as_deref(), Some("127.0.0.1:9102"));
+
+    config.agent.metrics_listen = crate::config::MetricsListen::PodIp;
+    let mut p = original;
     mutate_template(&mut p, &config).unwrap();
     let agent = &p["spec"]["initContainers"][0];
     assert_eq!(agent["ports"], json!([{"name": "sidekey-metrics", "containerPort": 9102, "protocol": "TCP"}]));

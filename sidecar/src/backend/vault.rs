@@ -324,6 +324,58 @@ impl Vault {
         Ok(())
     }
 
+    /// A token adopted from the state file is kept only when its lookup
+    /// shows the login this agent makes: issued by `auth/<mount>/login`
+    /// for the configured role. Anything else (a token planted in the
+    /// file, one of another role, a token-file login) is dropped with the
+    /// leases saved beside it, and the agent logs in. When Vault cannot be
+    /// asked now, the token is kept: the file passed the owner and mode
+    /// checks, and a restart during an outage should still serve.
+    pub async fn check_adopted(&self) {
+        let mut state = self.state.lock().await;
+        let Some(token) = state.token.clone().filter(|_| state.generation == ADOPTED_GENERATION) else { return };
+        let expected = match &self.auth {
+            VaultAuth::Kubernetes { mount, role, .. } | VaultAuth::Jwt { mount, role, .. } => {
+                (format!("auth/{mount}/login"), role.as_str())
+            }
+            VaultAuth::Token { token_path } => {
+                // The token file is the login: the adopted token must be the one in it.
+                let file = tokio::fs::read_to_string(token_path).await.map(Zeroizing::new);
+                if !file.is_ok_and(|f| f.trim() == token.expose_secret()) {
+                    tracing::warn!("the adopted token is not the one in the token file; dropping it and its leases");
+                    self.drop_adopted(&mut state);
+                }
+                return;
+            }
+        };
+        let (status, text) = match self.send(Method::GET, "auth/token/lookup-self", Some(&token), None).await {
+            Ok(answer) => answer,
+            Err(e) => {
+                tracing::warn!(error = %e, "could not look up the adopted token; keeping it");
+                return;
+            }
+        };
+        let text = Zeroizing::new(text);
+        let mut v: Value = serde_json::from_str(&text).unwrap_or_default();
+        let (path, role) = expected;
+        let matches = status.is_success() && v["data"]["path"] == path && v["data"]["meta"]["role"] == role;
+        crate::secret::SecretValue::new(std::mem::take(&mut v));
+        if !matches {
+            tracing::warn!(
+                status = status.as_u16(),
+                "the adopted token is not one this agent's login issues; dropping it and the leases saved with it"
+            );
+            self.drop_adopted(&mut state);
+        }
+    }
+
+    fn drop_adopted(&self, state: &mut TokenState) {
+        state.token = None;
+        if let Some(store) = &self.store {
+            store.clear();
+        }
+    }
+
     /// The current token, logging in when there is none.
     async fn token(&self) -> Result<(SecretString, u64), BackendError> {
         let mut state = self.state.lock().await;

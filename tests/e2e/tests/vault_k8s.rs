@@ -300,9 +300,12 @@ fn files_of(dir: &Path) -> BTreeMap<String, Vec<u8>> {
     out
 }
 
+/// The injector as a platform team would configure it for these workloads:
+/// the corpus's PKI template writes (issues certificates), which the
+/// namespace policy must name.
 fn injector_config(bao: &OpenBao, compat: bool) -> sidekey::config::InjectorConfig {
     sidekey::config::InjectorConfig::from_yaml(&format!(
-        "vault:\n  addr: {}\n  allowHttp: true\ncompatibility:\n  vaultK8s: {compat}\n",
+        "vault:\n  addr: {}\n  allowHttp: true\ncompatibility:\n  vaultK8s: {compat}\npolicy:\n  rules:\n    - namespaces: [\"*\"]\n      writes: [\"vault:pki/issue/web\"]\n",
         bao.addr
     ))
     .unwrap()
