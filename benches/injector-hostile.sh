@@ -3,7 +3,10 @@
 # cost it memory or time, each sent to a fresh release injector (its answer,
 # the time it took and the process's peak RSS, VmHWM); then all of them in
 # sequence on one injector (what the chart's memory limit must hold); then
-# the p50/p99 of typical reviews alone and while 200 clients stall mid-body.
+# the p50/p99 of typical reviews alone and while 200 clients stall mid-body;
+# then Go templates (issue 27): each case's CPU seconds and peak RSS, native
+# and in vault-k8s compatibility mode, and typical reviews beside two of the
+# largest template reviews the bounds allow on an injector held to one CPU.
 #
 #   benches/injector-hostile.sh
 #
@@ -24,15 +27,20 @@ ctx = ssl.create_default_context(); ctx.check_hostname = False; ctx.verify_mode 
 def free_port():
     s = socket.socket(); s.bind(("127.0.0.1", 0)); p = s.getsockname()[1]; s.close(); return p
 
+open(f"{work}/compat.yaml", "w").write("compatibility:\n  vaultK8s: true\n")
+
 class Injector:
     """A fresh release injector, so each figure is that request's own peak."""
-    def __init__(self):
+    def __init__(self, config=None, cpus=None):
         self.port, admin = free_port(), free_port()
         # As the image and the chart run it.
         env = dict(os.environ, SIDEKEY_LOG="warn", MIMALLOC_PURGE_DELAY="0")
-        self.proc = subprocess.Popen(["target/release/sidekey-injector", "--listen", f"127.0.0.1:{self.port}",
+        args = ["target/release/sidekey-injector", "--listen", f"127.0.0.1:{self.port}",
             "--admin-listen", f"127.0.0.1:{admin}", "--tls-cert", f"{work}/cert.pem", "--tls-key", f"{work}/key.pem",
-            "--body-timeout", "5s"], env=env, stdout=subprocess.DEVNULL, stderr=open(f"{work}/injector.log", "a"))
+            "--body-timeout", "5s"] + (["--config", config] if config else [])
+        if cpus:
+            args = ["taskset", "-c", cpus] + args
+        self.proc = subprocess.Popen(args, env=env, stdout=subprocess.DEVNULL, stderr=open(f"{work}/injector.log", "a"))
         for _ in range(200):
             try:
                 socket.create_connection(("127.0.0.1", self.port)).close(); break
@@ -43,6 +51,10 @@ class Injector:
         for l in open(f"/proc/{self.proc.pid}/status"):
             if l.startswith("VmHWM"):
                 return int(l.split()[1]) / 1024
+    def cpu(self):
+        """CPU seconds (user + system) used so far."""
+        fields = open(f"/proc/{self.proc.pid}/stat").read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
     def stop(self):
         self.proc.kill(); self.proc.wait()
 
@@ -132,5 +144,64 @@ for s in stalled:
     except Exception:
         pass
 print(f"after the body deadline: {cut}/200 stalled clients answered 408")
+inj.stop()
+
+# Go templates. The review parses each template once, collects its calls in
+# linear time and stops at 100 distinct calls per template, 200 per pod.
+def go_pod(templates, native=True):
+    a = {}
+    for i, t in enumerate(templates):
+        if native:
+            a.update({"sidekey.dev/inject": "true", f"sidekey.dev/secret-f{i}": "vault:secret/data/app",
+                      f"sidekey.dev/format-f{i}": "go-template", f"sidekey.dev/template-f{i}": t})
+        else:
+            a.update({"vault.hashicorp.com/agent-inject": "true", "vault.hashicorp.com/role": "app",
+                      f"vault.hashicorp.com/agent-inject-template-f{i}": t})
+    return pod(a)
+LIMIT = 256 * 1024 - 64
+def fill(call):
+    return (call * (LIMIT // len(call)))[:LIMIT - LIMIT % len(call)]
+# 256 KiB of distinct calls per template (the quadratic case of issue 27), and
+# the largest that is allowed: 10 templates of 256 KiB, 20 distinct paths in all.
+def upto(calls):
+    out, size = [], 0
+    for c in calls:
+        if size + len(c) > LIMIT:
+            break
+        out.append(c); size += len(c)
+    return "".join(out)
+distinct = [upto(f'{{{{ with secret "secret/data/t{i}/p{j:05}" }}}}{{{{ end }}}}' for j in range(12_000)) for i in range(10)]
+allowed = [fill(f'{{{{ with secret "secret/data/t{i % 2}/p{i}" }}}}{{{{ .Data.data.k }}}}{{{{ end }}}}') for i in range(10)]
+gocases = [
+    ("10 templates x 256 KiB distinct calls, native", review(go_pod(distinct)), None),
+    ("10 templates x 256 KiB distinct calls, vault-k8s", review(go_pod(distinct, False)), f"{work}/compat.yaml"),
+    ("10 templates x 256 KiB allowed, native", review(go_pod(allowed)), None),
+    ("10 templates x 256 KiB allowed, vault-k8s", review(go_pod(allowed, False)), f"{work}/compat.yaml"),
+]
+print(f"{'template request (fresh injector each)':48} {'body':>9} {'answer':>10} {'ms':>8} {'CPU s':>7} {'peak RSS':>9}")
+for name, body, config in gocases:
+    inj = Injector(config)
+    before = inj.cpu()
+    verdict, ms, n = post(inj.port, body)
+    print(f"{name:48} {len(body)/1e6:8.2f}M {verdict:>10} {ms:8.1f} {inj.cpu() - before:7.2f} {inj.hwm():7.1f}Mi")
+    inj.stop()
+
+# Typical reviews while two clients send the largest allowed template
+# review (compatibility mode: translation and parse) again and again, the
+# injector held to one CPU: the API server's webhook timeout is 10 s.
+inj = Injector(f"{work}/compat.yaml", cpus="0")
+heavy = gocases[3][1]
+stop = threading.Event()
+def hammer():
+    while not stop.is_set():
+        post(inj.port, heavy)
+ts = [threading.Thread(target=hammer) for _ in range(2)]
+for t in ts: t.start()
+time.sleep(1)
+times = sorted(post(inj.port, review(typical))[1] for _ in range(200))
+stop.set()
+for t in ts: t.join()
+print(f"one CPU, two largest template reviews in a loop: 200 typical reviews p50 {times[100]:.1f} ms, "
+      f"p99 {times[198]:.1f} ms, max {times[-1]:.1f} ms; peak RSS {inj.hwm():.1f} MiB")
 inj.stop()
 PY

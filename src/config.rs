@@ -188,7 +188,7 @@ impl Policy {
         if let Some(reason) = self.refusal(namespace, &reference) {
             return Some(reason);
         }
-        let Some(prefix) = system else { return None };
+        let prefix = system?;
         let text = reference.to_string();
         let named = rule
             .and_then(|r| r.references.as_ref())

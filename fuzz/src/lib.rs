@@ -29,8 +29,23 @@ pub mod alloc;
 /// fits kubectl's 120 characters.
 pub fn admission(data: &[u8]) {
     static CONFIG: OnceLock<InjectorConfig> = OnceLock::new();
-    // Any Vault address and image: the most code reachable.
-    let config = CONFIG.get_or_init(InjectorConfig::for_files);
+    // Any Vault address and image, vault-k8s annotations translated, and a
+    // namespace policy that judges references and template calls: the most
+    // code reachable.
+    let config = CONFIG.get_or_init(|| {
+        let mut c = InjectorConfig::for_files();
+        c.compatibility.vault_k8s = true;
+        c.policy.rules.insert(
+            0,
+            sidekey::config::PolicyRule {
+                namespaces: vec!["pay*".into()],
+                references: Some(vec!["vault:secret/data/pay/*".into(), "vault:auth/token/lookup-self".into()]),
+                writes: Some(vec!["vault:pki/issue/pay-*".into()]),
+                ..Default::default()
+            },
+        );
+        c
+    });
     let reply = sidekey_injector::review::review(data, config);
     assert!(
         reply.body.len() <= 256 * 1024 + 4 * data.len(),
@@ -115,28 +130,46 @@ pub fn reference(data: &[u8]) {
 }
 
 /// Go templates (Vault Agent's): parsing and running any template neither
-/// panics nor escapes the limits; the paths it reads are answered with a
-/// fixed secret, so every construct runs.
+/// panics nor escapes the limits the agent renders under (the output, the
+/// steps, the calls; the heap bound of `alloc::Bounded`); the paths it
+/// reads are answered with a fixed secret, writes with their fields, so
+/// every construct runs. The calls found without running it are the ones
+/// the run makes, at most `MAX_CALLS`.
 pub fn gotemplate(data: &[u8]) {
-    use sidekey::gotemplate::{Error, MAX_OUTPUT, Resolver, Template};
-    struct Any;
+    use sidekey::gotemplate::{Error, MAX_CALLS, MAX_OUTPUT, Resolver, Template};
+    struct Any(Vec<(String, usize)>);
     impl Resolver for Any {
         fn secret(&mut self, path: &str, args: &[(String, String)]) -> Result<serde_json::Value, String> {
             if path.is_empty() {
                 return Err("empty path".into());
             }
-            Ok(serde_json::json!({"Data": {"data": {"k": "v", "n": 1, "l": [1, "a", null]}, "args": args.len(),
+            self.0.push((path.to_owned(), args.len()));
+            Ok(serde_json::json!({"Data": {"data": {"k": "v", "n": 1, "l": [1, "a", null], "big": "<&>".repeat(300)},
+                "args": args, "certificate": "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----",
                 "metadata": {"version": 2, "custom_metadata": null}}, "LeaseID": "", "LeaseDuration": 0}))
         }
     }
     let Ok(text) = std::str::from_utf8(data) else { return };
     let (left, right) = if text.starts_with('[') { ("[[", "]]") } else { ("{{", "}}") };
     match Template::parse_with(text, left, right) {
-        Ok(t) => match t.render(&serde_json::json!({"x": [1, 2]}), &mut Any) {
-            Ok(out) => assert!(out.len() <= MAX_OUTPUT + 64 * 1024, "output {} bytes", out.len()),
-            Err(Error::Exec(_)) => {}
-            Err(e) => panic!("running gave a parse error: {e}"),
-        },
+        Ok(t) => {
+            let calls = t.secret_calls();
+            if let Ok(calls) = &calls {
+                assert!(calls.len() <= MAX_CALLS, "{} calls", calls.len());
+            }
+            let mut any = Any(Vec::new());
+            match t.render_with(&serde_json::json!({"x": [1, 2]}), &mut any, data.len() % 2 == 1) {
+                Ok(out) => assert!(out.len() <= MAX_OUTPUT, "output {} bytes", out.len()),
+                Err(Error::Exec(_)) => {}
+                Err(e) => panic!("running gave a parse error: {e}"),
+            }
+            // What the agent would be asked was found beforehand.
+            if let Ok(calls) = calls {
+                for (path, n) in &any.0 {
+                    assert!(calls.iter().any(|c| &c.path == path && c.args.len() == *n), "{path} was not found");
+                }
+            }
+        }
         Err(Error::Parse { line, col, .. }) => assert!(line >= 1 && col >= 1),
         Err(e) => panic!("parsing gave an execution error: {e}"),
     }

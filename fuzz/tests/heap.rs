@@ -30,6 +30,31 @@ fn joined(n: usize, item: impl Fn(usize) -> String) -> String {
     (0..n).map(item).collect::<Vec<_>>().join(",")
 }
 
+/// Ten Go templates as large as a template may be: each of distinct calls
+/// (past the bound of 100 per template), or of two paths called again and
+/// again (allowed: the largest template review the bounds let through).
+fn templates(distinct: bool) -> String {
+    let limit = sidekey::gotemplate::MAX_TEMPLATE - 64;
+    joined(10, |i| {
+        let call = |j: usize| {
+            let path = if distinct { format!("t{i}/p{j:05}") } else { format!("t{}/p{i}", i % 2) };
+            format!(r#"{{{{ with secret \"secret/data/{path}\" }}}}{{{{ .Data.data.k }}}}{{{{ end }}}}"#)
+        };
+        let mut t = String::new();
+        for j in 0.. {
+            let c = call(j);
+            if t.len() + c.len() > limit {
+                break;
+            }
+            t.push_str(&c);
+        }
+        format!(
+            r#""sidekey.dev/secret-f{i}":"vault:secret/data/app","sidekey.dev/format-f{i}":"go-template","sidekey.dev/template-f{i}":"{t}""#
+        )
+    })
+    .replace("\"sidekey.dev/secret-f0", ",\"sidekey.dev/secret-f0")
+}
+
 #[test]
 fn the_largest_hostile_reviews_stay_within_the_heap_bound() {
     let config = InjectorConfig::for_files();
@@ -50,6 +75,8 @@ fn the_largest_hostile_reviews_stay_within_the_heap_bound() {
         ("1,000 references (the most moved), long paths", body("", &refs(1000, 2000), "")),
         ("19,000 references (refused: over the most moved)", body("", &refs(19_000, 100), "")),
         ("one annotation value up to the body limit", body(&format!(r#","big":"{}""#, "x".repeat(3_000_000)), "", "")),
+        ("10 Go templates of 256 KiB of distinct calls (refused)", body(&templates(true), "", "")),
+        ("10 Go templates of 256 KiB, 20 paths in all (injected)", body(&templates(false), "", "")),
     ];
     let mut report = String::new();
     for (name, b) in &cases {

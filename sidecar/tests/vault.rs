@@ -170,6 +170,39 @@ fn token_renewals_do_not_reissue_credentials_and_a_relogin_does_not_reread_stati
 }
 
 #[test]
+fn a_token_planted_in_the_state_file_is_not_adopted() {
+    let bao = OpenBao::start();
+    let api = unique("api");
+    bao.kv_put("app/static", json!({"api_key": api}));
+    let tmp = tempfile::tempdir().unwrap();
+    let token = token_file(&bao, tmp.path(), "1h");
+    let state = tmp.path().join("state");
+    std::fs::create_dir(&state).unwrap();
+    // Another token, of more power, left where the agent keeps its own.
+    let planted = bao.token.clone();
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
+    let disk = json!({"vaultAddr": bao.addr, "token": {"token": planted, "ttlS": 3600, "renewable": true, "at": now}, "leases": {}});
+    let file = state.join("state.json");
+    std::fs::write(&file, disk.to_string()).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let files = json!([{"name": "api-key", "ref": "vault:secret/data/app/static#api_key", "mode": "0400"}]);
+    let mut cfg = config(&bao.addr, &token, files, "5s");
+    cfg["stateDir"] = json!(state);
+    let mut agent = AgentProc::spawn(cfg, &[]);
+    agent.wait_for("api-key", Duration::from_secs(20));
+    assert_eq!(agent.read("api-key"), api);
+    assert!(agent.log().contains("the adopted token is not the one in the token file"), "{}", agent.log());
+    let kept = std::fs::read_to_string(&file).unwrap();
+    let own = std::fs::read_to_string(&token).unwrap();
+    assert!(
+        !kept.contains(&planted) && kept.contains(own.trim()),
+        "the agent keeps its own token, not the planted one"
+    );
+    agent.assert_log_has_no(&[&planted, &api]);
+}
+
+#[test]
 fn a_killed_agent_adopts_its_token_and_lease_instead_of_issuing_new_credentials() {
     let pg = Postgres::start();
     let bao = OpenBao::start();
