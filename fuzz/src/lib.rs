@@ -28,24 +28,7 @@ pub mod alloc;
 /// request's (the denial message lists at most 20 problems); every warning
 /// fits kubectl's 120 characters.
 pub fn admission(data: &[u8]) {
-    static CONFIG: OnceLock<InjectorConfig> = OnceLock::new();
-    // Any Vault address and image, vault-k8s annotations translated, and a
-    // namespace policy that judges references and template calls: the most
-    // code reachable.
-    let config = CONFIG.get_or_init(|| {
-        let mut c = InjectorConfig::for_files();
-        c.compatibility.vault_k8s = true;
-        c.policy.rules.insert(
-            0,
-            sidekey::config::PolicyRule {
-                namespaces: vec!["pay*".into()],
-                references: Some(vec!["vault:secret/data/pay/*".into(), "vault:auth/token/lookup-self".into()]),
-                writes: Some(vec!["vault:pki/issue/pay-*".into()]),
-                ..Default::default()
-            },
-        );
-        c
-    });
+    let config = admission_config();
     let reply = sidekey_injector::review::review(data, config);
     assert!(
         reply.body.len() <= 256 * 1024 + 4 * data.len(),
@@ -81,6 +64,28 @@ pub fn admission(data: &[u8]) {
         }
         s => panic!("HTTP {s}"),
     }
+}
+
+/// The injector config the admission target reviews with: any Vault
+/// address and image, vault-k8s annotations translated, and a namespace
+/// policy that judges references and template calls (the most code
+/// reachable).
+pub fn admission_config() -> &'static InjectorConfig {
+    static CONFIG: OnceLock<InjectorConfig> = OnceLock::new();
+    CONFIG.get_or_init(|| {
+        let mut c = InjectorConfig::for_files();
+        c.compatibility.vault_k8s = true;
+        c.policy.rules.insert(
+            0,
+            sidekey::config::PolicyRule {
+                namespaces: vec!["pay*".into()],
+                references: Some(vec!["vault:secret/data/pay/*".into(), "vault:auth/token/lookup-self".into()]),
+                writes: Some(vec!["vault:pki/issue/pay-*".into()]),
+                ..Default::default()
+            },
+        );
+        c
+    })
 }
 
 /// The part of an AdmissionReview the checks need.
@@ -198,7 +203,7 @@ pub fn agent_config(data: &[u8]) {
 }
 
 /// The `--to` templates the migrate target picks from (first input byte).
-const TARGETS: [&str; 4] = [
+pub const TARGETS: [&str; 4] = [
     "vault:secret/data/{namespace}/{secret}",
     "aws-sm:{namespace}/{secret}",
     "vault:kv/{secret}",
