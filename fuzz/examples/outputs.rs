@@ -8,7 +8,7 @@
 //! result (the review's answer, the rendered text or error, the
 //! translation, the rewritten manifest…).
 
-#![allow(clippy::print_stdout, missing_docs)]
+#![allow(clippy::print_stdout, clippy::unwrap_used, missing_docs)]
 
 use std::hash::{DefaultHasher, Hash, Hasher};
 

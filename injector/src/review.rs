@@ -264,7 +264,9 @@ pub fn review(body: &[u8], config: &InjectorConfig) -> Reply {
             if let Some(t) = &translation {
                 // vault-k8s, if it still runs, leaves the pod alone.
                 mutate::set_annotation(&mut patch, VAULT_K8S_STATUS, "injected");
-                notes.extend(t.notes.iter().map(|n| format!("sidekey: {n}")));
+                // kubectl shows a warning in one line of 120 characters; the
+                // whole note is in docs/vault-k8s.md and migrate's report.
+                notes.extend(t.notes.iter().map(|n| Warning::clip(format!("sidekey: {n}"))));
             }
             let patch = serde_json::to_vec(&patch).unwrap_or_default();
             let n = warnings.len() + notes.len();
@@ -451,6 +453,17 @@ mod tests {
         assert!(text.contains("go-template") && text.contains("/vault/secrets"), "{text}");
         let warnings = resp["warnings"].to_string();
         assert!(warnings.contains("agent-cache-enable"), "{warnings}");
+        // Found by the admission fuzzer: a note longer than kubectl's line.
+        let long = pod(
+            json!({"vault.hashicorp.com/agent-inject": "true", "vault.hashicorp.com/role": "web",
+                   "vault.hashicorp.com/agent-inject-secret-db.txt": "database/creds/web",
+                   "vault.hashicorp.com/tls-secret": "vault-tls"}),
+            json!([]),
+        );
+        let resp = response(&review(&review_of(long), &config));
+        let warnings = resp["warnings"].as_array().unwrap();
+        assert!(warnings.iter().any(|w| w.as_str().unwrap().contains("tls-secret")), "{warnings:?}");
+        assert!(warnings.iter().all(|w| w.as_str().unwrap().chars().count() <= 120), "{warnings:?}");
         // Problems name what the user wrote.
         let bad = pod(
             json!({"vault.hashicorp.com/agent-inject": "true", "vault.hashicorp.com/agent-inject-secret-x": "kv/x",

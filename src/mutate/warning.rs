@@ -122,6 +122,12 @@ impl Warning {
         }
     }
 
+    /// `text` as one warning line: at most [`Warning::MAX_SHORT`]
+    /// characters, a longer one cut, ending in `…`.
+    pub fn clip(text: String) -> String {
+        cut(text, Self::MAX_SHORT)
+    }
+
     /// One line of at most [`Warning::MAX_SHORT`] characters (long names
     /// are cut, ending in `…`).
     pub fn short(&self) -> String {
