@@ -179,6 +179,32 @@ impl fmt::Display for CertRequest {
     }
 }
 
+/// What consul-template's `pkiCert` shows of a PKI `issue` answer (as
+/// the Go template engine's resolver returns it, `.Data` holding Vault's
+/// fields): the PEMs `Cert`, `Key` and `CA` (each ending in a newline, as
+/// Go's `pem.EncodeToMemory` writes them), `CAChain` (the issuing CA
+/// first, each once), and `.Data` for the same.
+pub fn pki_cert_view(answer: &serde_json::Value) -> serde_json::Value {
+    use serde_json::Value;
+    let data = &answer["Data"];
+    let pem = |v: &Value| v.as_str().filter(|s| !s.is_empty()).map(|s| format!("{}\n", s.trim_end_matches('\n')));
+    let ca = pem(&data["issuing_ca"]);
+    let mut chain: Vec<String> = Vec::new();
+    for c in ca.iter().cloned().chain(data["ca_chain"].as_array().into_iter().flatten().filter_map(pem)) {
+        if !chain.contains(&c) {
+            chain.push(c);
+        }
+    }
+    let mut out = serde_json::json!({
+        "Cert": pem(&data["certificate"]).unwrap_or_default(),
+        "Key": pem(&data["private_key"]).unwrap_or_default(),
+        "CA": ca.unwrap_or_default(),
+        "CAChain": chain,
+    });
+    out["Data"] = out.clone();
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
