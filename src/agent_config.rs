@@ -10,10 +10,12 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::annotations::{Format, Lifecycle, OnChange};
+pub use crate::contract::Delims;
+use crate::contract::{Format, Lifecycle, OnChange};
 use crate::duration;
 use crate::names::file_name_problem;
 use crate::reference::{Backend, Reference};
+pub use crate::templates::{CheckedTemplate, CheckedTemplates, check_go_template, checked_template, system_path};
 
 /// The env var that carries the JSON.
 pub const ENV_VAR: &str = "SIDEKEY_CONFIG";
@@ -106,113 +108,6 @@ pub struct FileSpec {
 
 fn is_false(b: &bool) -> bool {
     !*b
-}
-
-/// A Go template's delimiters: `"[[ ]]"` in text (left, a space, right).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Delims {
-    /// The left delimiter.
-    pub left: String,
-    /// The right delimiter.
-    pub right: String,
-}
-
-impl std::str::FromStr for Delims {
-    type Err = String;
-
-    fn from_str(s: &str) -> Result<Self, String> {
-        let mut parts = s.split_whitespace();
-        match (parts.next(), parts.next(), parts.next()) {
-            (Some(l), Some(r), None) if l.len() <= 16 && r.len() <= 16 => {
-                Ok(Delims { left: l.to_owned(), right: r.to_owned() })
-            }
-            _ => Err("must be the left and right delimiter separated by a space, e.g. \"[[ ]]\"".into()),
-        }
-    }
-}
-
-impl std::fmt::Display for Delims {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{} {}", self.left, self.right)
-    }
-}
-
-impl Serialize for Delims {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.collect_str(self)
-    }
-}
-
-impl<'de> Deserialize<'de> for Delims {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        String::deserialize(d)?.parse().map_err(serde::de::Error::custom)
-    }
-}
-
-/// A Go template that parsed and whose calls were checked: what the
-/// annotation parser and the vault-k8s translation hand on, so a template
-/// is parsed once per review.
-#[derive(Debug, Clone, PartialEq)]
-pub struct CheckedTemplate {
-    /// The template's text.
-    pub source: String,
-    /// Its delimiters, when not `{{ }}`.
-    pub delims: Option<Delims>,
-    /// Its `secret`/`pkiCert` calls, each once, in order of appearance.
-    pub calls: Vec<crate::gotemplate::SecretCall>,
-}
-
-/// Templates checked earlier in a review, by the file they render: the
-/// annotation parser takes a template's calls from here when its text and
-/// delimiters are the same, instead of parsing it again.
-pub type CheckedTemplates = BTreeMap<String, CheckedTemplate>;
-
-/// The first segment of `path` when it is `auth` or `sys`: Vault's own
-/// endpoints (the token's `auth/token/lookup-self`, `auth/token/create`,
-/// `sys/wrapping/wrap`, `sys/policies/…`), which reach the agent's own
-/// token or Vault's configuration. A Go template may call them only where
-/// the injector's policy names them.
-pub fn system_path(path: &str) -> Option<&'static str> {
-    match path.split('/').next() {
-        Some("auth") => Some("auth"),
-        Some("sys") => Some("sys"),
-        _ => None,
-    }
-}
-
-/// Parses a Go template (with `delims`, or `{{ }}`) and finds the paths it
-/// reads; an error names the line or the call.
-///
-/// # Errors
-/// Why the template cannot be used: it does not parse, or a `secret` path
-/// or argument is not a literal string.
-pub fn check_go_template(
-    template: &str,
-    delims: Option<&Delims>,
-) -> Result<(crate::gotemplate::Template, Vec<crate::gotemplate::SecretCall>), String> {
-    let (l, r) = delims.map_or(("{{", "}}"), |d| (d.left.as_str(), d.right.as_str()));
-    let t = crate::gotemplate::Template::parse_with(template, l, r).map_err(|e| e.to_string())?;
-    let calls = t.secret_calls().map_err(|e| e.to_string())?;
-    for c in &calls {
-        let bad = |reason: String| format!("secret {:?}: {reason}", c.path);
-        if c.path.contains(['#', '?']) {
-            return Err(bad("a path has no '#' or '?'".into()));
-        }
-        format!("vault:{}", c.path).parse::<Reference>().map_err(|e| bad(e.to_string()))?;
-    }
-    if let Some(c) = calls.iter().find(|c| c.args.iter().any(|(k, _)| k.is_empty())) {
-        return Err(format!("secret {:?}: an argument has no name before '='", c.path));
-    }
-    Ok((t, calls))
-}
-
-/// [`check_go_template`], the calls kept with the text they came from.
-///
-/// # Errors
-/// As [`check_go_template`].
-pub fn checked_template(template: &str, delims: Option<&Delims>) -> Result<CheckedTemplate, String> {
-    let (_, calls) = check_go_template(template, delims)?;
-    Ok(CheckedTemplate { source: template.to_owned(), delims: delims.cloned(), calls })
 }
 
 impl FileSpec {
@@ -314,7 +209,7 @@ mod octal {
 
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<u32, D::Error> {
         let s = String::deserialize(d)?;
-        crate::annotations::parse_file_mode(&s).map_err(serde::de::Error::custom)
+        crate::contract::parse_file_mode(&s).map_err(serde::de::Error::custom)
     }
 }
 
@@ -366,10 +261,10 @@ impl AgentConfig {
     /// [`AgentConfigError::Invalid`] listing every problem.
     pub fn validate(&self) -> Result<(), AgentConfigError> {
         let mut problems = Vec::new();
-        if let Some(p) = crate::annotations::mount_path_problem(&self.mount_path) {
+        if let Some(p) = crate::contract::mount_path_problem(&self.mount_path) {
             problems.push(format!("mountPath: {p}"));
         }
-        if let Some(p) = self.state_dir.as_deref().and_then(crate::annotations::mount_path_problem) {
+        if let Some(p) = self.state_dir.as_deref().and_then(crate::contract::mount_path_problem) {
             problems.push(format!("stateDir: {p}"));
         }
         let mut seen = BTreeMap::new();

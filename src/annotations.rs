@@ -7,12 +7,14 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
-use std::str::FromStr;
 use std::time::Duration;
 
-use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
+pub use crate::contract::{
+    EnvMode, Format, Lifecycle, OnChange, Signal, check_path_like, mount_path_problem, parse_file_mode,
+    refresh_problem, secrets_mount_problem,
+};
 use crate::names::{dns_label_problem, file_name_problem};
 use crate::quantity::Quantity;
 use crate::reference::Reference;
@@ -41,176 +43,6 @@ impl fmt::Display for Problem {
     }
 }
 
-/// How the agent runs in the pod.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
-#[serde(rename_all = "kebab-case")]
-pub enum Lifecycle {
-    /// A native sidecar (init container with `restartPolicy: Always`).
-    #[default]
-    Sidecar,
-    /// Render once in an init container; no rotation.
-    InitOnly,
-    /// An init container plus a regular sidecar container (clusters before 1.29).
-    Legacy,
-}
-
-/// What happens to env vars that hold references.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
-#[serde(rename_all = "kebab-case")]
-pub enum EnvMode {
-    /// Replace `VAR` by `VAR_FILE=<path>`.
-    #[default]
-    File,
-    /// Wrap the command in `sidekey-agent exec`, which sets `VAR` in the process only.
-    Exec,
-    /// Remove `VAR`; the app reads the file itself.
-    Remove,
-}
-
-/// How a secret is rendered into its file.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum Format {
-    /// The selected value as is.
-    Raw,
-    /// The secret's fields (or the selected value) as JSON.
-    Json,
-    /// `KEY=value` lines.
-    Dotenv,
-    /// The fields as YAML.
-    Yaml,
-    /// A minijinja template over the fields.
-    Template,
-    /// A Go template as Vault Agent runs it (`{{ with secret "path" }}`),
-    /// reading any number of paths.
-    GoTemplate,
-}
-
-impl Format {
-    /// The annotation value: `raw`, `json`, …, `go-template`.
-    pub const fn name(self) -> &'static str {
-        match self {
-            Format::Raw => "raw",
-            Format::Json => "json",
-            Format::Dotenv => "dotenv",
-            Format::Yaml => "yaml",
-            Format::Template => "template",
-            Format::GoTemplate => "go-template",
-        }
-    }
-}
-
-/// How the app learns that files changed.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub enum OnChange {
-    /// The app watches the files itself (or does not care).
-    #[default]
-    None,
-    /// A signal to the app's processes; needs `shareProcessNamespace`.
-    Signal(Signal),
-    /// An HTTP POST to a loopback URL.
-    Http(String),
-}
-
-/// The signals `on-change: signal:` accepts: the ones apps reload on, none
-/// that cannot be caught.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Signal {
-    /// `SIGHUP`.
-    Hup,
-    /// `SIGUSR1`.
-    Usr1,
-    /// `SIGUSR2`.
-    Usr2,
-    /// `SIGINT`.
-    Int,
-    /// `SIGQUIT`.
-    Quit,
-    /// `SIGWINCH`.
-    Winch,
-}
-
-impl Signal {
-    /// Every accepted signal.
-    pub const ALL: [Signal; 6] = [Signal::Hup, Signal::Usr1, Signal::Usr2, Signal::Int, Signal::Quit, Signal::Winch];
-
-    /// Its name, `SIGHUP`.
-    pub const fn name(self) -> &'static str {
-        match self {
-            Signal::Hup => "SIGHUP",
-            Signal::Usr1 => "SIGUSR1",
-            Signal::Usr2 => "SIGUSR2",
-            Signal::Int => "SIGINT",
-            Signal::Quit => "SIGQUIT",
-            Signal::Winch => "SIGWINCH",
-        }
-    }
-}
-
-impl fmt::Display for Signal {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.name())
-    }
-}
-
-impl fmt::Display for OnChange {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            OnChange::None => f.write_str("none"),
-            OnChange::Signal(s) => write!(f, "signal:{s}"),
-            OnChange::Http(u) => f.write_str(u),
-        }
-    }
-}
-
-impl FromStr for OnChange {
-    type Err = String;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        if s == "none" {
-            return Ok(OnChange::None);
-        }
-        if let Some(sig) = s.strip_prefix("signal:") {
-            let sig = sig.to_ascii_uppercase();
-            let sig = if sig.starts_with("SIG") { sig } else { format!("SIG{sig}") };
-            return match Signal::ALL.into_iter().find(|s| s.name() == sig) {
-                Some(s) => Ok(OnChange::Signal(s)),
-                None => {
-                    let names: Vec<&str> = Signal::ALL.iter().map(|s| s.name()).collect();
-                    Err(format!("unsupported signal (supported: {})", names.join(", ")))
-                }
-            };
-        }
-        if let Some(rest) = s.strip_prefix("http://") {
-            let (hostport, _path) = rest.split_once('/').unwrap_or((rest, ""));
-            let (host, port) = hostport.rsplit_once(':').unwrap_or((hostport, "80"));
-            if !matches!(host, "127.0.0.1" | "localhost" | "[::1]") {
-                return Err("the URL must point at the pod itself (http://127.0.0.1:PORT/PATH)".into());
-            }
-            if port.parse::<u16>().map_or(true, |p| p == 0) {
-                return Err("the URL has no valid port".into());
-            }
-            if s.contains(char::is_whitespace) {
-                return Err("the URL contains whitespace".into());
-            }
-            return Ok(OnChange::Http(s.to_owned()));
-        }
-        Err("expected none, signal:SIGNAME or http://127.0.0.1:PORT/PATH".into())
-    }
-}
-
-impl Serialize for OnChange {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.collect_str(self)
-    }
-}
-
-impl<'de> Deserialize<'de> for OnChange {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        String::deserialize(d)?.parse().map_err(serde::de::Error::custom)
-    }
-}
-
 /// The `secret-<name>` family for one name.
 #[derive(Debug, Clone, PartialEq)]
 pub struct SecretAnnotation {
@@ -223,7 +55,7 @@ pub struct SecretAnnotation {
     /// `file-mode-<name>`.
     pub file_mode: Option<u32>,
     /// `delims-<name>`: a Go template's delimiters other than `{{ }}`.
-    pub delims: Option<crate::agent_config::Delims>,
+    pub delims: Option<crate::contract::Delims>,
     /// `missing-key-<name>: error`: a Go template fails on a missing field.
     pub missing_key_error: bool,
     /// A Go template's `secret`/`pkiCert` calls (found once, when the
@@ -280,7 +112,7 @@ pub struct PodAnnotations {
     /// `vault-auth-namespace`: where the agent logs in.
     pub vault_auth_namespace: Option<String>,
     /// `vault-auth-method`: how the agent logs in.
-    pub vault_auth_method: Option<crate::config::AuthMethod>,
+    pub vault_auth_method: Option<crate::contract::AuthMethod>,
     /// `vault-namespace`.
     pub vault_namespace: Option<String>,
     /// `aws-region`.
@@ -294,69 +126,6 @@ pub struct PodAnnotations {
     pub commands: BTreeMap<String, Vec<String>>,
 }
 
-/// Checks a mount path: absolute, normalized, not the root.
-pub fn mount_path_problem(path: &str) -> Option<String> {
-    if !path.starts_with('/') {
-        return Some("must be an absolute path".into());
-    }
-    if path == "/" {
-        return Some("must not be the root directory".into());
-    }
-    if path.ends_with('/') || path.split('/').skip(1).any(|s| s.is_empty() || s == "." || s == "..") {
-        return Some("must be a normalized path (no '//', '.', '..' or trailing '/')".into());
-    }
-    if path.contains(|c: char| c.is_whitespace() || c.is_control() || c == ':') {
-        return Some("must not contain whitespace, control characters or ':'".into());
-    }
-    None
-}
-
-/// Why `path` cannot be the secrets' mount path: it is malformed
-/// ([`mount_path_problem`]), or it overlaps a directory sidekey mounts
-/// itself (the `exec` wrapper, the agent's state, its login token), where
-/// one mount would hide or shadow the other.
-pub fn secrets_mount_problem(path: &str) -> Option<String> {
-    if let Some(p) = mount_path_problem(path) {
-        return Some(p);
-    }
-    let overlaps =
-        |dir: &str| path == dir || dir.starts_with(&format!("{path}/")) || path.starts_with(&format!("{dir}/"));
-    ["/sidekey", crate::mutate::TOKEN_DIR].iter().find(|d| overlaps(d)).map(|d| {
-        format!("overlaps {d}, where sidekey mounts its own volumes; choose another path such as /run/secrets/sidekey")
-    })
-}
-
-/// Bounds of `refresh`: often enough to matter, rarely enough not to hammer
-/// the backend.
-pub fn refresh_problem(d: Duration) -> Option<String> {
-    if d < Duration::from_secs(1) {
-        Some("must be at least 1s".into())
-    } else if d > Duration::from_secs(24 * 3600) {
-        Some("must be at most 24h".into())
-    } else {
-        None
-    }
-}
-
-/// Parses an octal file mode such as `0440`; only read bits are allowed
-/// (the files are secrets in a read-only mount).
-pub fn parse_file_mode(s: &str) -> Result<u32, String> {
-    if s.is_empty() || !s.bytes().all(|b| (b'0'..=b'7').contains(&b)) {
-        return Err("must be an octal mode such as 0440".into());
-    }
-    let mode = u32::from_str_radix(s, 8).map_err(|_| "must be an octal mode such as 0440".to_owned())?;
-    if mode > 0o777 {
-        return Err("must be at most 0777".into());
-    }
-    if mode & !0o444 != 0 {
-        return Err("may only grant read permission (e.g. 0400, 0440, 0444): the files are read-only secrets".into());
-    }
-    if mode == 0 {
-        return Err("grants no read permission to anyone".into());
-    }
-    Ok(mode)
-}
-
 fn parse_command(s: &str) -> Result<Vec<String>, String> {
     let cmd: Vec<String> = if s.trim_start().starts_with('[') {
         serde_json::from_str(s)
@@ -368,25 +137,6 @@ fn parse_command(s: &str) -> Result<Vec<String>, String> {
         return Err("must name a command".into());
     }
     Ok(cmd)
-}
-
-/// One strict grammar for the path-like values a pod may choose (the
-/// Vault auth mount, the Vault namespace): `/`-separated segments of
-/// `A-Z a-z 0-9 . _ -`, each starting with a letter or digit (so no `.`,
-/// `..`, empty segment, `\`, `%`-escape, `?` or `#` can steer the login to
-/// another API path), at most 256 characters.
-pub(crate) fn check_path_like(s: &str) -> Result<String, String> {
-    let segment_ok = |p: &str| {
-        p.bytes().next().is_some_and(|b| b.is_ascii_alphanumeric())
-            && p.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
-    };
-    if s.is_empty() || s.len() > 256 || !s.split('/').all(segment_ok) {
-        return Err(
-            "must be a path such as kubernetes or team-a/kubernetes: segments of A-Z a-z 0-9 . _ - starting with a letter or digit, at most 256 characters"
-                .into(),
-        );
-    }
-    Ok(s.to_owned())
 }
 
 fn check_role(s: &str) -> Result<String, String> {
@@ -661,7 +411,7 @@ pub fn wants_injection(annotations: Option<&Map<String, Value>>) -> bool {
 /// # Errors
 /// Every problem found, each naming its annotation.
 pub fn parse(annotations: Option<&Map<String, Value>>) -> Result<PodAnnotations, Vec<Problem>> {
-    parse_checked(annotations, &crate::agent_config::CheckedTemplates::new())
+    parse_checked(annotations, &crate::templates::CheckedTemplates::new())
 }
 
 /// [`parse`], taking the calls of Go templates that were checked earlier
@@ -672,7 +422,7 @@ pub fn parse(annotations: Option<&Map<String, Value>>) -> Result<PodAnnotations,
 /// As [`parse`].
 pub fn parse_checked(
     annotations: Option<&Map<String, Value>>,
-    checked: &crate::agent_config::CheckedTemplates,
+    checked: &crate::templates::CheckedTemplates,
 ) -> Result<PodAnnotations, Vec<Problem>> {
     let mut out = PodAnnotations::default();
     let Some(annotations) = annotations else { return Ok(out) };
@@ -773,7 +523,7 @@ fn set_plain(out: &mut PodAnnotations, key: Key, value: &str) -> Result<(), Stri
                 _ => return Err("must be sidecar, init-only or legacy".into()),
             });
         }
-        Key::VaultAddr => match crate::config::vault_addr_problem(value) {
+        Key::VaultAddr => match crate::contract::vault_addr_problem(value) {
             None => out.vault_addr = Some(value.trim_end_matches('/').to_owned()),
             Some(p) => return Err(p),
         },
@@ -806,7 +556,7 @@ struct Companions {
     formats: BTreeMap<String, Format>,
     templates: BTreeMap<String, String>,
     modes: BTreeMap<String, u32>,
-    delims: BTreeMap<String, crate::agent_config::Delims>,
+    delims: BTreeMap<String, crate::contract::Delims>,
     missing_keys: BTreeMap<String, bool>,
 }
 
@@ -898,7 +648,7 @@ impl Companions {
         mut self,
         out: &mut PodAnnotations,
         values: &BTreeMap<String, String>,
-        checked: &crate::agent_config::CheckedTemplates,
+        checked: &crate::templates::CheckedTemplates,
         problems: &mut Vec<Problem>,
     ) {
         // A companion without its secret is a typo waiting to bite.
@@ -964,7 +714,7 @@ impl Companions {
             {
                 match checked.get(name).filter(|c| c.source == *t && c.delims == s.delims) {
                     Some(c) => s.calls = c.calls.clone(),
-                    None => match crate::agent_config::check_go_template(t, s.delims.as_ref()) {
+                    None => match crate::templates::check_go_template(t, s.delims.as_ref()) {
                         Ok((_, calls)) => s.calls = calls,
                         Err(e) => problems.push(Problem::annotation(&Named::Template.name(name), e)),
                     },

@@ -12,7 +12,8 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::annotations::{EnvMode, Lifecycle};
+pub use crate::contract::{AuthMethod, vault_addr_problem};
+use crate::contract::{EnvMode, Lifecycle};
 use crate::duration;
 use crate::quantity::Quantity;
 use crate::reference::Backend;
@@ -164,7 +165,7 @@ impl Policy {
         let path = &call.path;
         let reference = crate::reference::Reference::Vault { path: path.clone(), key: None };
         let rule = self.rules.iter().find(|r| r.namespaces.iter().any(|p| glob_match(p, namespace)));
-        let system = crate::agent_config::system_path(path);
+        let system = crate::templates::system_path(path);
         let explicit = |p: &String| system.is_none_or(|prefix| p.starts_with(&format!("vault:{prefix}/")));
         if call.is_write() {
             let patterns = rule.and_then(|r| r.writes.as_ref()).filter(|w| !w.is_empty());
@@ -442,40 +443,6 @@ impl Default for VaultDefaults {
     }
 }
 
-/// How the agent logs in to Vault with the pod's projected token.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
-#[serde(rename_all = "kebab-case")]
-pub enum AuthMethod {
-    /// Kubernetes auth: Vault asks the cluster's TokenReview API about the token.
-    #[default]
-    Kubernetes,
-    /// JWT auth: Vault checks the token's signature with the cluster's
-    /// public keys (JWKS, OIDC discovery), without calling the cluster.
-    Jwt,
-}
-
-impl AuthMethod {
-    /// The mount the method is usually enabled at (`kubernetes`, `jwt`).
-    pub fn default_mount(self) -> &'static str {
-        match self {
-            AuthMethod::Kubernetes => "kubernetes",
-            AuthMethod::Jwt => "jwt",
-        }
-    }
-}
-
-impl std::str::FromStr for AuthMethod {
-    type Err = String;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s {
-            "kubernetes" => Ok(AuthMethod::Kubernetes),
-            "jwt" => Ok(AuthMethod::Jwt),
-            _ => Err("must be kubernetes or jwt".into()),
-        }
-    }
-}
-
 /// The placeholders `vault.role` may use.
 pub const ROLE_PLACEHOLDERS: [&str; 2] = ["{namespace}", "{serviceAccount}"];
 
@@ -510,19 +477,6 @@ pub struct AwsDefaults {
     pub region: Option<String>,
     /// An endpoint override (VPC endpoints, tests).
     pub endpoint: Option<String>,
-}
-
-/// Checks that a Vault address is an `http(s)://host[:port]` URL.
-pub fn vault_addr_problem(addr: &str) -> Option<String> {
-    let rest = addr.strip_prefix("https://").or_else(|| addr.strip_prefix("http://"));
-    let Some(rest) = rest else {
-        return Some("must start with https:// or http://".into());
-    };
-    let host = rest.split('/').next().unwrap_or_default();
-    if host.is_empty() || host.contains(['@', '?', '#', ' ']) {
-        return Some("must be scheme://host[:port] with no credentials, query or fragment".into());
-    }
-    None
 }
 
 impl InjectorConfig {
@@ -590,10 +544,10 @@ impl InjectorConfig {
         if self.agent.startup_timeout < Duration::from_secs(1) {
             problems.push("agent.startupTimeout: must be at least 1s".to_owned());
         }
-        if let Some(p) = crate::annotations::secrets_mount_problem(&self.defaults.mount_path) {
+        if let Some(p) = crate::contract::secrets_mount_problem(&self.defaults.mount_path) {
             problems.push(format!("defaults.mountPath: {p}"));
         }
-        if let Some(p) = crate::annotations::refresh_problem(self.defaults.refresh) {
+        if let Some(p) = crate::contract::refresh_problem(self.defaults.refresh) {
             problems.push(format!("defaults.refresh: {p}"));
         }
         if let Some(p) = vault_addr_problem(&self.vault.addr).or_else(|| self.vault.http_problem(&self.vault.addr)) {
@@ -618,13 +572,13 @@ impl InjectorConfig {
                 ));
             }
         }
-        if let Err(p) = crate::annotations::check_path_like(&self.vault.auth_mount) {
+        if let Err(p) = crate::contract::check_path_like(&self.vault.auth_mount) {
             problems.push(format!("vault.authMount: {p}"));
         }
-        if let Some(Err(p)) = self.vault.namespace.as_deref().map(crate::annotations::check_path_like) {
+        if let Some(Err(p)) = self.vault.namespace.as_deref().map(crate::contract::check_path_like) {
             problems.push(format!("vault.namespace: {p}"));
         }
-        if let Some(Err(p)) = self.vault.auth_namespace.as_deref().map(crate::annotations::check_path_like) {
+        if let Some(Err(p)) = self.vault.auth_namespace.as_deref().map(crate::contract::check_path_like) {
             problems.push(format!("vault.authNamespace: {p}"));
         }
         if self.vault.audience.is_empty() {

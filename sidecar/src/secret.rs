@@ -39,6 +39,18 @@ impl Secret {
     }
 }
 
+/// A lease on a dynamic secret: what the backends hand out and the state
+/// file keeps (here, below both, so neither imports the other for it).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Lease {
+    /// The lease id (an identifier, not a secret).
+    pub id: String,
+    /// Its lifetime when issued or last renewed.
+    pub ttl: std::time::Duration,
+    /// Whether it can be renewed.
+    pub renewable: bool,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -30,8 +30,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use zeroize::Zeroizing;
 
-use crate::backend::Lease;
-use crate::secret::SecretValue;
+use crate::secret::{Lease, SecretValue};
 
 /// The file name inside the state directory.
 const FILE: &str = "state.json";

@@ -50,16 +50,7 @@ impl BackendError {
     }
 }
 
-/// A lease on a dynamic secret.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Lease {
-    /// The lease id (an identifier, not a secret).
-    pub id: String,
-    /// Its lifetime when issued or last renewed.
-    pub ttl: Duration,
-    /// Whether it can be renewed.
-    pub renewable: bool,
-}
+pub use crate::secret::Lease;
 
 /// The result of one read.
 #[derive(Debug)]
