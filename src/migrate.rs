@@ -186,8 +186,9 @@ enum Frame {
     Seq { index: usize, pointer: String },
 }
 
+/// `token` as one JSON-pointer reference token (`~` → `~0`, `/` → `~1`).
 fn escape(token: &str) -> String {
-    token.replace('~', "~0").replace('/', "~1")
+    json_patch::jsonptr::Token::new(token).encoded().to_owned()
 }
 
 /// The start of every mapping, by JSON pointer, per document.

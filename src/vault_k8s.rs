@@ -13,18 +13,23 @@
 //! annotation; an unknown `vault.hashicorp.com/` annotation is refused too.
 //! Nothing is ignored silently.
 //!
-//! Nothing else in the core depends on this module: the injector calls it
-//! when its compatibility setting is on, and `sidekey migrate --from
-//! vault-k8s` writes its result into manifests.
+//! Nothing else in the core depends on this module: the injector calls
+//! [`translate`] and [`mutate`] when its compatibility setting is on, and
+//! `sidekey migrate --from vault-k8s` the same two before it writes the
+//! result into manifests.
 
 use std::collections::BTreeMap;
 
 use serde_json::{Map, Value};
 
 use crate::PREFIX as SIDEKEY;
-use crate::agent_config::{CheckedTemplates, Delims, checked_template};
 use crate::annotations::{Key, Named, Problem};
+use crate::config::InjectorConfig;
+use crate::contract::Delims;
+use crate::mutate::Outcome;
 use crate::names::file_name_problem;
+use crate::patch::Patch;
+use crate::templates::{CheckedTemplates, checked_template};
 
 pub mod migrate;
 
@@ -70,6 +75,25 @@ impl Translation {
         }
         problem
     }
+}
+
+/// The mutation of a pod template that carries `translation`'s
+/// annotations (put there by the caller, in its own copy): the Go
+/// templates the translation checked are not parsed again, and every
+/// problem names the `vault.hashicorp.com/*` annotation the user wrote.
+/// The injector's review and `migrate --from vault-k8s` both come here.
+///
+/// # Errors
+/// Every problem, named as the user wrote it.
+pub fn mutate(
+    template: &mut Value,
+    pointer: &str,
+    namespace: Option<&str>,
+    config: &InjectorConfig,
+    translation: &Translation,
+) -> Result<(Outcome, Patch), Vec<Problem>> {
+    crate::mutate::mutate_checked(template, pointer, namespace, config, &translation.templates)
+        .map_err(|invalid| invalid.problems.into_iter().map(|p| translation.name_origin(p)).collect())
 }
 
 /// Whether a pod template's annotations are vault-k8s's: it has
@@ -171,22 +195,63 @@ const REFUSED: &[(&str, &str)] = &[
     ("proxy-address", "sidekey's agent connects to Vault directly"),
 ];
 
-/// Per-secret annotation kinds, longest prefix first so that
-/// `agent-inject-template-file-x` is not read as a template named `file-x`.
-const PER_SECRET: &[&str] = &[
-    "agent-inject-template-file-",
-    "agent-inject-template-",
-    "agent-inject-secret-",
-    "agent-inject-command-",
-    "agent-inject-file-",
-    "agent-inject-perms-",
-    "agent-template-left-delim-",
-    "agent-template-right-delim-",
-    "secret-volume-path-",
-    "error-on-missing-key-",
-    "preserve-secret-case-",
+/// The per-secret annotation families: `<prefix><name>`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum PerSecret {
+    /// `agent-inject-secret-`: the path.
+    Secret,
+    /// `agent-inject-template-`: the template.
+    Template,
+    /// `agent-inject-template-file-`: a template in the agent's config volume (refused).
+    TemplateFile,
+    /// `agent-inject-file-`: the file name.
+    File,
+    /// `agent-inject-perms-`: the file mode.
+    Perms,
+    /// `agent-inject-command-`: run after a render.
+    Command,
+    /// `agent-template-left-delim-`.
+    LeftDelim,
+    /// `agent-template-right-delim-`.
+    RightDelim,
+    /// `secret-volume-path-`: the file's directory.
+    VolumePath,
+    /// `error-on-missing-key-`.
+    MissingKey,
+    /// `preserve-secret-case-`.
+    PreserveCase,
+}
+
+/// Each family's prefix, longest first so that `agent-inject-template-file-x`
+/// is not read as a template named `file-x`.
+const PER_SECRET: &[(&str, PerSecret)] = &[
+    ("agent-inject-template-file-", PerSecret::TemplateFile),
+    ("agent-inject-template-", PerSecret::Template),
+    ("agent-inject-secret-", PerSecret::Secret),
+    ("agent-inject-command-", PerSecret::Command),
+    ("agent-inject-file-", PerSecret::File),
+    ("agent-inject-perms-", PerSecret::Perms),
+    ("agent-template-left-delim-", PerSecret::LeftDelim),
+    ("agent-template-right-delim-", PerSecret::RightDelim),
+    ("secret-volume-path-", PerSecret::VolumePath),
+    ("error-on-missing-key-", PerSecret::MissingKey),
+    ("preserve-secret-case-", PerSecret::PreserveCase),
 ];
 
+impl PerSecret {
+    /// The family and name of `key`, if it is a per-secret annotation.
+    fn split(key: &str) -> Option<(PerSecret, &str)> {
+        PER_SECRET.iter().find_map(|(p, kind)| key.strip_prefix(p).map(|raw| (*kind, raw)))
+    }
+
+    /// `<prefix><raw>`, the key the user wrote.
+    fn key(self, raw: &str) -> String {
+        let prefix = PER_SECRET.iter().find(|(_, k)| *k == self).map_or("", |(p, _)| p);
+        format!("{prefix}{raw}")
+    }
+}
+
+/// One secret's annotations, by family.
 #[derive(Default)]
 struct SecretParts<'a> {
     path: Option<&'a str>,
@@ -199,6 +264,29 @@ struct SecretParts<'a> {
     volume_path: Option<&'a str>,
     missing_key: Option<&'a str>,
     preserve_case: Option<&'a str>,
+}
+
+impl<'a> SecretParts<'a> {
+    fn slot(&mut self, kind: PerSecret) -> Option<&mut Option<&'a str>> {
+        Some(match kind {
+            PerSecret::Secret => &mut self.path,
+            PerSecret::Template => &mut self.template,
+            PerSecret::TemplateFile => return None,
+            PerSecret::File => &mut self.file,
+            PerSecret::Perms => &mut self.perms,
+            PerSecret::Command => &mut self.command,
+            PerSecret::LeftDelim => &mut self.left,
+            PerSecret::RightDelim => &mut self.right,
+            PerSecret::VolumePath => &mut self.volume_path,
+            PerSecret::MissingKey => &mut self.missing_key,
+            PerSecret::PreserveCase => &mut self.preserve_case,
+        })
+    }
+
+    /// The family whose annotation holds the template (or the path it is made from).
+    fn template_kind(&self) -> PerSecret {
+        if self.template.is_some() { PerSecret::Template } else { PerSecret::Secret }
+    }
 }
 
 /// What an `agent-inject-command-*` does, in sidekey's terms: a signal to
@@ -233,9 +321,50 @@ fn on_change_of(command: &str) -> Option<String> {
 /// # Errors
 /// Every annotation that cannot be translated, each named with the reason.
 pub fn translate(annotations: &Map<String, Value>) -> Result<Translation, Vec<Problem>> {
-    let mut out = Translation::default();
-    // Mutating admission runs before the apiserver checks the annotations'
-    // size: refuse a flood at once instead of judging each.
+    let (values, problems) = collect(annotations)?;
+    let inject = match values.get("agent-inject") {
+        Some(v) => parse_bool("agent-inject", v).map_err(|p| vec![p])?,
+        None => false,
+    };
+    if !inject {
+        // Not for vault-k8s (any more): sidekey's own annotations, if any, decide.
+        return Ok(Translation::default());
+    }
+    let mut t = Translator { problems, ..Translator::default() };
+    if annotations.keys().any(|k| k.starts_with(SIDEKEY)) {
+        t.problems.push(Problem {
+            field: format!("annotation {SIDEKEY}*"),
+            reason: format!("a pod uses either {PREFIX} or {SIDEKEY} annotations, not both"),
+        });
+    }
+    if values.get("agent-inject-status") == Some(&"injected") {
+        t.out.annotations.insert(Key::Status.key(), "injected".into());
+        return Ok(t.out);
+    }
+    t.set(Key::Inject, "true");
+    for (&key, &value) in &values {
+        t.annotation(key, value);
+    }
+    t.pod_level(&values);
+    let secrets = std::mem::take(&mut t.secrets);
+    for (raw, s) in &secrets {
+        t.secret(raw, s);
+    }
+    if let Some((o, raw)) = t.on_change.take() {
+        t.set(Key::OnChange, &o);
+        t.out.origins.insert(Key::OnChange.key(), format!("{PREFIX}{}", PerSecret::Command.key(&raw)));
+    }
+    if t.problems.is_empty() { Ok(t.out) } else { Err(t.problems) }
+}
+
+/// The string value of every `vault.hashicorp.com/` annotation, by the key
+/// after the prefix; a value that is not a string is a problem.
+///
+/// # Errors
+/// A flood of annotations, refused at once: mutating admission runs before
+/// the apiserver checks the annotations' size.
+#[allow(clippy::type_complexity)]
+fn collect(annotations: &Map<String, Value>) -> Result<(BTreeMap<&str, &str>, Vec<Problem>), Vec<Problem>> {
     let ours = annotations.keys().filter(|k| k.starts_with(PREFIX)).count();
     if ours > crate::annotations::MAX_ANNOTATIONS {
         return Err(vec![Problem {
@@ -247,7 +376,7 @@ pub fn translate(annotations: &Map<String, Value>) -> Result<Translation, Vec<Pr
         }]);
     }
     let mut problems = Vec::new();
-    let mut values: BTreeMap<&str, &str> = BTreeMap::new();
+    let mut values = BTreeMap::new();
     for (k, v) in annotations {
         let Some(key) = k.strip_prefix(PREFIX) else { continue };
         match v.as_str() {
@@ -257,187 +386,176 @@ pub fn translate(annotations: &Map<String, Value>) -> Result<Translation, Vec<Pr
             None => problems.push(vk(key, "the value must be a string (quote it in YAML)")),
         }
     }
-    let inject = match values.get("agent-inject") {
-        Some(v) => parse_bool("agent-inject", v).map_err(|p| vec![p])?,
-        None => false,
-    };
-    if !inject {
-        // Not for vault-k8s (any more): sidekey's own annotations, if any, decide.
-        return Ok(Translation::default());
+    Ok((values, problems))
+}
+
+/// The translation as it is built: the pod-level settings read so far and
+/// the secrets' annotations grouped by name.
+struct Translator<'a> {
+    out: Translation,
+    problems: Vec<Problem>,
+    secrets: BTreeMap<&'a str, SecretParts<'a>>,
+    default_json: bool,
+    pod_preserve_case: Option<&'a str>,
+    mount_path: &'a str,
+    /// The on-change chosen so far, and the secret whose command chose it.
+    on_change: Option<(String, String)>,
+}
+
+impl Default for Translator<'_> {
+    fn default() -> Self {
+        Translator {
+            out: Translation::default(),
+            problems: Vec::new(),
+            secrets: BTreeMap::new(),
+            default_json: false,
+            pod_preserve_case: None,
+            mount_path: "/vault/secrets",
+            on_change: None,
+        }
     }
-    if annotations.keys().any(|k| k.starts_with(SIDEKEY)) {
-        problems.push(Problem {
-            field: format!("annotation {SIDEKEY}*"),
-            reason: format!("a pod uses either {PREFIX} or {SIDEKEY} annotations, not both"),
-        });
+}
+
+impl<'a> Translator<'a> {
+    fn set(&mut self, k: Key, v: &str) {
+        self.out.annotations.insert(k.key(), v.to_owned());
     }
-    if values.get("agent-inject-status") == Some(&"injected") {
-        out.annotations.insert(Key::Status.key(), "injected".into());
-        return Ok(out);
-    }
-    let set = |out: &mut Translation, k: Key, v: &str| {
-        out.annotations.insert(k.key(), v.to_owned());
-    };
-    set(&mut out, Key::Inject, "true");
-    let mut secrets: BTreeMap<&str, SecretParts<'_>> = BTreeMap::new();
-    let mut default_json = false;
-    let mut pod_preserve_case = None;
-    let mut mount_path = "/vault/secrets";
-    for (&key, &value) in &values {
-        if let Some((prefix, raw)) = PER_SECRET.iter().find_map(|p| key.strip_prefix(p).map(|raw| (*p, raw))) {
-            let s = secrets.entry(raw).or_default();
-            let slot = match prefix {
-                "agent-inject-secret-" => &mut s.path,
-                "agent-inject-template-" => &mut s.template,
-                "agent-inject-template-file-" => {
-                    problems.push(vk(key, "a template file in the agent's config volume cannot be translated; put the template in agent-inject-template-<name>"));
-                    continue;
-                }
-                "agent-inject-file-" => &mut s.file,
-                "agent-inject-perms-" => &mut s.perms,
-                "agent-inject-command-" => &mut s.command,
-                "agent-template-left-delim-" => &mut s.left,
-                "agent-template-right-delim-" => &mut s.right,
-                "secret-volume-path-" => &mut s.volume_path,
-                "error-on-missing-key-" => &mut s.missing_key,
-                _ => &mut s.preserve_case,
-            };
-            *slot = Some(value);
-            continue;
+
+    /// One annotation: grouped under its secret, renamed, noted, refused, or
+    /// read as a pod-level setting.
+    fn annotation(&mut self, key: &'a str, value: &'a str) {
+        if let Some((kind, raw)) = PerSecret::split(key) {
+            match self.secrets.entry(raw).or_default().slot(kind) {
+                Some(slot) => *slot = Some(value),
+                None => self.problems.push(vk(key, "a template file in the agent's config volume cannot be translated; put the template in agent-inject-template-<name>")),
+            }
+            return;
         }
         if let Some((_, k)) = RENAMED.iter().find(|(k, _)| *k == key) {
-            set(&mut out, *k, value);
-            out.origins.insert(k.key(), format!("{PREFIX}{key}"));
-            continue;
+            self.set(*k, value);
+            self.out.origins.insert(k.key(), format!("{PREFIX}{key}"));
+            return;
         }
         if let Some((_, why)) = NOTED.iter().find(|(k, _)| *k == key) {
-            out.notes.push(format!("{PREFIX}{key}: accepted, not needed: {why}"));
-            continue;
+            self.out.notes.push(format!("{PREFIX}{key}: accepted, not needed: {why}"));
+            return;
         }
         if let Some((_, why)) = REFUSED.iter().find(|(k, _)| *k == key) {
-            problems.push(vk(key, *why));
-            continue;
+            self.problems.push(vk(key, *why));
+            return;
         }
-        let result = match key {
-            "agent-inject" | "agent-inject-status" => Ok(()),
+        if let Err(p) = self.setting(key, value) {
+            self.problems.push(p);
+        }
+    }
+
+    /// A pod-level setting with its own translation.
+    fn setting(&mut self, key: &str, value: &'a str) -> Result<(), Problem> {
+        match key {
+            "agent-inject" | "agent-inject-status" => {}
             "auth-path" => {
                 let mount = value.trim_matches('/');
-                set(&mut out, Key::VaultAuthMount, mount.strip_prefix("auth/").unwrap_or(mount));
-                Ok(())
+                self.set(Key::VaultAuthMount, mount.strip_prefix("auth/").unwrap_or(mount));
             }
-            "auth-type" if matches!(value, "kubernetes" | "jwt") => {
-                set(&mut out, Key::VaultAuthMethod, value);
-                Ok(())
-            }
-            "auth-type" => Err(vk(key, "sidekey logs in with kubernetes or jwt auth")),
-            "secret-volume-path" => {
-                mount_path = value;
-                Ok(())
-            }
-            "preserve-secret-case" => {
-                pod_preserve_case = Some(value);
-                Ok(())
-            }
-
-            "agent-pre-populate-only" => parse_bool(key, value).map(|only| {
-                if only {
-                    set(&mut out, Key::Lifecycle, "init-only");
+            "auth-type" if matches!(value, "kubernetes" | "jwt") => self.set(Key::VaultAuthMethod, value),
+            "auth-type" => return Err(vk(key, "sidekey logs in with kubernetes or jwt auth")),
+            "secret-volume-path" => self.mount_path = value,
+            "preserve-secret-case" => self.pod_preserve_case = Some(value),
+            "agent-pre-populate-only" => {
+                if parse_bool(key, value)? {
+                    self.set(Key::Lifecycle, "init-only");
                 }
-            }),
+            }
             "agent-revoke-on-shutdown" => {
-                parse_bool(key, value).map(|b| set(&mut out, Key::RevokeOnShutdown, if b { "true" } else { "false" }))
+                let b = parse_bool(key, value)?;
+                self.set(Key::RevokeOnShutdown, if b { "true" } else { "false" });
             }
-
-            "tls-skip-verify" => parse_bool(key, value).and_then(|skip| match skip {
-                true => {
-                    Err(vk(key, "sidekey always verifies Vault's certificate; give the injector the CA (vault.caCert)"))
+            "tls-skip-verify" => {
+                if parse_bool(key, value)? {
+                    return Err(vk(
+                        key,
+                        "sidekey always verifies Vault's certificate; give the injector the CA (vault.caCert)",
+                    ));
                 }
-                false => Ok(()),
-            }),
-
+            }
             "agent-inject-default-template" => match value {
-                "map" => Ok(()),
-                "json" => {
-                    default_json = true;
-                    Ok(())
-                }
-                _ => Err(vk(key, "must be map or json")),
+                "map" => {}
+                "json" => self.default_json = true,
+                _ => return Err(vk(key, "must be map or json")),
             },
             _ if key.starts_with("auth-config-") || key.starts_with("agent-telemetry-") => {
-                Err(vk(key, "Vault Agent's auto-auth and telemetry settings have no sidekey equivalent"))
+                return Err(vk(key, "Vault Agent's auto-auth and telemetry settings have no sidekey equivalent"));
             }
-            _ => Err(vk(key, "unknown vault-k8s annotation (sidekey refuses what it does not understand)")),
-        };
-        if let Err(p) = result {
-            problems.push(p);
+            _ => return Err(vk(key, "unknown vault-k8s annotation (sidekey refuses what it does not understand)")),
+        }
+        Ok(())
+    }
+
+    /// The mount path, and where each pod-level setting came from.
+    fn pod_level(&mut self, values: &BTreeMap<&str, &str>) {
+        let mount_path = self.mount_path.trim_end_matches('/').to_owned();
+        self.set(Key::MountPath, &mount_path);
+        for (key, k) in [
+            ("auth-path", Key::VaultAuthMount),
+            ("auth-type", Key::VaultAuthMethod),
+            ("secret-volume-path", Key::MountPath),
+            ("agent-pre-populate-only", Key::Lifecycle),
+            ("agent-revoke-on-shutdown", Key::RevokeOnShutdown),
+        ] {
+            if values.contains_key(key) {
+                self.out.origins.insert(k.key(), format!("{PREFIX}{key}"));
+            }
         }
     }
-    set(&mut out, Key::MountPath, mount_path.trim_end_matches('/'));
-    for (key, k) in [
-        ("auth-path", Key::VaultAuthMount),
-        ("auth-type", Key::VaultAuthMethod),
-        ("secret-volume-path", Key::MountPath),
-        ("agent-pre-populate-only", Key::Lifecycle),
-        ("agent-revoke-on-shutdown", Key::RevokeOnShutdown),
-    ] {
-        if values.contains_key(key) {
-            out.origins.insert(k.key(), format!("{PREFIX}{key}"));
-        }
-    }
-    let mut on_change: Option<(String, String)> = None;
-    for (raw, s) in &secrets {
+
+    /// One secret's file: its name, template (as written, or Vault Agent's
+    /// default), delimiters, mode, missing-key rule and command.
+    fn secret(&mut self, raw: &str, s: &SecretParts<'_>) {
+        let vk_of = |kind: PerSecret, reason: String| vk(&kind.key(raw), reason);
         if s.path.is_none() && s.template.is_none() {
             // A companion without its secret: vault-k8s ignores it; say so.
-            for (what, v) in
-                [("agent-inject-file-", s.file), ("agent-inject-perms-", s.perms), ("agent-inject-command-", s.command)]
-            {
+            for (kind, v) in [(PerSecret::File, s.file), (PerSecret::Perms, s.perms), (PerSecret::Command, s.command)] {
                 if v.is_some() {
-                    problems
-                        .push(vk(&format!("{what}{raw}"), format!("there is no {PREFIX}agent-inject-secret-{raw}")));
+                    let reason = format!("there is no {PREFIX}{}", PerSecret::Secret.key(raw));
+                    self.problems.push(vk_of(kind, reason));
                 }
             }
-            continue;
+            return;
         }
-        let key_of = |what: &str| format!("{what}{raw}");
-        let preserve = match s.preserve_case.or(pod_preserve_case) {
-            Some(v) => parse_bool(&key_of("preserve-secret-case-"), v).unwrap_or(false),
+        let preserve = match s.preserve_case.or(self.pod_preserve_case) {
+            Some(v) => parse_bool(&PerSecret::PreserveCase.key(raw), v).unwrap_or(false),
             None => false,
         };
         let name = match s.file {
             Some(f) => {
                 let f = f.trim_start_matches('/');
                 if f.contains('/') {
-                    problems.push(vk(
-                        &key_of("agent-inject-file-"),
-                        "sidekey writes files at the top of the mount; a subdirectory is not supported",
-                    ));
-                    continue;
+                    let reason = "sidekey writes files at the top of the mount; a subdirectory is not supported";
+                    self.problems.push(vk_of(PerSecret::File, reason.into()));
+                    return;
                 }
                 f.to_owned()
             }
-            None if preserve => (*raw).to_owned(),
+            None if preserve => raw.to_owned(),
             None => raw.to_lowercase(),
         };
         if let Some(p) = file_name_problem(&name) {
-            problems.push(vk(
-                &key_of(if s.file.is_some() { "agent-inject-file-" } else { "agent-inject-secret-" }),
-                format!("the file name {name:?} {p}"),
-            ));
-            continue;
+            let kind = if s.file.is_some() { PerSecret::File } else { PerSecret::Secret };
+            self.problems.push(vk_of(kind, format!("the file name {name:?} {p}")));
+            return;
         }
         if let Some(v) = s.volume_path
-            && v.trim_end_matches('/') != mount_path.trim_end_matches('/')
+            && v.trim_end_matches('/') != self.mount_path.trim_end_matches('/')
         {
-            problems.push(vk(
-                &key_of("secret-volume-path-"),
-                "sidekey writes every file into one mount (secret-volume-path); a second path is not supported",
-            ));
-            continue;
+            let reason =
+                "sidekey writes every file into one mount (secret-volume-path); a second path is not supported";
+            self.problems.push(vk_of(PerSecret::VolumePath, reason.into()));
+            return;
         }
-        let missing_key_error = match s.missing_key.map(|v| parse_bool(&key_of("error-on-missing-key-"), v)) {
+        let missing_key_error = match s.missing_key.map(|v| parse_bool(&PerSecret::MissingKey.key(raw), v)) {
             Some(Err(p)) => {
-                problems.push(p);
-                continue;
+                self.problems.push(p);
+                return;
             }
             Some(Ok(b)) => b,
             None => false,
@@ -445,43 +563,43 @@ pub fn translate(annotations: &Map<String, Value>) -> Result<Translation, Vec<Pr
         let path = s.path.map(str::trim).filter(|p| !p.is_empty());
         let template = match (s.template, path) {
             (Some(t), _) => t.to_owned(),
-            (None, Some(p)) if default_json => default_json_template(p),
+            (None, Some(p)) if self.default_json => default_json_template(p),
             (None, Some(p)) => default_map_template(p),
-            (None, None) => continue,
+            (None, None) => return,
         };
         let delims = match (s.left, s.right) {
             (None, None) => None,
             (l, r) => Some(Delims { left: l.unwrap_or("{{").to_owned(), right: r.unwrap_or("}}").to_owned() }),
         };
-        let template_key =
-            if s.template.is_some() { key_of("agent-inject-template-") } else { key_of("agent-inject-secret-") };
+        let template_kind = s.template_kind();
         let checked = match checked_template(&template, delims.as_ref()) {
             Ok(c) => c,
             Err(e) => {
-                problems.push(vk(&template_key, e));
-                continue;
+                self.problems.push(vk_of(template_kind, e));
+                return;
             }
         };
         let first = checked.calls.first().map(|c| c.path.clone());
         let Some(reference) = path.map(str::to_owned).or(first) else {
-            problems.push(vk(&template_key, "the template reads no secret and names no path"));
-            continue;
+            self.problems.push(vk_of(template_kind, "the template reads no secret and names no path".into()));
+            return;
         };
         let named = |n: Named| format!("{SIDEKEY}{}", n.name(&name));
-        if out.annotations.contains_key(&named(Named::Secret)) {
-            problems.push(vk(&template_key, format!("a second secret writes the file {name:?}")));
-            continue;
+        if self.out.annotations.contains_key(&named(Named::Secret)) {
+            self.problems.push(vk_of(template_kind, format!("a second secret writes the file {name:?}")));
+            return;
         }
-        for (n, what) in [
-            (Named::Secret, "agent-inject-secret-"),
-            (Named::Format, "agent-inject-secret-"),
-            (Named::Template, if s.template.is_some() { "agent-inject-template-" } else { "agent-inject-secret-" }),
-            (Named::Delims, "agent-template-left-delim-"),
-            (Named::FileMode, "agent-inject-perms-"),
-            (Named::MissingKey, "error-on-missing-key-"),
+        for (n, kind) in [
+            (Named::Secret, PerSecret::Secret),
+            (Named::Format, PerSecret::Secret),
+            (Named::Template, template_kind),
+            (Named::Delims, PerSecret::LeftDelim),
+            (Named::FileMode, PerSecret::Perms),
+            (Named::MissingKey, PerSecret::MissingKey),
         ] {
-            out.origins.insert(named(n), format!("{PREFIX}{}", key_of(what)));
+            self.out.origins.insert(named(n), format!("{PREFIX}{}", kind.key(raw)));
         }
+        let out = &mut self.out;
         out.annotations.insert(named(Named::Secret), format!("vault:{reference}"));
         out.annotations.insert(named(Named::Format), "go-template".into());
         out.annotations.insert(named(Named::Template), template);
@@ -496,7 +614,8 @@ pub fn translate(annotations: &Map<String, Value>) -> Result<Translation, Vec<Pr
                 Ok(m) if m & 0o333 != 0 && m <= 0o7777 => {
                     let read = m & 0o444;
                     out.notes.push(format!(
-                        "{PREFIX}agent-inject-perms-{raw}: {p} is written as {read:04o}: sidekey's files are read-only"
+                        "{PREFIX}{}: {p} is written as {read:04o}: sidekey's files are read-only",
+                        PerSecret::Perms.key(raw)
                     ));
                     format!("{read:04o}")
                 }
@@ -508,27 +627,32 @@ pub fn translate(annotations: &Map<String, Value>) -> Result<Translation, Vec<Pr
             out.annotations.insert(named(Named::MissingKey), "error".into());
         }
         if let Some(c) = s.command {
-            match on_change_of(c) {
-                None => problems.push(vk(
-                    &key_of("agent-inject-command-"),
-                    "sidekey runs no shell: it can send the app a signal (kill -HUP 1, pkill -HUP <name>) or POST to a loopback URL (curl http://127.0.0.1:PORT/PATH); use one of those, or sidekey.dev/on-change",
-                )),
-                Some(o) => match &on_change {
-                    Some((first, other)) if *first != o => problems.push(vk(
-                        &key_of("agent-inject-command-"),
-                        format!("sidekey tells the app of a change one way for the whole pod, and {PREFIX}agent-inject-command-{other} does it another"),
-                    )),
-                    Some(_) => {}
-                    None => on_change = Some((o, (*raw).to_owned())),
-                },
-            }
+            self.command(raw, c);
         }
     }
-    if let Some((o, raw)) = on_change {
-        set(&mut out, Key::OnChange, &o);
-        out.origins.insert(Key::OnChange.key(), format!("{PREFIX}agent-inject-command-{raw}"));
+
+    /// An `agent-inject-command-*` as the pod's on-change: one way for the
+    /// whole pod.
+    fn command(&mut self, raw: &str, command: &str) {
+        let key = PerSecret::Command.key(raw);
+        match on_change_of(command) {
+            None => self.problems.push(vk(
+                &key,
+                "sidekey runs no shell: it can send the app a signal (kill -HUP 1, pkill -HUP <name>) or POST to a loopback URL (curl http://127.0.0.1:PORT/PATH); use one of those, or sidekey.dev/on-change",
+            )),
+            Some(o) => match &self.on_change {
+                Some((first, other)) if *first != o => self.problems.push(vk(
+                    &key,
+                    format!(
+                        "sidekey tells the app of a change one way for the whole pod, and {PREFIX}{} does it another",
+                        PerSecret::Command.key(other)
+                    ),
+                )),
+                Some(_) => {}
+                None => self.on_change = Some((o, raw.to_owned())),
+            },
+        }
     }
-    if problems.is_empty() { Ok(out) } else { Err(problems) }
 }
 
 #[cfg(test)]

@@ -256,9 +256,11 @@ pub fn review(body: &[u8], config: &InjectorConfig) -> Reply {
         Ok(t) => t,
         Err(problems) => return reply(200, denial(&uid, &problems), Verdict::Denied, 0, Some(fields(&problems))),
     };
-    let none = sidekey::agent_config::CheckedTemplates::new();
-    let checked = translation.as_ref().map_or(&none, |t| &t.templates);
-    match mutate::mutate_checked(&mut pod, "", Some(&namespace), config, checked) {
+    let mutated = match &translation {
+        Some(t) => sidekey::vault_k8s::mutate(&mut pod, "", Some(&namespace), config, t),
+        None => mutate::mutate_template_at(&mut pod, "", Some(&namespace), config).map_err(|i| i.problems),
+    };
+    match mutated {
         Ok((Outcome::Injected { warnings }, mut patch)) => {
             let mut notes = Vec::new();
             if let Some(t) = &translation {
@@ -286,13 +288,7 @@ pub fn review(body: &[u8], config: &InjectorConfig) -> Reply {
         Ok((Outcome::AlreadyInjected, _)) => {
             reply(200, answer(&uid, json!({"allowed": true})), Verdict::Skipped, 0, None)
         }
-        Err(invalid) => {
-            let problems: Vec<Problem> = match &translation {
-                Some(t) => invalid.problems.into_iter().map(|p| t.name_origin(p)).collect(),
-                None => invalid.problems,
-            };
-            reply(200, denial(&uid, &problems), Verdict::Denied, 0, Some(fields(&problems)))
-        }
+        Err(problems) => reply(200, denial(&uid, &problems), Verdict::Denied, 0, Some(fields(&problems))),
     }
 }
 

@@ -42,7 +42,7 @@ fn key_positions(text: &str) -> Vec<Vec<(String, usize, usize)>> {
         Map { pointer: String, key: Option<String> },
         Seq { pointer: String, index: usize },
     }
-    let escape = |t: &str| t.replace('~', "~0").replace('/', "~1");
+    let escape = |t: &str| json_patch::jsonptr::Token::new(t).encoded().to_owned();
     let mut docs = Vec::new();
     let mut keys = Vec::new();
     let mut stack: Vec<Frame> = Vec::new();
@@ -197,8 +197,8 @@ pub fn migrate(text: &str) -> Result<(String, Vec<Migrated>), MigrateError> {
                     continue;
                 }
             }
-            if let Err(invalid) = crate::mutate::mutate_template(&mut candidate.clone(), &config) {
-                m.refused = invalid.problems.into_iter().map(|p| t.name_origin(p).to_string()).collect();
+            if let Err(problems) = super::mutate(&mut candidate.clone(), "", None, &config, &t) {
+                m.refused = problems.iter().map(ToString::to_string).collect();
                 report.push(m);
                 continue;
             }
@@ -270,7 +270,7 @@ fn edit(
     let starts: Vec<(usize, usize, String)> = vault_keys
         .iter()
         .map(|k| {
-            let pointer = format!("{base}{}", k.replace('~', "~0").replace('/', "~1"));
+            let pointer = format!("{base}{}", json_patch::jsonptr::Token::new(k.as_str()).encoded());
             keys.iter().find(|(p, ..)| *p == pointer).map(|(_, line, col)| (*line, *col, k.clone()))
         })
         .collect::<Option<_>>()?;
