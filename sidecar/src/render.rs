@@ -29,6 +29,9 @@ pub enum RenderError {
     /// A template error (syntax, undefined variable).
     #[error("template: {0}")]
     Template(String),
+    /// A Go template's execution error, naming the function or field.
+    #[error(transparent)]
+    Go(#[from] sidekey::gotemplate::Error),
     /// A key of a directory secret cannot be a file name.
     #[error("key {0:?} cannot be a file name (use letters, digits, '.', '_' and '-')")]
     BadFileName(String),
@@ -220,15 +223,16 @@ impl sidekey::gotemplate::Resolver for Read<'_> {
     }
 }
 
-/// Renders a Go template (`format: go-template`) from the secrets of the
-/// paths it reads.
+/// Renders `spec`'s Go template (`format: go-template`, parsed once when
+/// the agent started) from the secrets of the paths it reads.
 ///
 /// # Errors
 /// [`RenderError::Template`] naming the line or function, never a value.
-pub fn render_go(spec: &FileSpec, secrets: &[TemplateSource<'_>]) -> Result<SecretBytes, RenderError> {
-    let text = spec.template.as_deref().unwrap_or_default();
-    let (template, _) = sidekey::agent_config::check_go_template(text, spec.delims.as_ref())
-        .map_err(|e| RenderError::Template(e.trim_start_matches("template: ").to_owned()))?;
+pub fn render_go(
+    spec: &FileSpec,
+    template: &sidekey::gotemplate::Template,
+    secrets: &[TemplateSource<'_>],
+) -> Result<SecretBytes, RenderError> {
     let mut read = Read { secrets, views: Vec::new() };
     let result = template.render_with(&Value::Null, &mut read, spec.missing_key_error);
     for v in &mut read.views {
@@ -239,7 +243,7 @@ pub fn render_go(spec: &FileSpec, secrets: &[TemplateSource<'_>]) -> Result<Secr
             let out = Zeroizing::new(out);
             Ok(SecretBytes::new(out.as_bytes().to_vec()))
         }
-        Err(e) => Err(RenderError::Template(e.to_string().trim_start_matches("template: ").to_owned())),
+        Err(e) => Err(RenderError::Go(e)),
     }
 }
 
@@ -297,6 +301,11 @@ mod tests {
         String::from_utf8(b.expose_secret().to_vec()).unwrap()
     }
 
+    /// The file's Go template, parsed as the agent parses it at start.
+    fn parsed(f: &FileSpec) -> sidekey::gotemplate::Template {
+        sidekey::agent_config::check_go_template(f.template.as_deref().unwrap(), f.delims.as_ref()).unwrap().0
+    }
+
     fn read<'a>(path: &'a str, secret: &'a Secret) -> TemplateSource<'a> {
         TemplateSource { path, write: &[], secret }
     }
@@ -317,18 +326,20 @@ mod tests {
 {{ with secret "secret/data/app" }}{{ range $k, $v := .Data }}{{ $k }}: {{ $v }}
 {{ end }}{{ end }}"#;
         let mut f = spec("vault:secret/data/app", Some(Format::GoTemplate), Some(t));
-        let out = text(render_go(&f, &[read("secret/data/app", &kv2), read("database/creds/app", &creds)]).unwrap());
+        let out = text(
+            render_go(&f, &parsed(&f), &[read("secret/data/app", &kv2), read("database/creds/app", &creds)]).unwrap(),
+        );
         assert_eq!(
             out,
             "s3cr3t v3 5432\nv-app-x1 60 true\ndata: map[password:s3cr3t port:5432]\nmetadata: map[destroyed:false version:3]\n"
         );
         // Errors name the line or function, never a value.
         f.template = Some(r#"{{ with secret "secret/data/app" }}{{ index .Data.data.password 1 }}{{ end }}"#.into());
-        let e = render_go(&f, &[read("secret/data/app", &kv2)]).unwrap_err().to_string();
+        let e = render_go(&f, &parsed(&f), &[read("secret/data/app", &kv2)]).unwrap_err().to_string();
         assert!(e.contains("index") && !e.contains("s3cr3t"), "{e}");
         f.template = Some(r#"[[ with secret "secret/data/app" ]][[ .Data.data.port ]][[ end ]]"#.into());
         f.delims = Some("[[ ]]".parse().unwrap());
-        assert_eq!(text(render_go(&f, &[read("secret/data/app", &kv2)]).unwrap()), "5432");
+        assert_eq!(text(render_go(&f, &parsed(&f), &[read("secret/data/app", &kv2)]).unwrap()), "5432");
     }
 
     #[test]

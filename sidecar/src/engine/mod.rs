@@ -13,6 +13,7 @@ use std::time::{Duration, SystemTime};
 use sidekey::agent_config::{AgentConfig, FileSpec};
 use sidekey::annotations::Format;
 use sidekey::cert::CertRequest;
+use sidekey::gotemplate::Template;
 use sidekey::reference::Reference;
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
@@ -54,6 +55,9 @@ pub struct Plan {
     /// For each file of the config, its sources' indexes: one, or for a Go
     /// template each path it reads, in the template's order.
     pub file_sources: Vec<Vec<usize>>,
+    /// For each file of the config, its Go template parsed once at start
+    /// (the config was validated: it parses); every render runs it.
+    pub go_templates: Vec<Option<Arc<Template>>>,
 }
 
 impl Plan {
@@ -62,7 +66,9 @@ impl Plan {
     pub fn new(config: &AgentConfig) -> Plan {
         let mut sources: Vec<Source> = Vec::new();
         let mut file_sources = Vec::new();
+        let mut go_templates = Vec::new();
         for f in &config.files {
+            let mut go = None;
             // (source name, what it reads, a write's fields)
             let mut wanted: Vec<(String, Reference, Option<Fields>)> = Vec::new();
             let template = f.format == Some(Format::GoTemplate);
@@ -71,8 +77,12 @@ impl Plan {
                 (Some(_), ..) => wanted.push((format!("cert {}", f.name), f.reference.without_key(), None)),
                 (None, Some(Format::GoTemplate), Some(t)) => {
                     // The config was validated: the template parses and its paths are references.
-                    let calls = sidekey::agent_config::check_go_template(t, f.delims.as_ref()).map(|(_, c)| c);
-                    for c in calls.unwrap_or_default() {
+                    let (template, calls) = match sidekey::agent_config::check_go_template(t, f.delims.as_ref()) {
+                        Ok((template, calls)) => (Some(Arc::new(template)), calls),
+                        Err(_) => (None, Vec::new()),
+                    };
+                    go = template;
+                    for c in calls {
                         let r = Reference::Vault { path: c.path, key: None };
                         // A template's path is its own source: it may be read
                         // at another path than the same text in a reference.
@@ -110,8 +120,9 @@ impl Plan {
                 idxs.push(idx);
             }
             file_sources.push(idxs);
+            go_templates.push(go);
         }
-        Plan { sources, file_sources }
+        Plan { sources, file_sources, go_templates }
     }
 }
 
@@ -472,7 +483,8 @@ impl Renderer {
                 }
                 return None;
             };
-            match render_file(spec, &self.plan.file_sources[i], &self.plan.sources, &secrets) {
+            let go = self.plan.go_templates[i].as_deref();
+            match render_file(spec, go, &self.plan.file_sources[i], &self.plan.sources, &secrets) {
                 Ok(files) => {
                     errors.remove(&spec.name);
                     out.insert(spec.name.clone(), files);
@@ -656,11 +668,12 @@ impl Progress {
 
 fn render_file(
     spec: &FileSpec,
+    go: Option<&Template>,
     indexes: &[usize],
     sources: &[Source],
     secrets: &[&Secret],
 ) -> Result<Vec<(String, SecretBytes, u32)>, crate::render::RenderError> {
-    if spec.format == Some(Format::GoTemplate) {
+    if let Some(template) = go {
         let read: Vec<crate::render::TemplateSource<'_>> = indexes
             .iter()
             .zip(secrets)
@@ -673,7 +686,7 @@ fn render_file(
                 _ => None,
             })
             .collect();
-        return Ok(vec![(spec.name.clone(), render_go(spec, &read)?, spec.mode)]);
+        return Ok(vec![(spec.name.clone(), render_go(spec, template, &read)?, spec.mode)]);
     }
     let Some(secret) = secrets.first() else { return Ok(Vec::new()) };
     if spec.dir {
