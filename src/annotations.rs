@@ -177,6 +177,24 @@ fn check_role_arn(s: &str) -> Result<String, String> {
 /// hundred secrets has about 200).
 pub const MAX_ANNOTATIONS: usize = 1000;
 
+/// The most bytes of annotations (keys and values together) a Kubernetes
+/// object may carry: the API server refuses more (`TotalAnnotationSizeLimitB`
+/// in apimachinery's validation), but only after mutating admission, so the
+/// webhook checks it first instead of parsing megabytes of templates for a
+/// pod that cannot be stored.
+pub const MAX_ANNOTATION_BYTES: usize = 256 * 1024;
+
+/// Why `annotations` are too large for Kubernetes, if they are.
+pub fn annotation_bytes_problem(annotations: &Map<String, Value>) -> Option<Problem> {
+    let total: usize = annotations.iter().map(|(k, v)| k.len() + v.as_str().map_or(0, str::len)).sum();
+    (total > MAX_ANNOTATION_BYTES).then(|| Problem {
+        field: "metadata.annotations".into(),
+        reason: format!(
+            "{total} bytes of annotations; Kubernetes accepts at most {MAX_ANNOTATION_BYTES} (the API server would refuse this pod)"
+        ),
+    })
+}
+
 /// The annotations sidekey reads, each declared once. Their meaning is in
 /// `docs/annotations.md`; a key is `sidekey.dev/` and its [`Key::name`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -448,6 +466,9 @@ pub fn parse_checked(
             reason: format!("{ours} {PREFIX} annotations; at most {MAX_ANNOTATIONS} are accepted"),
         }]);
     }
+    if let Some(p) = annotation_bytes_problem(annotations) {
+        return Err(vec![p]);
+    }
     let mut problems = Vec::new();
     let values = string_values(annotations, &mut problems);
     let mut companions = Companions::default();
@@ -712,7 +733,7 @@ impl Companions {
             if s.format == Some(Format::GoTemplate)
                 && let Some(t) = &s.template
             {
-                match checked.get(name).filter(|c| c.source == *t && c.delims == s.delims) {
+                match checked.get(name).filter(|c| c.is_of(t, s.delims.as_ref())) {
                     Some(c) => s.calls = c.calls.clone(),
                     None => match crate::templates::check_go_template(t, s.delims.as_ref()) {
                         Ok((_, calls)) => s.calls = calls,

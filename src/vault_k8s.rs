@@ -375,6 +375,9 @@ fn collect(annotations: &Map<String, Value>) -> Result<(BTreeMap<&str, &str>, Ve
             ),
         }]);
     }
+    if let Some(p) = crate::annotations::annotation_bytes_problem(annotations) {
+        return Err(vec![p]);
+    }
     let mut problems = Vec::new();
     let mut values = BTreeMap::new();
     for (k, v) in annotations {

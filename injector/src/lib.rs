@@ -140,14 +140,15 @@ pub async fn run(settings: Settings, shutdown: impl Future<Output = ()>) -> Resu
         let watch = health::watch(client, check.name, store.clone(), metrics.clone(), check.every, stop_rx.clone());
         tokio::spawn(watch);
     }
+    let threads = std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get);
     let state = Arc::new(server::State {
         config: settings.config,
         metrics,
         body_timeout: settings.body_timeout,
         connections: Arc::new(tokio::sync::Semaphore::new(settings.max_connections)),
         body_budget: Arc::new(tokio::sync::Semaphore::new(server::BODY_BUDGET / 1024)),
+        large_reviews: Arc::new(tokio::sync::Semaphore::new(threads)),
     });
-    let threads = std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get);
     let (_, server) = server::serve_sharded(
         settings.listen,
         threads,

@@ -311,13 +311,16 @@ fn vault_k8s_translation(
     let Some(annotations) = pod.pointer_mut("/metadata/annotations").and_then(Value::as_object_mut) else {
         return Ok(None);
     };
-    let t = vault_k8s::translate(annotations)?;
+    let mut t = vault_k8s::translate(annotations)?;
     if t.annotations.is_empty() {
         // vault.hashicorp.com/agent-inject: "false": sidekey's own annotations decide.
         return Ok(None);
     }
-    for (k, v) in &t.annotations {
-        annotations.insert(k.clone(), Value::String(v.clone()));
+    // The review's copy needs only sidekey's annotations: the translated
+    // ones move in, vault-k8s's (templates of up to 256 KiB each) leave.
+    annotations.retain(|k, _| !k.starts_with(vault_k8s::PREFIX));
+    for (k, v) in std::mem::take(&mut t.annotations) {
+        annotations.insert(k, Value::String(v));
     }
     Ok(Some(t))
 }

@@ -34,6 +34,10 @@ pub struct State {
     pub connections: Arc<tokio::sync::Semaphore>,
     /// One permit per KiB of request body buffered ([`BODY_BUDGET`]).
     pub body_budget: Arc<tokio::sync::Semaphore>,
+    /// One permit per large review running on the blocking pool: as many
+    /// as there are worker threads, so large reviews use no more memory at
+    /// once than when each ran on its worker.
+    pub large_reviews: Arc<tokio::sync::Semaphore>,
 }
 
 /// Bodies up to this size (typical pods are 4 to 20 KB) are read without a
@@ -126,7 +130,26 @@ async fn handle(state: Arc<State>, req: Request<Incoming>) -> Result<Response<Fu
             ));
         }
     };
-    let reply = review(&body, &state.config);
+    // A large review (templates, thousands of env vars) takes tens of
+    // milliseconds of CPU: run it on the blocking pool so the small ones
+    // this worker also serves are not queued behind it (one CPU, two such
+    // reviews in a loop held typical ones for 200 ms). The body budget
+    // bounds how many run at once.
+    let reply = if body.len() <= SMALL_BODY {
+        review(&body, &state.config)
+    } else {
+        let Ok(_running) = state.large_reviews.clone().acquire_owned().await else {
+            return Ok(error_response(503, "shutting down"));
+        };
+        let shared = state.clone();
+        match tokio::task::spawn_blocking(move || review(&body, &shared.config)).await {
+            Ok(reply) => reply,
+            Err(_) => {
+                state.metrics.error("review_failed");
+                return Ok(error_response(500, "the review failed"));
+            }
+        }
+    };
     let elapsed = started.elapsed();
     state.metrics.review(reply.verdict, elapsed.as_secs_f64());
     tracing::info!(
