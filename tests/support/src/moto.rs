@@ -32,23 +32,38 @@ impl Moto {
     /// Starts moto and its request recorder.
     pub fn start() -> Moto {
         let dir = tempfile::tempdir().unwrap();
-        let port = free_port();
-        let mut cmd = Command::new(tool("SIDEKEY_MOTO_SERVER"));
-        cmd.args(["-H", "127.0.0.1", "-p", &port.to_string()])
-            .current_dir(dir.path())
-            .env("MOTO_RECORDER_FILEPATH", dir.path().join("recording.jsonl"));
-        let process = Process::spawn("moto", cmd, dir.path());
-        let endpoint = format!("http://127.0.0.1:{port}");
         let agent = http();
-        wait_until(
-            "moto to be ready",
-            Duration::from_secs(60),
-            || {
-                process.assert_running();
-                agent.get(format!("{endpoint}/moto-api/")).call().is_ok_and(|r| r.status() == 200)
-            },
-            || process.log(),
-        );
+        // A free port can be taken again before moto binds it (another
+        // test's outgoing connection gets it from the same ephemeral
+        // range): then moto exits at once saying so, and another port is tried.
+        let mut attempts = 0;
+        let (process, endpoint) = loop {
+            attempts += 1;
+            let port = free_port();
+            let mut cmd = Command::new(tool("SIDEKEY_MOTO_SERVER"));
+            cmd.args(["-H", "127.0.0.1", "-p", &port.to_string()])
+                .current_dir(dir.path())
+                .env("MOTO_RECORDER_FILEPATH", dir.path().join("recording.jsonl"));
+            let process = Process::spawn("moto", cmd, dir.path());
+            let endpoint = format!("http://127.0.0.1:{port}");
+            let mut taken = false;
+            wait_until(
+                "moto to be ready",
+                Duration::from_secs(60),
+                || {
+                    if !process.running() && attempts < 5 && process.log().contains("in use") {
+                        taken = true;
+                        return true;
+                    }
+                    process.assert_running();
+                    agent.get(format!("{endpoint}/moto-api/")).call().is_ok_and(|r| r.status() == 200)
+                },
+                || process.log(),
+            );
+            if !taken {
+                break (process, endpoint);
+            }
+        };
         let r = agent.post(format!("{endpoint}/moto-api/recorder/start-recording")).send_empty().unwrap();
         assert_eq!(r.status(), 200);
         Moto { endpoint, region: "us-east-1".into(), process, _dir: dir }
