@@ -142,10 +142,16 @@ pub fn glob_match(pattern: &str, text: &str) -> bool {
 }
 
 impl Policy {
+    /// The rule that decides for `namespace`: the first whose
+    /// `namespaces` match it.
+    fn rule_for(&self, namespace: &str) -> Option<&PolicyRule> {
+        self.rules.iter().find(|r| r.namespaces.iter().any(|p| glob_match(p, namespace)))
+    }
+
     /// Why a pod in `namespace` may not set the login annotation `key`
     /// (`vault-role`, …), if it may not.
     pub fn override_refusal(&self, namespace: &str, key: &str) -> Option<String> {
-        let rule = self.rules.iter().find(|r| r.namespaces.iter().any(|p| glob_match(p, namespace)))?;
+        let rule = self.rule_for(namespace)?;
         let allowed = rule.overrides.as_ref()?;
         (!allowed.iter().any(|a| a == key)).then(|| {
             let list = if allowed.is_empty() { "none".to_owned() } else { allowed.join(", ") };
@@ -164,7 +170,7 @@ impl Policy {
     pub fn template_refusal(&self, namespace: &str, call: &crate::gotemplate::SecretCall) -> Option<String> {
         let path = &call.path;
         let reference = crate::reference::Reference::Vault { path: path.clone(), key: None };
-        let rule = self.rules.iter().find(|r| r.namespaces.iter().any(|p| glob_match(p, namespace)));
+        let rule = self.rule_for(namespace);
         let system = crate::templates::system_path(path);
         let explicit = |p: &String| system.is_none_or(|prefix| p.starts_with(&format!("vault:{prefix}/")));
         if call.is_write() {
@@ -203,7 +209,7 @@ impl Policy {
 
     /// Why `reference` may not be used in `namespace`, if it may not.
     pub fn refusal(&self, namespace: &str, reference: &crate::reference::Reference) -> Option<String> {
-        let rule = self.rules.iter().find(|r| r.namespaces.iter().any(|p| glob_match(p, namespace)));
+        let rule = self.rule_for(namespace);
         let Some(rule) = rule else {
             return match self.default {
                 PolicyDefault::Allow => None,

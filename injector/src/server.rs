@@ -133,13 +133,14 @@ async fn handle(state: Arc<State>, req: Request<Incoming>) -> Result<Response<Fu
     // A large review (templates, thousands of env vars) takes tens of
     // milliseconds of CPU: run it on the blocking pool so the small ones
     // this worker also serves are not queued behind it (one CPU, two such
-    // reviews in a loop held typical ones for 200 ms). The body budget
-    // bounds how many run at once.
+    // reviews in a loop held typical ones for 200 ms). At most one runs
+    // per worker thread (`large_reviews`), as when each ran on its worker.
     let reply = if body.len() <= SMALL_BODY {
         review(&body, &state.config)
     } else {
         let Ok(_running) = state.large_reviews.clone().acquire_owned().await else {
-            return Ok(error_response(503, "shutting down"));
+            // The semaphore is never closed; answered rather than assumed.
+            return Ok(error_response(503, "the review could not start"));
         };
         let shared = state.clone();
         match tokio::task::spawn_blocking(move || review(&body, &shared.config)).await {

@@ -169,15 +169,21 @@ fn token_renewals_do_not_reissue_credentials_and_a_relogin_does_not_reread_stati
     agent.assert_log_has_no(&[&secret_value, creds["password"].as_str().unwrap()]);
 }
 
+/// A temporary directory with a token file (1 h) and an empty state directory.
+fn with_state_dir(bao: &OpenBao) -> (tempfile::TempDir, std::path::PathBuf, std::path::PathBuf) {
+    let tmp = tempfile::tempdir().unwrap();
+    let token = token_file(bao, tmp.path(), "1h");
+    let state = tmp.path().join("state");
+    std::fs::create_dir(&state).unwrap();
+    (tmp, token, state)
+}
+
 #[test]
 fn a_token_planted_in_the_state_file_is_not_adopted() {
     let bao = OpenBao::start();
     let api = unique("api");
     bao.kv_put("app/static", json!({"api_key": api}));
-    let tmp = tempfile::tempdir().unwrap();
-    let token = token_file(&bao, tmp.path(), "1h");
-    let state = tmp.path().join("state");
-    std::fs::create_dir(&state).unwrap();
+    let (_dir, token, state) = with_state_dir(&bao);
     // Another token, of more power, left where the agent keeps its own.
     let planted = bao.token.clone();
     let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
@@ -209,10 +215,7 @@ fn a_killed_agent_adopts_its_token_and_lease_instead_of_issuing_new_credentials(
     bao.enable_postgres(&pg, "app", 10, 120);
     let api = unique("api");
     bao.kv_put("app/static", json!({"api_key": api}));
-    let tmp = tempfile::tempdir().unwrap();
-    let token = token_file(&bao, tmp.path(), "1h");
-    let state = tmp.path().join("state");
-    std::fs::create_dir(&state).unwrap();
+    let (_dir, token, state) = with_state_dir(&bao);
     let files = json!([
         {"name": "db-user", "ref": "vault:database/creds/app#username", "mode": "0400"},
         {"name": "db-password", "ref": "vault:database/creds/app#password", "mode": "0400"},

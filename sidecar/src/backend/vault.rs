@@ -324,13 +324,14 @@ impl Vault {
         Ok(())
     }
 
-    /// A token adopted from the state file is kept only when its lookup
-    /// shows the login this agent makes: issued by `auth/<mount>/login`
-    /// for the configured role. Anything else (a token planted in the
-    /// file, one of another role, a token-file login) is dropped with the
-    /// leases saved beside it, and the agent logs in. When Vault cannot be
-    /// asked now, the token is kept: the file passed the owner and mode
-    /// checks, and a restart during an outage should still serve.
+    /// A token adopted from the state file is kept only when it is one
+    /// this agent's login gives: with Kubernetes or JWT auth, its lookup
+    /// shows `auth/<mount>/login` and the configured role; with token auth,
+    /// it is the token in the token file. Anything else (a token planted
+    /// in the file, one of another role) is dropped with the leases saved
+    /// beside it, and the agent logs in. When Vault cannot be asked now,
+    /// the token is kept: the file passed the owner and mode checks, and a
+    /// restart during an outage should still serve.
     pub async fn check_adopted(&self) {
         let mut state = self.state.lock().await;
         let Some(token) = state.token.clone().filter(|_| state.generation == ADOPTED_GENERATION) else { return };
