@@ -116,9 +116,28 @@ pub fn corpus_files(sub: &str) -> Vec<PathBuf> {
     files
 }
 
-/// A free TCP port on 127.0.0.1 (bound and released; the kernel does not
-/// hand out a just-used port again soon).
+/// A free TCP port on 127.0.0.1 for a server a test starts, chosen below
+/// the kernel's ephemeral range and checked by binding it. A port the
+/// kernel picks (`bind(0)`) comes from that range, from which every
+/// outgoing connection takes its local port too: between the release and
+/// the server's own bind, a test's client could take it ("Address already
+/// in use", seen with moto and with agents' metrics ports). Below the range
+/// only other listeners compete, and they pick at random.
 pub fn free_port() -> u16 {
+    use std::hash::{BuildHasher, Hasher};
+    let ephemeral_low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|r| r.split_whitespace().next()?.parse::<u16>().ok())
+        .unwrap_or(32768);
+    let (low, high) = (10_000u16, ephemeral_low.max(10_001));
+    for attempt in 0u64..1000 {
+        let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+        h.write_u64(attempt);
+        let port = low + (h.finish() % u64::from(high - low)) as u16;
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
     TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
