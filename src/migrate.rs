@@ -14,7 +14,6 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
-use saphyr_parser::{Event, Parser};
 use serde_json::{Value, json};
 
 use crate::PREFIX;
@@ -22,7 +21,7 @@ use crate::annotations::{Key, Named};
 use crate::names::dns_label_problem;
 use crate::pod::{Container, EnvSource, Kind, PodSpec, SecretKeyRef};
 use crate::workload::templates;
-use crate::yaml;
+use crate::yaml::{self, NodeKind};
 
 /// Why a migration cannot be done.
 #[derive(Debug, thiserror::Error)]
@@ -181,161 +180,24 @@ struct Pos {
     alias: Option<(usize, usize)>,
 }
 
-enum Frame {
-    Map { key: Option<String>, key_col: usize, pointer: String },
-    Seq { index: usize, pointer: String },
-}
-
-/// `token` as one JSON-pointer reference token (`~` → `~0`, `/` → `~1`).
-fn escape(token: &str) -> String {
-    json_patch::jsonptr::Token::new(token).encoded().to_owned()
-}
-
-/// The start of every mapping, by JSON pointer, per document.
-/// Per document: the mappings' positions, and the char range from the
-/// start of the line where the document's root node starts to where the
-/// document ends (what a rewrite of that one document replaces).
+/// Per document: where each mapping, empty value and aliased value is, by
+/// JSON pointer (the last one wins, as with duplicate keys), and the char
+/// range a rewrite of that one document replaces.
 fn mapping_positions(text: &str) -> Vec<(HashMap<String, Pos>, (usize, usize))> {
-    let mut w = PositionWalker { chars: text.chars().collect(), ..PositionWalker::default() };
-    for ev in Parser::new_from_str(text) {
-        let Ok((ev, span)) = ev else { break };
-        match ev {
-            Event::DocumentStart(_) => {
-                w.in_doc = true;
-                w.has_root = false;
-                w.current = HashMap::new();
-                w.stack.clear();
-            }
-            Event::DocumentEnd => {
-                if w.in_doc && w.has_root {
-                    w.docs.push((std::mem::take(&mut w.current), (w.root_start, span.start.index())));
-                }
-                w.in_doc = false;
-            }
-            Event::MappingStart(..) => {
-                let pointer = w.node_start(&span);
-                let mut pos = Pos::at(&span);
-                pos.flow = w.chars.get(span.start.index()).is_some_and(|c| *c == '{');
-                w.current.insert(pointer.clone(), pos);
-                w.stack.push(Frame::Map { key: None, key_col: 0, pointer });
-            }
-            Event::SequenceStart(..) => {
-                let pointer = w.node_start(&span);
-                w.stack.push(Frame::Seq { index: 0, pointer });
-            }
-            Event::MappingEnd | Event::SequenceEnd => w.collection_end(&span),
-            Event::Scalar(v, style, _, _) => w.scalar(&v, style, &span),
-            Event::Alias(_) => w.alias(&span),
-            _ => {}
-        }
-    }
-    w.docs
-}
-
-/// The state of [`mapping_positions`]' walk over the parser's events.
-#[derive(Default)]
-struct PositionWalker {
-    chars: Vec<char>,
-    docs: Vec<(HashMap<String, Pos>, (usize, usize))>,
-    root_start: usize,
-    current: HashMap<String, Pos>,
-    stack: Vec<Frame>,
-    in_doc: bool,
-    /// parse_documents drops empty documents: keep the two lists aligned.
-    has_root: bool,
-}
-
-impl Pos {
-    fn at(span: &saphyr_parser::Span) -> Pos {
-        Pos {
-            line: span.start.line(),
-            col: span.start.col(),
-            flow: false,
-            flow_end: None,
-            empty_key_col: None,
-            alias: None,
-        }
-    }
-}
-
-impl PositionWalker {
-    /// The pointer the next node gets, from its parent.
-    fn child_pointer(&mut self) -> String {
-        match self.stack.last_mut() {
-            None => String::new(),
-            Some(Frame::Map { key, pointer, .. }) => format!("{pointer}/{}", escape(key.as_deref().unwrap_or(""))),
-            Some(Frame::Seq { index, pointer }) => {
-                let p = format!("{pointer}/{index}");
-                *index += 1;
-                p
-            }
-        }
-    }
-
-    /// A mapping or sequence starts: its pointer (a root also marks where
-    /// the document's text starts).
-    fn node_start(&mut self, span: &saphyr_parser::Span) -> String {
-        if self.stack.is_empty() {
-            let at = span.start.index().min(self.chars.len());
-            self.root_start = self.chars[..at].iter().rposition(|c| *c == '\n').map_or(0, |i| i + 1);
-        }
-        self.has_root = true;
-        self.child_pointer()
-    }
-
-    fn collection_end(&mut self, span: &saphyr_parser::Span) {
-        if let Some(Frame::Map { pointer, .. }) = self.stack.last()
-            && let Some(pos) = self.current.get_mut(pointer)
-            && pos.flow
-        {
-            // A flow mapping ends at its `}` (after a trailing comma, the
-            // span may start before it).
-            let from = span.start.index();
-            let chars = &self.chars;
-            let end = chars.iter().skip(from).position(|c| !c.is_whitespace() && *c != ',').map(|i| from + i);
-            pos.flow_end = end.filter(|e| chars.get(*e) == Some(&'}'));
-        }
-        self.stack.pop();
-        if let Some(Frame::Map { key, .. }) = self.stack.last_mut() {
-            *key = None;
-        }
-    }
-
-    fn scalar(&mut self, v: &str, style: saphyr_parser::ScalarStyle, span: &saphyr_parser::Span) {
-        let plain = style == saphyr_parser::ScalarStyle::Plain;
-        if self.stack.is_empty() && !(plain && yaml::resolve_plain(v).is_null()) {
-            self.has_root = true;
-        }
-        if plain
-            && v.is_empty()
-            && let Some(Frame::Map { key: Some(k), key_col, pointer }) = self.stack.last()
-        {
-            let pos = Pos { empty_key_col: Some(*key_col), ..Pos::at(span) };
-            self.current.insert(format!("{pointer}/{}", escape(k)), pos);
-        }
-        match self.stack.last_mut() {
-            Some(Frame::Map { key, key_col, .. }) if key.is_none() => {
-                *key = Some(v.to_owned());
-                *key_col = span.start.col();
-            }
-            Some(Frame::Map { key, .. }) => *key = None,
-            Some(Frame::Seq { index, .. }) => *index += 1,
-            None => {}
-        }
-    }
-
-    fn alias(&mut self, span: &saphyr_parser::Span) {
-        match self.stack.last_mut() {
-            Some(Frame::Map { key, pointer, .. }) => {
-                if let Some(k) = key.take() {
-                    let pos = Pos { alias: Some((span.start.index(), span.end.index())), ..Pos::at(span) };
-                    self.current.insert(format!("{pointer}/{}", escape(&k)), pos);
-                }
-            }
-            Some(Frame::Seq { index, .. }) => *index += 1,
-            None => {}
-        }
-    }
+    let located = |n: yaml::Located| {
+        let at = Pos { line: n.line, col: n.col, flow: false, flow_end: None, empty_key_col: None, alias: None };
+        let pos = match n.kind {
+            NodeKind::Key => return None,
+            NodeKind::Mapping { flow, flow_end } => Pos { flow, flow_end, ..at },
+            NodeKind::EmptyValue { key_col } => Pos { empty_key_col: Some(key_col), ..at },
+            NodeKind::Alias { start, end } => Pos { alias: Some((start, end)), ..at },
+        };
+        Some((n.pointer, pos))
+    };
+    yaml::positions(text)
+        .into_iter()
+        .map(|doc| (doc.nodes.into_iter().filter_map(located).collect(), doc.range))
+        .collect()
 }
 
 /// Runs the injection on `template` with the annotations (and label)

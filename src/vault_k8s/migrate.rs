@@ -10,7 +10,6 @@
 //! the file stay. Go templates stay Go templates (`format-<name>:
 //! go-template`): sidekey renders them itself.
 
-use saphyr_parser::{Event, Parser, Span};
 use serde_json::{Map, Value, json};
 
 use crate::annotations::Key;
@@ -33,73 +32,6 @@ pub struct Migrated {
     pub refused: Vec<String>,
     /// Whether the file had to be written anew (comments lost).
     pub reserialized: bool,
-}
-
-/// Where each mapping key of a document starts: its JSON pointer (of the
-/// entry), 1-based line and 0-based column.
-fn key_positions(text: &str) -> Vec<Vec<(String, usize, usize)>> {
-    enum Frame {
-        Map { pointer: String, key: Option<String> },
-        Seq { pointer: String, index: usize },
-    }
-    let escape = |t: &str| json_patch::jsonptr::Token::new(t).encoded().to_owned();
-    let mut docs = Vec::new();
-    let mut keys = Vec::new();
-    let mut stack: Vec<Frame> = Vec::new();
-    let child = |stack: &mut Vec<Frame>| match stack.last_mut() {
-        None => String::new(),
-        Some(Frame::Map { pointer, key }) => format!("{pointer}/{}", escape(&key.take().unwrap_or_default())),
-        Some(Frame::Seq { pointer, index }) => {
-            *index += 1;
-            format!("{pointer}/{}", *index - 1)
-        }
-    };
-    let mut has_root = false;
-    for ev in Parser::new_from_str(text) {
-        let Ok((ev, span)) = ev else { break };
-        let span: Span = span;
-        match ev {
-            Event::DocumentStart(_) => {
-                keys = Vec::new();
-                stack.clear();
-                has_root = false;
-            }
-            Event::DocumentEnd if has_root => docs.push(std::mem::take(&mut keys)),
-            Event::MappingStart(..) => {
-                has_root = true;
-                let pointer = child(&mut stack);
-                stack.push(Frame::Map { pointer, key: None });
-            }
-            Event::SequenceStart(..) => {
-                has_root = true;
-                let pointer = child(&mut stack);
-                stack.push(Frame::Seq { pointer, index: 0 });
-            }
-            Event::MappingEnd | Event::SequenceEnd => {
-                stack.pop();
-            }
-            Event::Scalar(v, style, ..) => {
-                let plain = style == saphyr_parser::ScalarStyle::Plain;
-                if stack.is_empty() && !(plain && yaml::resolve_plain(&v).is_null()) {
-                    has_root = true;
-                }
-                match stack.last_mut() {
-                    Some(Frame::Map { pointer, key }) if key.is_none() => {
-                        keys.push((format!("{pointer}/{}", escape(&v)), span.start.line(), span.start.col()));
-                        *key = Some(v.into_owned());
-                    }
-                    Some(Frame::Map { key, .. }) => *key = None,
-                    Some(Frame::Seq { index, .. }) => *index += 1,
-                    None => {}
-                }
-            }
-            Event::Alias(_) => {
-                let _ = child(&mut stack);
-            }
-            _ => {}
-        }
-    }
-    docs
 }
 
 /// `text` without the block-mapping entries whose keys start at `starts`
@@ -264,14 +196,15 @@ fn edit(
     added: &[(String, String)],
     label: bool,
 ) -> Option<String> {
-    let positions = key_positions(text);
-    let keys = positions.get(di)?;
+    let positions = yaml::positions(text);
+    let keys = &positions.get(di)?.nodes;
     let base = format!("{tp}/metadata/annotations/");
     let starts: Vec<(usize, usize, String)> = vault_keys
         .iter()
         .map(|k| {
             let pointer = format!("{base}{}", json_patch::jsonptr::Token::new(k.as_str()).encoded());
-            keys.iter().find(|(p, ..)| *p == pointer).map(|(_, line, col)| (*line, *col, k.clone()))
+            let key = keys.iter().find(|n| n.kind == yaml::NodeKind::Key && n.pointer == pointer)?;
+            Some((key.line, key.col, k.clone()))
         })
         .collect::<Option<_>>()?;
     let removed = remove_entries(text, &starts)?;
