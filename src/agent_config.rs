@@ -6,6 +6,7 @@
 //! an older agent fails loudly instead of silently dropping a setting.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -15,7 +16,9 @@ use crate::contract::{Format, Lifecycle, OnChange};
 use crate::duration;
 use crate::names::file_name_problem;
 use crate::reference::{Backend, Reference};
-pub use crate::templates::{CheckedTemplate, CheckedTemplates, check_go_template, checked_template, system_path};
+pub use crate::templates::{
+    CheckedTemplate, CheckedTemplates, GoTemplate, TemplateError, checked_template, system_path,
+};
 
 /// The env var that carries the JSON.
 pub const ENV_VAR: &str = "SIDEKEY_CONFIG";
@@ -235,11 +238,25 @@ impl AgentConfig {
     /// # Errors
     /// [`AgentConfigError`] naming the key and the reason.
     pub fn from_json(text: &str) -> Result<Self, AgentConfigError> {
-        let de = &mut serde_json::Deserializer::from_str(text);
-        let config: AgentConfig = serde_path_to_error::deserialize(de)
-            .map_err(|e| AgentConfigError::Schema { path: e.path().to_string(), message: e.inner().to_string() })?;
+        let config = Self::deserialize_json(text)?;
         config.validate()?;
         Ok(config)
+    }
+
+    fn deserialize_json(text: &str) -> Result<Self, AgentConfigError> {
+        let de = &mut serde_json::Deserializer::from_str(text);
+        serde_path_to_error::deserialize(de)
+            .map_err(|e| AgentConfigError::Schema { path: e.path().to_string(), message: e.inner().to_string() })
+    }
+
+    /// Validates the config and keeps what validation parsed: what the
+    /// agent runs.
+    ///
+    /// # Errors
+    /// As [`AgentConfig::validate`].
+    pub fn check(self) -> Result<ValidConfig, AgentConfigError> {
+        let go = self.checked()?;
+        Ok(ValidConfig { config: self, go })
     }
 
     /// Compact JSON for the env var.
@@ -260,6 +277,12 @@ impl AgentConfig {
     /// # Errors
     /// [`AgentConfigError::Invalid`] listing every problem.
     pub fn validate(&self) -> Result<(), AgentConfigError> {
+        self.checked().map(drop)
+    }
+
+    /// [`AgentConfig::validate`], each file's Go template parsed once.
+    fn checked(&self) -> Result<Vec<Option<Arc<GoTemplate>>>, AgentConfigError> {
+        let mut go = Vec::with_capacity(self.files.len());
         let mut problems = Vec::new();
         if let Some(p) = crate::contract::mount_path_problem(&self.mount_path) {
             problems.push(format!("mountPath: {p}"));
@@ -275,15 +298,19 @@ impl AgentConfig {
             if let Some(j) = seen.insert(f.name.as_str(), i) {
                 problems.push(format!("files[{i}].name: {:?} is also files[{j}].name", f.name));
             }
-            match (f.effective_format(), &f.template) {
+            let parsed = match (f.effective_format(), &f.template) {
                 (fmt @ (Format::Template | Format::GoTemplate), None) => {
                     problems.push(format!("files[{i}].template: format {} needs a template", fmt.name()));
+                    None
                 }
-                (Format::GoTemplate, Some(t)) => match check_go_template(t, f.delims.as_ref()) {
-                    Err(e) => problems.push(format!("files[{i}].template: {e}")),
-                    Ok((_, calls)) => {
+                (Format::GoTemplate, Some(t)) => match GoTemplate::parse(t, f.delims.as_ref()) {
+                    Err(e) => {
+                        problems.push(format!("files[{i}].template: {e}"));
+                        None
+                    }
+                    Ok(template) => {
                         let listed = self.vault.as_ref().map_or(&[][..], |v| &v.template_system_paths[..]);
-                        for c in calls.iter().filter(|c| system_path(&c.path).is_some()) {
+                        for c in template.calls().iter().filter(|c| system_path(&c.path).is_some()) {
                             if !listed.contains(&c.path) {
                                 problems.push(format!(
                                     "files[{i}].template: secret {:?}: a template calls a path under auth/ or sys/ only when vault.templateSystemPaths lists it (the injector's policy named it)",
@@ -291,10 +318,12 @@ impl AgentConfig {
                                 ));
                             }
                         }
+                        Some(Arc::new(template))
                     }
                 },
-                _ => {}
-            }
+                _ => None,
+            };
+            go.push(parsed);
         }
         for b in self.backends() {
             match b {
@@ -302,7 +331,40 @@ impl AgentConfig {
                 _ => {}
             }
         }
-        if problems.is_empty() { Ok(()) } else { Err(AgentConfigError::Invalid(problems)) }
+        if problems.is_empty() { Ok(go) } else { Err(AgentConfigError::Invalid(problems)) }
+    }
+}
+
+/// An [`AgentConfig`] that passed validation, with each file's Go template
+/// as validation parsed it: the agent renders from these, so a template's
+/// text is parsed once per agent start.
+#[derive(Debug, Clone)]
+pub struct ValidConfig {
+    config: AgentConfig,
+    /// Per file (by index): its Go template, for `format: go-template`.
+    go: Vec<Option<Arc<GoTemplate>>>,
+}
+
+impl ValidConfig {
+    /// Parses the JSON and validates it, once.
+    ///
+    /// # Errors
+    /// [`AgentConfigError`] naming the key and the reason.
+    pub fn from_json(text: &str) -> Result<ValidConfig, AgentConfigError> {
+        AgentConfig::deserialize_json(text)?.check()
+    }
+
+    /// The Go template of `files[file]`, when its format is go-template.
+    pub fn go_template(&self, file: usize) -> Option<&Arc<GoTemplate>> {
+        self.go.get(file).and_then(Option::as_ref)
+    }
+}
+
+impl std::ops::Deref for ValidConfig {
+    type Target = AgentConfig;
+
+    fn deref(&self) -> &AgentConfig {
+        &self.config
     }
 }
 
@@ -347,6 +409,28 @@ mod tests {
             aws: None,
             metrics_addr: None,
         }
+    }
+
+    #[test]
+    fn a_valid_config_carries_each_go_template_parsed_once_and_writes_the_same_json() {
+        let mut c = sample();
+        c.files[0].format = Some(Format::GoTemplate);
+        c.files[0].template = Some(r#"{{ with secret "database/creds/app" }}{{ .Data.username }}{{ end }}"#.into());
+        let mut plain = c.files[0].clone();
+        plain.name = "plain".into();
+        plain.format = None;
+        plain.template = None;
+        c.files.push(plain);
+        let json = c.to_json();
+        let valid = ValidConfig::from_json(&json).unwrap();
+        assert_eq!(valid.go_template(0).unwrap().calls()[0].path, "database/creds/app");
+        assert!(valid.go_template(1).is_none());
+        assert_eq!(valid.to_json(), json);
+        assert_eq!(*valid, c);
+        // Errors stay typed until they are reported.
+        let e = GoTemplate::parse(r#"{{ secret "a/b" "=x" }}"#, None).unwrap_err();
+        assert_eq!(e, TemplateError::UnnamedArgument { path: "a/b".into() });
+        assert!(matches!(GoTemplate::parse("{{ if }}", None), Err(TemplateError::Go(_))));
     }
 
     #[test]

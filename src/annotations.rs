@@ -735,9 +735,9 @@ impl Companions {
             {
                 match checked.get(name).filter(|c| c.is_of(t, s.delims.as_ref())) {
                     Some(c) => s.calls = c.calls.clone(),
-                    None => match crate::templates::check_go_template(t, s.delims.as_ref()) {
-                        Ok((_, calls)) => s.calls = calls,
-                        Err(e) => problems.push(Problem::annotation(&Named::Template.name(name), e)),
+                    None => match crate::templates::GoTemplate::parse(t, s.delims.as_ref()) {
+                        Ok(go) => s.calls = go.calls().to_vec(),
+                        Err(e) => problems.push(Problem::annotation(&Named::Template.name(name), e.to_string())),
                     },
                 }
             }

@@ -41,39 +41,89 @@ pub fn system_path(path: &str) -> Option<&'static str> {
     }
 }
 
-/// Parses a Go template (with `delims`, or `{{ }}`) and finds the paths it
-/// reads; an error names the line or the call.
-///
-/// # Errors
-/// Why the template cannot be used: it does not parse, or a `secret` path
-/// or argument is not a literal string.
-pub fn check_go_template(
-    template: &str,
-    delims: Option<&Delims>,
-) -> Result<(crate::gotemplate::Template, Vec<crate::gotemplate::SecretCall>), String> {
-    let (l, r) = delims.map_or(("{{", "}}"), |d| (d.left.as_str(), d.right.as_str()));
-    let t = crate::gotemplate::Template::parse_with(template, l, r).map_err(|e| e.to_string())?;
-    let calls = t.secret_calls().map_err(|e| e.to_string())?;
-    for c in &calls {
-        let bad = |reason: String| format!("secret {:?}: {reason}", c.path);
-        if c.path.contains(['#', '?']) {
-            return Err(bad("a path has no '#' or '?'".into()));
-        }
-        format!("vault:{}", c.path).parse::<Reference>().map_err(|e| bad(e.to_string()))?;
-    }
-    if let Some(c) = calls.iter().find(|c| c.args.iter().any(|(k, _)| k.is_empty())) {
-        return Err(format!("secret {:?}: an argument has no name before '='", c.path));
-    }
-    Ok((t, calls))
+/// Why a Go template cannot be used; the message names the line or the
+/// call, never a value.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TemplateError {
+    /// It does not parse, or a call's path or argument is not a literal.
+    #[error(transparent)]
+    Go(#[from] crate::gotemplate::Error),
+    /// A path with `#` or `?` (a reference's key or query).
+    #[error("secret {path:?}: a path has no '#' or '?'")]
+    PathHasKey {
+        /// The call's path.
+        path: String,
+    },
+    /// A path that is not a valid `vault:` reference.
+    #[error("secret {path:?}: {source}")]
+    Reference {
+        /// The call's path.
+        path: String,
+        /// Why.
+        source: crate::reference::ReferenceError,
+    },
+    /// A write argument without a field name (`"=v"`).
+    #[error("secret {path:?}: an argument has no name before '='")]
+    UnnamedArgument {
+        /// The call's path.
+        path: String,
+    },
 }
 
-/// [`check_go_template`], the calls kept with the text they came from.
+/// A Go template that parsed and whose `secret`/`pkiCert` calls are valid:
+/// parsed once where the text is read (the annotation, the agent config)
+/// and rendered from as it is.
+#[derive(Debug, Clone, PartialEq)]
+pub struct GoTemplate {
+    template: crate::gotemplate::Template,
+    calls: Vec<crate::gotemplate::SecretCall>,
+}
+
+impl GoTemplate {
+    /// Parses `text` (with `delims`, or `{{ }}`) and finds the paths it
+    /// reads and writes.
+    ///
+    /// # Errors
+    /// [`TemplateError`]: it does not parse, or a `secret` path or argument
+    /// is not a literal string or not a valid path.
+    pub fn parse(text: &str, delims: Option<&Delims>) -> Result<GoTemplate, TemplateError> {
+        let (l, r) = delims.map_or(("{{", "}}"), |d| (d.left.as_str(), d.right.as_str()));
+        let template = crate::gotemplate::Template::parse_with(text, l, r)?;
+        let calls = template.secret_calls()?;
+        for c in &calls {
+            let path = || c.path.clone();
+            if c.path.contains(['#', '?']) {
+                return Err(TemplateError::PathHasKey { path: path() });
+            }
+            format!("vault:{}", c.path)
+                .parse::<Reference>()
+                .map_err(|source| TemplateError::Reference { path: path(), source })?;
+        }
+        if let Some(c) = calls.iter().find(|c| c.args.iter().any(|(k, _)| k.is_empty())) {
+            return Err(TemplateError::UnnamedArgument { path: c.path.clone() });
+        }
+        Ok(GoTemplate { template, calls })
+    }
+
+    /// The parsed template.
+    pub fn template(&self) -> &crate::gotemplate::Template {
+        &self.template
+    }
+
+    /// Its `secret`/`pkiCert` calls, each once, in order of appearance.
+    pub fn calls(&self) -> &[crate::gotemplate::SecretCall] {
+        &self.calls
+    }
+}
+
+/// The check of `template`, its calls kept with the digest of the text
+/// they came from.
 ///
 /// # Errors
-/// As [`check_go_template`].
-pub fn checked_template(template: &str, delims: Option<&Delims>) -> Result<CheckedTemplate, String> {
-    let (_, calls) = check_go_template(template, delims)?;
-    Ok(CheckedTemplate { digest: digest(template), delims: delims.cloned(), calls })
+/// As [`GoTemplate::parse`].
+pub fn checked_template(template: &str, delims: Option<&Delims>) -> Result<CheckedTemplate, TemplateError> {
+    let go = GoTemplate::parse(template, delims)?;
+    Ok(CheckedTemplate { digest: digest(template), delims: delims.cloned(), calls: go.calls })
 }
 
 impl CheckedTemplate {

@@ -578,7 +578,7 @@ impl<'a> Translator<'a> {
         let checked = match checked_template(&template, delims.as_ref()) {
             Ok(c) => c,
             Err(e) => {
-                self.problems.push(vk_of(template_kind, e));
+                self.problems.push(vk_of(template_kind, e.to_string()));
                 return;
             }
         };

@@ -8,7 +8,7 @@ use std::process::ExitCode;
 use crate::Options;
 use crate::exec::{self, ExecSpec};
 use clap::{Parser, Subcommand};
-use sidekey::agent_config::{AgentConfig, ENV_VAR};
+use sidekey::agent_config::{ENV_VAR, ValidConfig};
 
 /// sidekey's agent: writes secrets from Vault/OpenBao or AWS Secrets Manager
 /// as files into an in-memory volume and keeps them current.
@@ -62,12 +62,12 @@ enum Command {
     },
 }
 
-fn load_config(path: Option<&PathBuf>) -> Result<AgentConfig, String> {
+fn load_config(path: Option<&PathBuf>) -> Result<ValidConfig, String> {
     let text = match path {
         Some(p) => std::fs::read_to_string(p).map_err(|e| format!("--config {}: {e}", p.display()))?,
         None => std::env::var(ENV_VAR).map_err(|_| format!("no configuration: set {ENV_VAR} or pass --config FILE"))?,
     };
-    AgentConfig::from_json(&text).map_err(|e| e.to_string())
+    ValidConfig::from_json(&text).map_err(|e| e.to_string())
 }
 
 /// Runs the command line; returns the exit code.

@@ -26,7 +26,7 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use sidekey::agent_config::AgentConfig;
+use sidekey::agent_config::{AgentConfig, ValidConfig};
 use sidekey::reference::Backend as BackendKind;
 use tokio::sync::{mpsc, watch};
 
@@ -172,12 +172,11 @@ fn backend_for(
 /// [`AgentError`]: bad configuration, or (with `once`, or when the backend
 /// refuses permanently) files that could not be written.
 pub async fn run(
-    config: AgentConfig,
+    config: ValidConfig,
     options: Options,
     shutdown: impl Future<Output = ()>,
     started: impl FnOnce(Handle),
 ) -> Result<(), AgentError> {
-    config.validate()?;
     let _ = rustls::crypto::ring::default_provider().install_default();
     let metrics = Arc::new(Metrics::default());
     let (stop_tx, stop_rx) = watch::channel(false);
@@ -247,7 +246,7 @@ pub async fn run(
         plan,
         metrics,
         once: options.once,
-        config: config.clone(),
+        config: AgentConfig::clone(&config),
     };
     let result = tokio::select! {
         r = renderer.run(rx, ready_tx, stop_rx.clone()) => r,

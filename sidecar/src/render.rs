@@ -230,11 +230,11 @@ impl sidekey::gotemplate::Resolver for Read<'_> {
 /// [`RenderError::Template`] naming the line or function, never a value.
 pub fn render_go(
     spec: &FileSpec,
-    template: &sidekey::gotemplate::Template,
+    template: &sidekey::agent_config::GoTemplate,
     secrets: &[TemplateSource<'_>],
 ) -> Result<SecretBytes, RenderError> {
     let mut read = Read { secrets, views: Vec::new() };
-    let result = template.render_with(&Value::Null, &mut read, spec.missing_key_error);
+    let result = template.template().render_with(&Value::Null, &mut read, spec.missing_key_error);
     for v in &mut read.views {
         wipe(v);
     }
@@ -302,8 +302,8 @@ mod tests {
     }
 
     /// The file's Go template, parsed as the agent parses it at start.
-    fn parsed(f: &FileSpec) -> sidekey::gotemplate::Template {
-        sidekey::agent_config::check_go_template(f.template.as_deref().unwrap(), f.delims.as_ref()).unwrap().0
+    fn parsed(f: &FileSpec) -> sidekey::agent_config::GoTemplate {
+        sidekey::agent_config::GoTemplate::parse(f.template.as_deref().unwrap(), f.delims.as_ref()).unwrap()
     }
 
     fn read<'a>(path: &'a str, secret: &'a Secret) -> TemplateSource<'a> {

@@ -10,10 +10,9 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
-use sidekey::agent_config::{AgentConfig, FileSpec};
+use sidekey::agent_config::{AgentConfig, FileSpec, GoTemplate, ValidConfig};
 use sidekey::annotations::Format;
 use sidekey::cert::CertRequest;
-use sidekey::gotemplate::Template;
 use sidekey::reference::Reference;
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
@@ -57,33 +56,28 @@ pub struct Plan {
     pub file_sources: Vec<Vec<usize>>,
     /// For each file of the config, its Go template parsed once at start
     /// (the config was validated: it parses); every render runs it.
-    pub go_templates: Vec<Option<Arc<Template>>>,
+    pub go_templates: Vec<Option<Arc<GoTemplate>>>,
 }
 
 impl Plan {
     /// Groups the files of `config` by source: a path read by several
     /// files (or templates) is one source, one read and one lease.
-    pub fn new(config: &AgentConfig) -> Plan {
+    pub fn new(config: &ValidConfig) -> Plan {
         let mut sources: Vec<Source> = Vec::new();
         let mut file_sources = Vec::new();
         let mut go_templates = Vec::new();
-        for f in &config.files {
-            let mut go = None;
+        for (i, f) in config.files.iter().enumerate() {
+            let go = config.go_template(i).cloned();
             // (source name, what it reads, a write's fields)
             let mut wanted: Vec<(String, Reference, Option<Fields>)> = Vec::new();
             let template = f.format == Some(Format::GoTemplate);
             match (&f.cert, f.format, &f.template) {
                 // Each certificate is its own source: its own key and schedule.
                 (Some(_), ..) => wanted.push((format!("cert {}", f.name), f.reference.without_key(), None)),
-                (None, Some(Format::GoTemplate), Some(t)) => {
-                    // The config was validated: the template parses and its paths are references.
-                    let (template, calls) = match sidekey::agent_config::check_go_template(t, f.delims.as_ref()) {
-                        Ok((template, calls)) => (Some(Arc::new(template)), calls),
-                        Err(_) => (None, Vec::new()),
-                    };
-                    go = template;
+                (None, Some(Format::GoTemplate), Some(_)) => {
+                    let calls = go.as_ref().map_or(&[][..], |g| g.calls());
                     for c in calls {
-                        let r = Reference::Vault { path: c.path, key: None };
+                        let r = Reference::Vault { path: c.path.clone(), key: None };
                         // A template's path is its own source: it may be read
                         // at another path than the same text in a reference.
                         // A write is one source per path and fields.
@@ -91,7 +85,7 @@ impl Plan {
                             wanted.push((format!("template {r}"), r, None));
                         } else {
                             let fields: Vec<String> = c.args.iter().map(|(k, v)| format!("{k}={v}")).collect();
-                            wanted.push((format!("template write {r} {}", fields.join(" ")), r, Some(c.args)));
+                            wanted.push((format!("template write {r} {}", fields.join(" ")), r, Some(c.args.clone())));
                         }
                     }
                 }
@@ -668,7 +662,7 @@ impl Progress {
 
 fn render_file(
     spec: &FileSpec,
-    go: Option<&Template>,
+    go: Option<&GoTemplate>,
     indexes: &[usize],
     sources: &[Source],
     secrets: &[&Secret],

@@ -406,7 +406,7 @@ fn a_go_template_reads_each_of_its_paths_through_one_shared_source() {
         ]
     }).to_string()).unwrap();
     config.files[1].optional = false;
-    let plan = super::Plan::new(&config);
+    let plan = super::Plan::new(&config.clone().check().unwrap());
     let names: Vec<&str> = plan.sources.iter().map(|s| s.name.as_str()).collect();
     // Templates share a path's source; a template's path is read as
     // consul-template reads it, so it is not the reference's source.
@@ -436,7 +436,7 @@ fn a_template_write_is_a_source_per_path_and_fields() {
         .to_string(),
     )
     .unwrap();
-    let plan = super::Plan::new(&config);
+    let plan = super::Plan::new(&config.clone().check().unwrap());
     assert_eq!(plan.file_sources, [vec![0], vec![0], vec![1]]);
     assert_eq!(plan.sources[0].write.as_deref(), Some(&[("common_name".to_owned(), "a.shop.svc".to_owned())][..]));
     assert_eq!(plan.sources[1].name, "template write vault:pki/issue/web common_name=b.shop.svc");
