@@ -261,38 +261,46 @@ fn a_killed_agent_adopts_its_token_and_lease_instead_of_issuing_new_credentials(
     assert!(state_text.contains(&password) && !state_text.contains(&api), "leased data kept, static data not");
 }
 
+/// A 308 (a moved server: configuration to fix) fails the run; a 307 (an
+/// OpenBao standby that cannot forward during a leader change) is asked
+/// again at `vault.addr`. Neither is ever followed.
 #[test]
 fn never_follows_a_redirect_so_the_token_stays_with_vault() {
     use std::io::{Read, Write};
-    // Where a hostile or misconfigured server points: it must never hear
-    // from the agent.
-    let elsewhere = std::net::TcpListener::bind("127.0.0.2:0").unwrap();
-    let target = elsewhere.local_addr().unwrap();
-    elsewhere.set_nonblocking(true).unwrap();
-    // "Vault": every request answered with a redirect there.
-    let vault = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = format!("http://{}", vault.local_addr().unwrap());
-    std::thread::spawn(move || {
-        for conn in vault.incoming() {
-            let Ok(mut conn) = conn else { continue };
-            let mut buf = [0u8; 4096];
-            let _ = conn.read(&mut buf);
-            let reply = format!(
-                "HTTP/1.1 307 Temporary Redirect\r\nLocation: http://{target}/v1/auth/token/lookup-self\r\nContent-Length: 0\r\n\r\n"
-            );
-            let _ = conn.write_all(reply.as_bytes());
-        }
-    });
-    let tmp = tempfile::tempdir().unwrap();
-    let token = tmp.path().join("vault-token");
-    std::fs::write(&token, "hvs.must-not-travel").unwrap();
-    let files = json!([{"name": "a", "ref": "vault:secret/data/app/a#k", "mode": "0400"}]);
-    let mut agent = AgentProc::spawn(config(&addr, &token, files, "5s"), &["--once"]);
-    let status = agent.wait_exit(Duration::from_secs(20));
-    assert!(!status.success());
-    assert!(agent.log().contains("does not follow redirects"), "{}", agent.log());
-    assert!(elsewhere.accept().is_err(), "the agent followed the redirect to another address");
-    agent.assert_log_has_no(&["hvs.must-not-travel"]);
+    for (status, said) in [(308, "point vault.addr at the address that answers"), (307, "trying vault.addr again")] {
+        // Where a hostile or misconfigured server points: it must never
+        // hear from the agent.
+        let elsewhere = std::net::TcpListener::bind("127.0.0.2:0").unwrap();
+        let target = elsewhere.local_addr().unwrap();
+        elsewhere.set_nonblocking(true).unwrap();
+        // "Vault": every request answered with a redirect there.
+        let vault = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = format!("http://{}", vault.local_addr().unwrap());
+        std::thread::spawn(move || {
+            for conn in vault.incoming() {
+                let Ok(mut conn) = conn else { continue };
+                let mut buf = [0u8; 4096];
+                let _ = conn.read(&mut buf);
+                let reply = format!(
+                    "HTTP/1.1 {status} Redirect\r\nLocation: http://{target}/v1/auth/token/lookup-self\r\nContent-Length: 0\r\n\r\n"
+                );
+                let _ = conn.write_all(reply.as_bytes());
+            }
+        });
+        let tmp = tempfile::tempdir().unwrap();
+        let token = tmp.path().join("vault-token");
+        std::fs::write(&token, "hvs.must-not-travel").unwrap();
+        let files = json!([{"name": "a", "ref": "vault:secret/data/app/a#k", "mode": "0400"}]);
+        let mut c = config(&addr, &token, files, "5s");
+        c["startupTimeout"] = json!("4s");
+        let mut agent = AgentProc::spawn(c, &["--once"]);
+        let status = agent.wait_exit(Duration::from_secs(20));
+        assert!(!status.success());
+        let log = agent.log();
+        assert!(log.contains("does not follow redirects") && log.contains(said), "{log}");
+        assert!(elsewhere.accept().is_err(), "the agent followed the redirect to another address");
+        agent.assert_log_has_no(&["hvs.must-not-travel"]);
+    }
 }
 
 #[test]

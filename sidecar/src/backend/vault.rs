@@ -67,7 +67,19 @@ pub struct Vault {
     in_flight: tokio::sync::Semaphore,
     /// Held after 429 / 503.
     throttle: crate::throttle::Throttle,
+    /// The storage index (`X-Vault-Index`) of the last write Vault answered
+    /// (a login, a credential, a renewal): sent with every request, with
+    /// `X-Vault-Inconsistent: forward-active-node`, so a standby serving
+    /// reads (OpenBao 2.7 with Raft; Vault Enterprise's performance
+    /// standbys) that has not caught up forwards the request to the active
+    /// server instead of answering from older state (a token it does not
+    /// know yet). Servers without the headers ignore them.
+    index: std::sync::Mutex<Option<reqwest::header::HeaderValue>>,
 }
+
+/// The longest `X-Vault-Index` the agent keeps and sends back (the value is
+/// opaque: a small encoded cluster id and Raft index).
+const MAX_INDEX_BYTES: usize = 1024;
 
 /// The most connections an agent opens to Vault: a pod's first reads go
 /// two at a time (the server, not the agent, bounds a start), so a fleet of
@@ -178,6 +190,7 @@ impl Vault {
             store,
             in_flight: tokio::sync::Semaphore::new(CONNECTIONS),
             throttle: crate::throttle::Throttle::default(),
+            index: std::sync::Mutex::default(),
         })
     }
 
@@ -220,6 +233,9 @@ impl Vault {
         if let Some(b) = body {
             req = req.json(b);
         }
+        if let Some(index) = self.index.lock().ok().and_then(|i| i.clone()) {
+            req = req.header("X-Vault-Index", index).header("X-Vault-Inconsistent", "forward-active-node");
+        }
         let _permit = self.in_flight.acquire().await;
         self.throttle.wait().await;
         self.metrics.request("vault");
@@ -230,6 +246,11 @@ impl Vault {
             ))
         })?;
         let status = resp.status();
+        if let Some(index) = resp.headers().get("x-vault-index").filter(|v| v.len() <= MAX_INDEX_BYTES)
+            && let Ok(mut kept) = self.index.lock()
+        {
+            *kept = Some(index.clone());
+        }
         if matches!(status.as_u16(), 429 | 503) {
             let asked = crate::throttle::retry_after(
                 resp.headers().get(reqwest::header::RETRY_AFTER).and_then(|v| v.to_str().ok()),
@@ -402,6 +423,15 @@ impl Vault {
             404 => BackendError::Permanent(format!("{what}: not found")),
             400 | 405 => BackendError::Permanent(format!("{what}: {detail}")),
             429 => BackendError::Transient(format!("{what}: rate limited")),
+            // A standby that has not reached the agent's last write, on a
+            // server set to refuse instead of forwarding.
+            412 => BackendError::Transient(format!("{what}: the server has not caught up with the agent's last write")),
+            // A standby that cannot forward to the active server (during a
+            // leader change) answers 307 with the active server's address:
+            // asked again at vault.addr soon, never followed.
+            307 => BackendError::Transient(format!(
+                "{what}: Vault answered with a redirect (HTTP 307, a standby during a leader change); sidekey does not follow redirects, the token would go along: trying vault.addr again"
+            )),
             300..=399 => BackendError::Permanent(format!(
                 "{what}: Vault answered with a redirect (HTTP {status}); sidekey does not follow redirects, the token would go along: point vault.addr at the address that answers"
             )),
