@@ -200,6 +200,7 @@ fn version_checks_cost_one_call_per_twenty_secrets_per_refresh_or_one_per_secret
             json!({"name": format!("s{i}"), "ref": format!("aws-sm:fleet/s{i}"), "mode": "0440"})
         })
         .collect();
+    let started = std::time::Instant::now();
     let mut agent = AgentProc::spawn_with_env(aws_config(&moto, json!(files), "2s"), &[], &STATIC_KEYS);
     agent.wait_for("s44", Duration::from_secs(30));
     std::thread::sleep(Duration::from_secs(7));
@@ -208,12 +209,18 @@ fn version_checks_cost_one_call_per_twenty_secrets_per_refresh_or_one_per_secret
     assert!(status.success(), "{}", agent.log());
     let counts = moto.request_counts();
     let batches = counts.get("BatchGetSecretValue").copied().unwrap_or(0);
-    // 3 calls (20 + 20 + 5) for the start, and 3 per refresh tick after it.
-    assert!(batches >= 9 && batches % 3 == 0, "{batches} BatchGetSecretValue calls: {counts:?}");
+    // 3 calls (20 + 20 + 5) for the start, and 3 per refresh tick after it
+    // (the last tick may be cut short by the agent's end): never one per
+    // secret, which would be 45 per tick.
+    let ticks = started.elapsed().as_secs() as usize / 2 + 1;
+    assert!(
+        (9..=3 * (ticks + 1)).contains(&batches),
+        "{batches} BatchGetSecretValue calls in {ticks} ticks: {counts:?}"
+    );
     assert_eq!(counts.get("DescribeSecret"), None, "{counts:?}");
     assert_eq!(counts.get("GetSecretValue"), None, "{counts:?}");
     // The agent counts what it sends (a tick may have passed since).
-    assert!(counted == batches || counted + 3 == batches, "counted {counted}, served {batches}");
+    assert!(counted <= batches && batches - counted <= 3, "counted {counted}, served {batches}");
 
     // Without the permission: one call per secret, for reads and checks.
     let (id, key) = moto.create_user("no-batch", &["secretsmanager:DescribeSecret", "secretsmanager:GetSecretValue"]);
