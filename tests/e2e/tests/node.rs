@@ -2,7 +2,8 @@
 //! pushed to a registry on the node, signed and attested by digest with
 //! cosign, and pulled by digest by containerd; the Helm chart installing the
 //! injector as pods
-//! behind its Service; OpenBao in the cluster behind TLS; the example
+//! behind its Service; OpenBao in the cluster as a three-server Raft cluster
+//! behind TLS; the example
 //! workload applied with kubectl into a namespace that enforces Pod Security
 //! `restricted`; and what the pod does, observed from inside it.
 //!
@@ -321,8 +322,24 @@ fn the_app_follows_rotating_credentials_for_a_minute(w: &Shop, pod: &str, begun:
     assert!(!log.contains("failed"), "the app saw a failure: {log}");
     let rotations = log.lines().filter(|l| l.starts_with("credentials rotated")).count();
     assert!(rotations >= 2, "{log}");
-    let issued = w.bao.count_requests(|p| p == "database/creds/orders");
-    assert_eq!(issued, users(&log).len(), "one credential per user seen: {log}");
+    let issued = w.bao.count_answered(|p| p == "database/creds/orders");
+    let agent = c.api.kubectl_ok(&["-n", "shop", "logs", pod, "-c", "sidekey-agent"]);
+    // A read the active server answered while the standby that forwarded
+    // it lost the answer in a leader election: the agent saw an error and
+    // read again, and the first credential ends with its TTL unused.
+    let lost = lost_answers(&agent, "GET database/creds/orders");
+    let audited: Vec<String> = w
+        .bao
+        .audit_entries()
+        .iter()
+        .filter(|e| e["request"]["path"] == "database/creds/orders")
+        .map(|e| format!("{} {} {} {}", e["time"], e["type"], e["request"]["id"], e["error"]))
+        .collect();
+    assert!(
+        (users(&log).len()..=users(&log).len() + lost).contains(&issued),
+        "one credential per user seen ({issued} issued, {lost} answers lost): {log}\naudit:\n{}\nagent:\n{agent}",
+        audited.join("\n")
+    );
     assert!(!w.pg.log().contains("password authentication failed"), "{}", w.pg.log());
 }
 
@@ -363,7 +380,7 @@ fn a_killed_agent_is_restarted_without_new_credentials(w: &Shop, pod: &str) {
     let (user_file, password_file) = (file("DB_USERNAME_FILE"), file("DB_PASSWORD_FILE"));
     let read = |f: &str| c.exec("shop", pod, "app", &["/bin/busybox", "cat", f]);
     let user = read(&user_file).stdout;
-    let issued = w.bao.count_requests(|p| p == "database/creds/orders");
+    let issued = w.bao.count_answered(|p| p == "database/creds/orders");
     let restarts = |p: &Value| -> u64 {
         p["status"]["initContainerStatuses"].as_array().unwrap().iter().find(|s| s["name"] == "sidekey-agent").unwrap()
             ["restartCount"]
@@ -401,8 +418,127 @@ fn a_killed_agent_is_restarted_without_new_credentials(w: &Shop, pod: &str) {
     let log = c.api.kubectl_ok(&["-n", "shop", "logs", pod, "-c", "sidekey-agent"]);
     assert!(log.contains("adopted the lease of the previous run"), "{log}");
     std::thread::sleep(Duration::from_secs(3));
-    assert_eq!(w.bao.count_requests(|p| p == "database/creds/orders"), issued, "the restart issued a credential");
+    assert_eq!(w.bao.count_answered(|p| p == "database/creds/orders"), issued, "the restart issued a credential");
     assert!(read(&user_file).stdout == user, "the restart changed the credential");
+}
+
+/// The active OpenBao server killed (as a crash would kill it) while the
+/// app's credentials keep rotating: a standby takes the Raft leadership,
+/// the agent carries on through the Service, and the app sees no failure
+/// (the rotation step, which spans this one, reads every query it made);
+/// the killed server comes back sealed, is unsealed and rejoins.
+fn the_active_openbao_killed_costs_the_app_nothing(w: &Shop, pod: &str) {
+    let c = &w.cluster;
+    let rotations = || {
+        let log = c.api.kubectl_ok(&["-n", "shop", "logs", pod, "-c", "app"]);
+        log.lines().filter(|l| l.starts_with("credentials rotated")).count()
+    };
+    // Right after a rotation the new lease (TTL 10 s) is renewed at about
+    // two thirds of its life: a kill 6 s after it puts that renewal, or
+    // the read after it, inside the leader election.
+    let before = rotations();
+    let deadline = Instant::now() + Duration::from_secs(40);
+    while rotations() == before {
+        assert!(Instant::now() < deadline, "no rotation within 40 s");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    std::thread::sleep(Duration::from_secs(6));
+    let active = w.bao.active_pod().expect("the Raft cluster has an active server");
+    let seen = rotations();
+    c.kill_container("vault", &active, "openbao");
+    let killed = Instant::now();
+    let mut leader = None;
+    while leader.is_none() {
+        assert!(killed.elapsed() < Duration::from_secs(30), "no new active server within 30 s of killing {active}");
+        leader = w.bao.active_pod().filter(|p| *p != active);
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let failover = killed.elapsed();
+    while rotations() == seen {
+        assert!(killed.elapsed() < Duration::from_secs(60), "no rotation within 60 s of the failover");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let rotated = killed.elapsed();
+    w.bao.unseal_pod(c, &active);
+    eprintln!(
+        "failover: {active} killed; {} active after {:.1}s; the app's next rotation {:.1}s after the kill; {active} unsealed and back {:.1}s after it",
+        leader.unwrap_or_default(),
+        failover.as_secs_f64(),
+        rotated.as_secs_f64(),
+        killed.elapsed().as_secs_f64()
+    );
+}
+
+/// Twenty pods of a Deployment start while the active OpenBao server is
+/// killed: each logs in and gets its database credential through the new
+/// leader, every pod becomes ready, and each agent's credential is issued
+/// once (a request lost in the election would show as a second one).
+fn twenty_pods_start_through_a_failover(w: &Shop) {
+    const REPLICAS: usize = 20;
+    let c = &w.cluster;
+    let pod: Value = serde_json::from_str(&shop_pod(
+        "unused",
+        json!({"sidekey.dev/secret-db": "vault:database/creds/orders"}),
+        json!({}),
+        "exec /bin/busybox sleep 3600",
+    ))
+    .unwrap();
+    let mut template = json!({"metadata": pod["metadata"].clone(), "spec": pod["spec"].clone()});
+    let meta = template["metadata"].as_object_mut().unwrap();
+    meta.remove("name");
+    meta.remove("namespace");
+    meta.insert("labels".into(), json!({"sidekey.dev/inject": "true", "app": "herd"}));
+    let deployment = json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "herd", "namespace": "shop"},
+        "spec": {"replicas": REPLICAS, "selector": {"matchLabels": {"app": "herd"}}, "template": template}});
+    let count = |path: &'static str| w.bao.count_answered(move |p| p == path);
+    let (logins, issued) = (count("auth/kubernetes/login"), count("database/creds/orders"));
+    let active = w.bao.active_pod().expect("the Raft cluster has an active server");
+    c.apply_ok(&deployment.to_string());
+    let created = Instant::now();
+    std::thread::sleep(Duration::from_secs(2));
+    c.kill_container("vault", &active, "openbao");
+    let ready = || c.get_json(&["-n", "shop", "get", "deployment", "herd"])["status"]["readyReplicas"].as_u64();
+    while ready() != Some(REPLICAS as u64) {
+        assert!(
+            created.elapsed() < Duration::from_secs(240),
+            "not every pod became ready within 240 s: {}",
+            c.api.kubectl_ok(&["-n", "shop", "get", "pods", "-l", "app=herd"])
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    let all_ready = created.elapsed();
+    w.bao.unseal_pod(c, &active);
+    let (logins, issued) = (count("auth/kubernetes/login") - logins, count("database/creds/orders") - issued);
+    eprintln!(
+        "herd through a failover: {REPLICAS} pods ready {:.1}s after creation ({active} killed 2 s in); {logins} logins, {issued} credentials",
+        all_ready.as_secs_f64()
+    );
+    let agents = c.api.kubectl_ok(&["-n", "shop", "logs", "-l", "app=herd", "-c", "sidekey-agent", "--tail=-1"]);
+    let lost_reads = lost_answers(&agents, "GET database/creds/orders");
+    let lost_logins = lost_answers(&agents, "auth/kubernetes/login");
+    eprintln!(
+        "herd through a failover: the agents logged {lost_reads} credential reads and {lost_logins} login attempts the election broke off (each retried)"
+    );
+    let warnings: Vec<&str> = agents.lines().filter(|l| l.contains("WARN") || l.contains("ERROR")).collect();
+    assert!(
+        (REPLICAS..=REPLICAS + lost_reads).contains(&issued),
+        "one credential per pod, and at most one more per read whose answer the election lost; the agents' warnings:\n{}",
+        warnings.join("\n")
+    );
+    assert!((REPLICAS..=REPLICAS + lost_logins).contains(&logins), "{logins} logins: {}", warnings.join("\n"));
+    c.api.kubectl_ok(&["-n", "shop", "delete", "deployment", "herd", "--wait=false"]);
+}
+
+/// How many of an agent's requests (`what`: `GET database/creds/orders`)
+/// failed with an answer that may have been lost after the server acted
+/// (a standby's redirect, a broken connection): each may have issued a
+/// credential that no one uses and that ends with its TTL.
+fn lost_answers(agent_log: &str, what: &str) -> usize {
+    agent_log
+        .lines()
+        .filter(|l| l.contains(" WARN ") && l.contains(what))
+        .filter(|l| l.contains("HTTP 307") || l.contains("error sending request"))
+        .count()
 }
 
 /// A pod in `shop` that opts in with the `orders` role and reads the KV
@@ -714,6 +850,9 @@ fn the_product_in_real_pods_on_a_real_node() {
     step("a killed agent is restarted without new credentials", || {
         a_killed_agent_is_restarted_without_new_credentials(&w, &pod)
     });
+    step("the active OpenBao killed costs the app nothing", || {
+        the_active_openbao_killed_costs_the_app_nothing(&w, &pod)
+    });
     step("on-change reaches the app by signal and by HTTP", || on_change_reaches_the_app_by_signal_and_by_http(&w));
     step("exec mode puts the value only in the process", || exec_mode_puts_the_value_only_in_the_process(&w));
     step("an init-only Job completes", || an_init_only_job_completes(&w));
@@ -724,4 +863,6 @@ fn the_product_in_real_pods_on_a_real_node() {
     step("the app follows rotating credentials for a minute", || {
         the_app_follows_rotating_credentials_for_a_minute(&w, &pod, app_started)
     });
+    // After the rotation count: these pods read database credentials too.
+    step("twenty pods start through a failover", || twenty_pods_start_through_a_failover(&w));
 }
