@@ -36,6 +36,20 @@ pub mod migrate;
 /// The prefix of vault-k8s's annotations.
 pub const PREFIX: &str = "vault.hashicorp.com/";
 
+/// The prefixes the Vault Agent injector's annotations are written with:
+/// vault-k8s's, and the OpenBao injector's (`openbao.openbao.org/`, as
+/// openbao-k8s reads them; `openbao.org/`, as OpenBao workloads write
+/// them). The same vocabulary follows each; a pod uses one of them, the
+/// first in this order that has `agent-inject`.
+pub const PREFIXES: [&str; 3] = [PREFIX, "openbao.openbao.org/", "openbao.org/"];
+
+/// The prefix of the injector annotations of a pod template: the first of
+/// [`PREFIXES`] with an `agent-inject` annotation.
+pub fn prefix_of(annotations: Option<&Map<String, Value>>) -> Option<&'static str> {
+    let a = annotations?;
+    PREFIXES.into_iter().find(|p| a.contains_key(&format!("{p}agent-inject")))
+}
+
 /// The template Vault Agent renders a secret with when none is given
 /// (`agent-inject-default-template: map`, the default).
 pub fn default_map_template(path: &str) -> String {
@@ -63,6 +77,9 @@ pub struct Translation {
     /// The Go templates as checked here, by file name: the annotation
     /// parser takes their calls instead of parsing them again.
     pub templates: CheckedTemplates,
+    /// The prefix the pod's injector annotations were written with (one of
+    /// [`PREFIXES`]); its `agent-inject-status` marks the pod injected.
+    pub prefix: &'static str,
 }
 
 impl Translation {
@@ -96,10 +113,10 @@ pub fn mutate(
         .map_err(|invalid| invalid.problems.into_iter().map(|p| translation.name_origin(p)).collect())
 }
 
-/// Whether a pod template's annotations are vault-k8s's: it has
-/// `vault.hashicorp.com/agent-inject`.
+/// Whether a pod template's annotations are the Vault Agent injector's: it
+/// has `agent-inject` under one of [`PREFIXES`].
 pub fn uses_vault_k8s(annotations: Option<&Map<String, Value>>) -> bool {
-    annotations.is_some_and(|a| a.contains_key(&format!("{PREFIX}agent-inject")))
+    prefix_of(annotations).is_some()
 }
 
 /// Go's `strconv.ParseBool`, which vault-k8s uses for every flag.
@@ -315,13 +332,46 @@ fn on_change_of(command: &str) -> Option<String> {
     }
 }
 
-/// Translates the `vault.hashicorp.com/*` annotations of a pod template.
-/// `Ok` with no `sidekey.dev/inject` when the pod does not opt in.
+/// Translates the `vault.hashicorp.com/*` annotations of a pod template
+/// (or the OpenBao injector's: [`PREFIXES`]). `Ok` with no
+/// `sidekey.dev/inject` when the pod does not opt in.
 ///
 /// # Errors
-/// Every annotation that cannot be translated, each named with the reason.
+/// Every annotation that cannot be translated, each named as the user
+/// wrote it (with the pod's prefix) with the reason.
 pub fn translate(annotations: &Map<String, Value>) -> Result<Translation, Vec<Problem>> {
-    let (values, problems) = collect(annotations)?;
+    let prefix = prefix_of(Some(annotations)).unwrap_or(PREFIX);
+    let respell = |text: &str| if prefix == PREFIX { text.to_owned() } else { text.replace(PREFIX, prefix) };
+    match translate_as(annotations, prefix) {
+        Ok(mut t) => {
+            t.prefix = prefix;
+            for origin in t.origins.values_mut() {
+                *origin = respell(origin);
+            }
+            for note in &mut t.notes {
+                *note = respell(note);
+            }
+            // An injector reads one prefix: the others' annotations are not its.
+            let others =
+                annotations.keys().filter(|k| !k.starts_with(prefix) && PREFIXES.iter().any(|p| k.starts_with(p)));
+            if !t.annotations.is_empty() {
+                for other in others {
+                    t.notes.push(format!("{other}: ignored: this pod's injector annotations are the {prefix} ones"));
+                }
+            }
+            Ok(t)
+        }
+        Err(problems) => Err(problems
+            .into_iter()
+            .map(|p| Problem { field: respell(&p.field), reason: respell(&p.reason) })
+            .collect()),
+    }
+}
+
+/// [`translate`] of the annotations under `prefix`; what it says names
+/// them with vault-k8s's prefix, which [`translate`] respells.
+fn translate_as(annotations: &Map<String, Value>, prefix: &str) -> Result<Translation, Vec<Problem>> {
+    let (values, problems) = collect(annotations, prefix)?;
     let inject = match values.get("agent-inject") {
         Some(v) => parse_bool("agent-inject", v).map_err(|p| vec![p])?,
         None => false,
@@ -364,8 +414,11 @@ pub fn translate(annotations: &Map<String, Value>) -> Result<Translation, Vec<Pr
 /// A flood of annotations, refused at once: mutating admission runs before
 /// the apiserver checks the annotations' size.
 #[allow(clippy::type_complexity)]
-fn collect(annotations: &Map<String, Value>) -> Result<(BTreeMap<&str, &str>, Vec<Problem>), Vec<Problem>> {
-    let ours = annotations.keys().filter(|k| k.starts_with(PREFIX)).count();
+fn collect<'a>(
+    annotations: &'a Map<String, Value>,
+    prefix: &str,
+) -> Result<(BTreeMap<&'a str, &'a str>, Vec<Problem>), Vec<Problem>> {
+    let ours = annotations.keys().filter(|k| k.starts_with(prefix)).count();
     if ours > crate::annotations::MAX_ANNOTATIONS {
         return Err(vec![Problem {
             field: format!("annotation {PREFIX}*"),
@@ -381,7 +434,7 @@ fn collect(annotations: &Map<String, Value>) -> Result<(BTreeMap<&str, &str>, Ve
     let mut problems = Vec::new();
     let mut values = BTreeMap::new();
     for (k, v) in annotations {
-        let Some(key) = k.strip_prefix(PREFIX) else { continue };
+        let Some(key) = k.strip_prefix(prefix) else { continue };
         match v.as_str() {
             Some(s) => {
                 values.insert(key, s);

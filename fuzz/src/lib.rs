@@ -281,7 +281,14 @@ pub fn vault_k8s(data: &[u8]) {
                         }
                     }
                 }
-                Err(problems) => assert!(!problems.is_empty()),
+                Err(problems) => {
+                    assert!(!problems.is_empty());
+                    // Named as written: with the pod's injector prefix (or sidekey's).
+                    let prefix = vk::prefix_of(Some(a)).unwrap_or(vk::PREFIX);
+                    for p in problems.iter().filter_map(|p| p.field.strip_prefix("annotation ")) {
+                        assert!(p.starts_with(prefix) || p.starts_with(sidekey::PREFIX), "{p} under {prefix}");
+                    }
+                }
             }
         }
     }

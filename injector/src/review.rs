@@ -265,7 +265,7 @@ pub fn review(body: &[u8], config: &InjectorConfig) -> Reply {
             let mut notes = Vec::new();
             if let Some(t) = &translation {
                 // vault-k8s, if it still runs, leaves the pod alone.
-                mutate::set_annotation(&mut patch, VAULT_K8S_STATUS, "injected");
+                mutate::set_annotation(&mut patch, &format!("{}agent-inject-status", t.prefix), "injected");
                 // kubectl shows a warning in one line of 120 characters; the
                 // whole note is in docs/vault-k8s.md and migrate's report.
                 notes.extend(t.notes.iter().map(|n| Warning::clip(format!("sidekey: {n}"))));
@@ -292,9 +292,6 @@ pub fn review(body: &[u8], config: &InjectorConfig) -> Reply {
     }
 }
 
-/// The annotation vault-k8s marks injected pods with.
-const VAULT_K8S_STATUS: &str = "vault.hashicorp.com/agent-inject-status";
-
 /// With vault-k8s compatibility on, a pod annotated for vault-k8s gets
 /// the translated `sidekey.dev/*` annotations (in the review's copy only:
 /// the patch does not carry them) and the translation back, for naming
@@ -305,9 +302,9 @@ fn vault_k8s_translation(
 ) -> Result<Option<sidekey::vault_k8s::Translation>, Vec<Problem>> {
     use sidekey::vault_k8s;
     let annotations = pod.pointer("/metadata/annotations").and_then(Value::as_object);
-    if !config.compatibility.vault_k8s || !vault_k8s::uses_vault_k8s(annotations) {
+    let Some(prefix) = vault_k8s::prefix_of(annotations).filter(|_| config.compatibility.vault_k8s) else {
         return Ok(None);
-    }
+    };
     let Some(annotations) = pod.pointer_mut("/metadata/annotations").and_then(Value::as_object_mut) else {
         return Ok(None);
     };
@@ -318,7 +315,7 @@ fn vault_k8s_translation(
     }
     // The review's copy needs only sidekey's annotations: the translated
     // ones move in, vault-k8s's (templates of up to 256 KiB each) leave.
-    annotations.retain(|k, _| !k.starts_with(vault_k8s::PREFIX));
+    annotations.retain(|k, _| !k.starts_with(prefix));
     for (k, v) in std::mem::take(&mut t.annotations) {
         annotations.insert(k, Value::String(v));
     }
@@ -452,6 +449,21 @@ mod tests {
         assert!(text.contains("go-template") && text.contains("/vault/secrets"), "{text}");
         let warnings = resp["warnings"].to_string();
         assert!(warnings.contains("agent-cache-enable"), "{warnings}");
+        // The OpenBao injector's spelling: the same injection, marked with its own status.
+        let openbao = pod(
+            json!({"openbao.openbao.org/agent-inject": "true", "openbao.openbao.org/role": "web",
+                   "openbao.openbao.org/agent-inject-secret-db.txt": "database/creds/web"}),
+            json!([]),
+        );
+        let r = review(&review_of(openbao.clone()), &config);
+        assert_eq!(r.verdict, Verdict::Injected, "{}", String::from_utf8_lossy(&r.body));
+        let patch: sidekey::patch::Patch = serde_json::from_slice(
+            &base64::engine::general_purpose::STANDARD.decode(response(&r)["patch"].as_str().unwrap()).unwrap(),
+        )
+        .unwrap();
+        let mut patched = openbao;
+        sidekey::patch::apply(&mut patched, &patch).unwrap();
+        assert_eq!(patched["metadata"]["annotations"]["openbao.openbao.org/agent-inject-status"], "injected");
         // Found by the admission fuzzer: a note longer than kubectl's line.
         let long = pod(
             json!({"vault.hashicorp.com/agent-inject": "true", "vault.hashicorp.com/role": "web",

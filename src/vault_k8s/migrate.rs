@@ -103,11 +103,11 @@ pub fn migrate(text: &str) -> Result<(String, Vec<Migrated>), MigrateError> {
                 // Not opted in (or injected already): nothing to translate.
                 continue;
             }
-            let vault_keys: Vec<String> =
-                annotations.keys().filter(|k| k.starts_with(super::PREFIX)).cloned().collect();
+            let prefix = super::prefix_of(Some(annotations)).unwrap_or(super::PREFIX);
+            let vault_keys: Vec<String> = annotations.keys().filter(|k| k.starts_with(prefix)).cloned().collect();
             let mut new_annotations: Map<String, Value> = annotations
                 .iter()
-                .filter(|(k, _)| !k.starts_with(super::PREFIX))
+                .filter(|(k, _)| !k.starts_with(prefix))
                 .map(|(k, v)| (k.clone(), v.clone()))
                 .collect();
             for (k, v) in &t.annotations {
@@ -281,6 +281,16 @@ spec:
         let (again, report) = migrate(&out).unwrap();
         assert_eq!(again, out);
         assert!(report.is_empty());
+    }
+
+    #[test]
+    fn the_openbao_injectors_prefixes_migrate_as_vault_k8s_does() {
+        let (vault, _) = migrate(DEPLOYMENT).unwrap();
+        for prefix in ["openbao.openbao.org/", "openbao.org/"] {
+            let (out, report) = migrate(&DEPLOYMENT.replace(super::super::PREFIX, prefix)).unwrap();
+            assert_eq!(out, vault, "{prefix}");
+            assert!(report[0].refused.is_empty() && report[0].removed > 0, "{report:?}");
+        }
     }
 
     #[test]

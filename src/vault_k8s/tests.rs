@@ -235,3 +235,43 @@ fn a_flood_of_annotations_is_refused_at_once() {
     assert_eq!(p.len(), 1);
     assert!(p[0].reason.contains("at most 1000"), "{:?}", p[0]);
 }
+
+#[test]
+fn the_openbao_injectors_prefixes_read_the_same_vocabulary_and_are_named_as_written() {
+    let with = |prefix: &str, extra: &[(&str, &str)]| {
+        let mut m = Map::new();
+        for (k, v) in [("agent-inject", "true"), ("role", "web"), ("agent-inject-secret-db", "database/creds/web")]
+            .iter()
+            .chain(extra)
+        {
+            m.insert(format!("{prefix}{k}"), json!(v));
+        }
+        m
+    };
+    let vault = translate(&with(PREFIX, &[])).unwrap();
+    for prefix in ["openbao.openbao.org/", "openbao.org/"] {
+        let a = with(prefix, &[]);
+        assert_eq!(prefix_of(Some(&a)), Some(prefix));
+        assert!(uses_vault_k8s(Some(&a)));
+        let t = translate(&a).unwrap();
+        assert_eq!(t.annotations, vault.annotations, "{prefix}");
+        assert_eq!(t.origins["sidekey.dev/vault-role"], format!("{prefix}role"));
+        // A problem names the annotation as the user wrote it.
+        let p: Vec<String> =
+            translate(&with(prefix, &[("auth-type", "aws")])).unwrap_err().iter().map(ToString::to_string).collect();
+        assert!(p.iter().any(|p| p.contains(&format!("{prefix}auth-type")) && !p.contains(PREFIX)), "{p:?}");
+        let t = translate(&with(prefix, &[("agent-cache-enable", "true")])).unwrap();
+        assert!(t.notes.iter().any(|n| n.starts_with(&format!("{prefix}agent-cache-enable:"))), "{:?}", t.notes);
+    }
+    // One prefix per pod: vault-k8s's first; another's annotations are noted as ignored.
+    let mut both = with(PREFIX, &[]);
+    both.insert("openbao.org/role".into(), json!("other"));
+    let t = translate(&both).unwrap();
+    assert_eq!(t.annotations["sidekey.dev/vault-role"], "web");
+    assert!(t.notes.iter().any(|n| n.starts_with("openbao.org/role: ignored")), "{:?}", t.notes);
+    // Not a prefix of another: openbao.org/ is not openbao.openbao.org/.
+    assert_eq!(
+        prefix_of(Some(&map(json!({"openbao.openbao.org/agent-inject": "true"})))),
+        Some("openbao.openbao.org/")
+    );
+}
