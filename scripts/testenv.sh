@@ -88,9 +88,12 @@ kube="$CACHE/kube-$KUBE-etcd-$ETCD"
 # --- the distribution registry and cosign, built from the Go module proxy ---
 "$here/build-supply-chain.sh" "$CACHE" "$REGISTRY" "$COSIGN"
 
-# --- promtool, for the alert rules' checks and unit tests ---
+# --- promtool, for the alert rules' checks and unit tests; Prometheus itself
+# (same module and version), run on the node by the fault tests ---
 "$here/build-go-tool.sh" "$CACHE" promtool "$PROMTOOL" github.com/prometheus/prometheus \
   github.com/prometheus/prometheus/cmd/promtool ""
+"$here/build-go-tool.sh" "$CACHE" prometheus "$PROMTOOL" github.com/prometheus/prometheus \
+  github.com/prometheus/prometheus/cmd/prometheus ""
 
 # --- The musl target and musl-gcc for the static release binaries ---
 if ! rustup target list --installed 2>/dev/null | grep -qx x86_64-unknown-linux-musl; then
@@ -122,6 +125,7 @@ export SIDEKEY_HELM="$CACHE/helm-$HELM/helm"
 export SIDEKEY_REGISTRY="$CACHE/registry-$REGISTRY/registry"
 export SIDEKEY_COSIGN="$CACHE/cosign-$COSIGN/cosign"
 export SIDEKEY_PROMTOOL="$CACHE/promtool-$PROMTOOL/promtool"
+export SIDEKEY_PROMETHEUS="$CACHE/prometheus-$PROMTOOL/prometheus"
 export SIDEKEY_PYTHON="$venv/bin/python"
 ENV
 echo "testenv: ready in $(( $(date +%s) - started ))s ($CACHE/env.sh)" >&2

@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use base64::Engine;
 use serde_json::{Value, json};
 use sidekey_testenv::shop::{PRODUCT_IMAGES, Shop, image, repo_root, test_images};
-use sidekey_testenv::{Cluster, Cosign, Published, Registry};
+use sidekey_testenv::{Cluster, Cosign, Prometheus, Published, Registry, prometheus};
 
 /// The product's images in the node's registry, and the key that signed them.
 struct Supply {
@@ -162,6 +162,9 @@ fn helm_installs_the_injector(w: &Shop, s: &Supply) {
         format!("injector.image.digest={}", s.injector.digest),
         format!("agent.image.repository={}", s.agent.repository),
         format!("agent.image.digest={}", s.agent.digest),
+        // Every agent serves /metrics on its pod's address, for Prometheus.
+        "agent.metricsPort=9464".to_owned(),
+        "agent.metricsListen=pod-ip".to_owned(),
     ]);
     let pods = c.get_json(&["-n", "sidekey", "get", "pods", "-l", "app.kubernetes.io/name=sidekey-injector"]);
     let running = pods["items"].as_array().unwrap().iter().filter(|p| p["status"]["phase"] == "Running").count();
@@ -427,7 +430,7 @@ fn a_killed_agent_is_restarted_without_new_credentials(w: &Shop, pod: &str) {
 /// the agent carries on through the Service, and the app sees no failure
 /// (the rotation step, which spans this one, reads every query it made);
 /// the killed server comes back sealed, is unsealed and rejoins.
-fn the_active_openbao_killed_costs_the_app_nothing(w: &Shop, pod: &str) {
+fn the_active_openbao_killed_costs_the_app_nothing(w: &Shop, prom: &Prometheus, pod: &str) {
     let c = &w.cluster;
     let rotations = || {
         let log = c.api.kubectl_ok(&["-n", "shop", "logs", pod, "-c", "app"]);
@@ -447,6 +450,7 @@ fn the_active_openbao_killed_costs_the_app_nothing(w: &Shop, pod: &str) {
     let seen = rotations();
     c.kill_container("vault", &active, "openbao");
     let killed = Instant::now();
+    let killed_wall = std::time::SystemTime::now();
     let mut leader = None;
     while leader.is_none() {
         assert!(killed.elapsed() < Duration::from_secs(30), "no new active server within 30 s of killing {active}");
@@ -459,6 +463,21 @@ fn the_active_openbao_killed_costs_the_app_nothing(w: &Shop, pod: &str) {
         std::thread::sleep(Duration::from_millis(200));
     }
     let rotated = killed.elapsed();
+    // What Prometheus says of it (not asserted: an alert needs the agent to
+    // have met a failed request, which depends on where the election fell).
+    std::thread::sleep(Duration::from_secs(3 * prometheus::INTERVAL_S));
+    let alerts: Vec<String> = prom
+        .alerts()
+        .iter()
+        .filter(|a| a["labels"]["pod"] == pod)
+        .map(|a| {
+            let at = a["activeAt"].as_str().map_or(f64::NAN, seconds_of_day);
+            // Signed: an alert may have been active since an earlier step.
+            let after = (at - seconds_of_day_now(killed_wall) + 43_200.0).rem_euclid(86_400.0) - 43_200.0;
+            format!("{} {} since {after:+.1}s from the kill", a["labels"]["alertname"], a["state"])
+        })
+        .collect();
+    eprintln!("failover: alerts for {pod}: {}", if alerts.is_empty() { "none".into() } else { alerts.join(", ") });
     w.bao.unseal_pod(c, &active);
     eprintln!(
         "failover: {active} killed; {} active after {:.1}s; the app's next rotation {:.1}s after the kill; {active} unsealed and back {:.1}s after it",
@@ -490,8 +509,6 @@ fn twenty_pods_start_through_a_failover(w: &Shop) {
     meta.insert("labels".into(), json!({"sidekey.dev/inject": "true", "app": "herd"}));
     let deployment = json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "herd", "namespace": "shop"},
         "spec": {"replicas": REPLICAS, "selector": {"matchLabels": {"app": "herd"}}, "template": template}});
-    let count = |path: &'static str| w.bao.count_answered(move |p| p == path);
-    let (logins, issued) = (count("auth/kubernetes/login"), count("database/creds/orders"));
     let active = w.bao.active_pod().expect("the Raft cluster has an active server");
     c.apply_ok(&deployment.to_string());
     let created = Instant::now();
@@ -508,7 +525,21 @@ fn twenty_pods_start_through_a_failover(w: &Shop) {
     }
     let all_ready = created.elapsed();
     w.bao.unseal_pod(c, &active);
-    let (logins, issued) = (count("auth/kubernetes/login") - logins, count("database/creds/orders") - issued);
+    // Counted by the herd's own addresses: the example app rotates meanwhile.
+    let ips =
+        c.api.kubectl_ok(&["-n", "shop", "get", "pods", "-l", "app=herd", "-o", "jsonpath={.items[*].status.podIP}"]);
+    let ips: Vec<&str> = ips.split_whitespace().collect();
+    assert_eq!(ips.len(), REPLICAS, "{ips:?}");
+    let entries = w.bao.audit_entries();
+    let count = |path: &str| {
+        entries
+            .iter()
+            .filter(|e| e["type"] == "response" && e["request"]["path"] == path)
+            .filter(|e| e["error"].as_str().is_none_or(str::is_empty))
+            .filter(|e| e["request"]["remote_address"].as_str().is_some_and(|a| ips.contains(&a)))
+            .count()
+    };
+    let (logins, issued) = (count("auth/kubernetes/login"), count("database/creds/orders"));
     eprintln!(
         "herd through a failover: {REPLICAS} pods ready {:.1}s after creation ({active} killed 2 s in); {logins} logins, {issued} credentials",
         all_ready.as_secs_f64()
@@ -527,6 +558,62 @@ fn twenty_pods_start_through_a_failover(w: &Shop) {
     );
     assert!((REPLICAS..=REPLICAS + lost_logins).contains(&logins), "{logins} logins: {}", warnings.join("\n"));
     c.api.kubectl_ok(&["-n", "shop", "delete", "deployment", "herd", "--wait=false"]);
+}
+
+/// A real Prometheus on the node finds the injector's replicas through
+/// their Service and the example app's agent through its pod (as the
+/// chart's ServiceMonitor and PodMonitor select them), scrapes them and has
+/// the chart's alert rules loaded.
+fn prometheus_scrapes_the_injector_and_the_agents(prom: &Prometheus, pod: &str) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let injectors = prom.targets_up("sidekey-injector").len();
+        let agent = prom.targets_up("sidekey-agents").iter().any(|t| t["labels"]["pod"] == pod);
+        let ready = prom.query(&format!("sidekey_agent_ready{{namespace=\"shop\",pod=\"{pod}\"}} == 1")).len();
+        if injectors == 2 && agent && ready == 1 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "Prometheus: {injectors} injector targets up, agent of {pod} up: {agent}, ready: {ready}\n{}\n{}",
+            prom.api("targets"),
+            prom.log()
+        );
+        std::thread::sleep(Duration::from_secs(1));
+    }
+    let groups: Vec<Value> = prom.api("rules")["groups"].as_array().cloned().unwrap_or_default();
+    let names: Vec<&str> = groups.iter().filter_map(|g| g["name"].as_str()).collect();
+    assert_eq!(names, ["sidekey-agent", "sidekey-injector"], "the chart's rules are loaded");
+}
+
+/// The alerts Prometheus has pending or firing now, one entry each (name,
+/// state, since when, which pod and source), for the reliability table.
+fn alerts_so_far(prom: &Prometheus) -> String {
+    let lines: Vec<String> = prom
+        .alerts()
+        .iter()
+        .map(|a| {
+            let l = |k: &str| a["labels"][k].as_str().unwrap_or_default().to_owned();
+            let since = a["activeAt"].as_str().unwrap_or_default();
+            format!("{} {} since {since} ({}/{} {})", l("alertname"), a["state"], l("namespace"), l("pod"), l("source"))
+        })
+        .collect();
+    if lines.is_empty() { "none".into() } else { lines.join("; ") }
+}
+
+/// The UTC time of day, in seconds, of an RFC 3339 time
+/// (`2026-12-07T20:19:28.903994233Z`, as Prometheus writes `activeAt`).
+fn seconds_of_day(rfc3339: &str) -> f64 {
+    let time = rfc3339.split('T').nth(1).unwrap_or_default().trim_end_matches('Z');
+    let mut parts = time.split(':').map(|p| p.parse::<f64>().unwrap_or(f64::NAN));
+    let (h, m, s) =
+        (parts.next().unwrap_or(f64::NAN), parts.next().unwrap_or(f64::NAN), parts.next().unwrap_or(f64::NAN));
+    h * 3600.0 + m * 60.0 + s
+}
+
+/// The UTC time of day, in seconds, of `t`.
+fn seconds_of_day_now(t: std::time::SystemTime) -> f64 {
+    t.duration_since(std::time::UNIX_EPOCH).map_or(f64::NAN, |d| d.as_secs_f64().rem_euclid(86_400.0))
 }
 
 /// How many of an agent's requests (`what`: `GET database/creds/orders`)
@@ -833,6 +920,7 @@ fn the_product_in_real_pods_on_a_real_node() {
         step("the images are pushed, signed and attested", || the_images_are_pushed_signed_and_attested(&cluster));
     let w = step("OpenBao in the cluster behind TLS, PostgreSQL on the node", || Shop::on(cluster));
     step("helm installs the injector from the registry, by digest", || helm_installs_the_injector(&w, &supply));
+    let prom = step("Prometheus runs on the node with the chart's alert rules", || Prometheus::start_in(&w.cluster));
     step("a tampered image under the same tag does not verify", || {
         a_tampered_image_under_the_same_tag_does_not_verify(&supply)
     });
@@ -842,6 +930,9 @@ fn the_product_in_real_pods_on_a_real_node() {
     let pod =
         step("the example app runs with its secrets in files", || the_example_app_runs_with_its_secrets_in_files(&w));
     step("the pods run the signed digests", || the_pods_run_the_signed_digests(&w, &supply, &pod));
+    step("Prometheus scrapes the injector and the agents", || {
+        prometheus_scrapes_the_injector_and_the_agents(&prom, &pod)
+    });
     // The rotation check below counts from here; the other steps run meanwhile.
     let app_started = Instant::now();
     step("a KV update reaches the app container within refresh", || {
@@ -851,8 +942,9 @@ fn the_product_in_real_pods_on_a_real_node() {
         a_killed_agent_is_restarted_without_new_credentials(&w, &pod)
     });
     step("the active OpenBao killed costs the app nothing", || {
-        the_active_openbao_killed_costs_the_app_nothing(&w, &pod)
+        the_active_openbao_killed_costs_the_app_nothing(&w, &prom, &pod)
     });
+    eprintln!("alerts after the failover: {}", alerts_so_far(&prom));
     step("on-change reaches the app by signal and by HTTP", || on_change_reaches_the_app_by_signal_and_by_http(&w));
     step("exec mode puts the value only in the process", || exec_mode_puts_the_value_only_in_the_process(&w));
     step("an init-only Job completes", || an_init_only_job_completes(&w));
@@ -865,4 +957,5 @@ fn the_product_in_real_pods_on_a_real_node() {
     });
     // After the rotation count: these pods read database credentials too.
     step("twenty pods start through a failover", || twenty_pods_start_through_a_failover(&w));
+    eprintln!("alerts after the herd's failover: {}", alerts_so_far(&prom));
 }

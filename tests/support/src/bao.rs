@@ -213,10 +213,18 @@ impl OpenBao {
             Duration::from_secs(60),
             || {
                 self.server.unseal(&proxy.url());
-                agent
+                // Unsealed, and it knows the active server (until then it
+                // answers 500 "active cluster node not found").
+                let leader = agent
+                    .get(format!("{}/v1/sys/leader", proxy.url()))
+                    .call()
+                    .ok()
+                    .and_then(|mut r| r.body_mut().read_json::<Value>().ok());
+                let serving = agent
                     .get(format!("{}/v1/sys/health", proxy.url()))
                     .call()
-                    .is_ok_and(|r| r.status() == 200 || r.status() == 429)
+                    .is_ok_and(|r| r.status() == 200 || r.status() == 429);
+                serving && leader.is_some_and(|l| l["leader_address"].as_str().is_some_and(|a| !a.is_empty()))
             },
             || pods_log(&kubeconfig),
         );

@@ -39,6 +39,7 @@ mod kube_api;
 mod moto;
 pub mod node;
 mod postgres;
+pub mod prometheus;
 mod proxy;
 mod registry;
 pub mod shop;
@@ -54,6 +55,7 @@ pub use kube_api::{KubeApi, SignedCert};
 pub use moto::Moto;
 pub use node::Cluster;
 pub use postgres::Postgres;
+pub use prometheus::Prometheus;
 pub use proxy::TcpProxy;
 pub use registry::{Cosign, Published, Registry};
 
