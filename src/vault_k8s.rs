@@ -351,13 +351,18 @@ pub fn translate(annotations: &Map<String, Value>) -> Result<Translation, Vec<Pr
             for note in &mut t.notes {
                 *note = respell(note);
             }
-            // An injector reads one prefix: the others' annotations are not its.
-            let others =
+            // An injector reads one prefix: the others' annotations are not
+            // its. One note, however many (each note is a warning to kubectl).
+            let mut others =
                 annotations.keys().filter(|k| !k.starts_with(prefix) && PREFIXES.iter().any(|p| k.starts_with(p)));
-            if !t.annotations.is_empty() {
-                for other in others {
-                    t.notes.push(format!("{other}: ignored: this pod's injector annotations are the {prefix} ones"));
-                }
+            if !t.annotations.is_empty()
+                && let Some(first) = others.next()
+            {
+                let more = match others.count() {
+                    0 => String::new(),
+                    n => format!(" and {n} more"),
+                };
+                t.notes.push(format!("{first}{more}: ignored: this pod's injector annotations are the {prefix} ones"));
             }
             Ok(t)
         }

@@ -269,6 +269,14 @@ fn the_openbao_injectors_prefixes_read_the_same_vocabulary_and_are_named_as_writ
     let t = translate(&both).unwrap();
     assert_eq!(t.annotations["sidekey.dev/vault-role"], "web");
     assert!(t.notes.iter().any(|n| n.starts_with("openbao.org/role: ignored")), "{:?}", t.notes);
+    // However many there are, one note (each note is a warning to kubectl).
+    for i in 0..1000 {
+        both.insert(format!("openbao.org/x{i}"), json!("y"));
+    }
+    let t = translate(&both).unwrap();
+    let ignored: Vec<_> = t.notes.iter().filter(|n| n.contains("ignored")).collect();
+    assert_eq!(ignored.len(), 1, "{ignored:?}");
+    assert!(ignored[0].contains("and 1000 more"), "{ignored:?}");
     // Not a prefix of another: openbao.org/ is not openbao.openbao.org/.
     assert_eq!(
         prefix_of(Some(&map(json!({"openbao.openbao.org/agent-inject": "true"})))),
