@@ -31,12 +31,31 @@ pub struct Metrics {
     last_render: Gauge<f64, AtomicU64>,
     lease_seconds: Family<Labels, Gauge<f64, AtomicU64>>,
     lease_expiry: Mutex<HashMap<String, SystemTime>>,
+    failing_since: Family<Labels, Gauge<f64, AtomicU64>>,
+    login_failing_since: Gauge<f64, AtomicU64>,
     ready: Gauge,
     is_ready: AtomicBool,
 }
 
 fn outcome(ok: bool) -> &'static str {
     if ok { "ok" } else { "error" }
+}
+
+fn now_s() -> f64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_secs_f64()
+}
+
+/// A run of failures starts at the first one and ends at a success: the
+/// gauge holds the time of the first failure since the last success, so an
+/// alert compares it with the clock (a counter's `increase()` cannot: its
+/// first sample shows none, and an agent that never needs to log in again
+/// shows no successes).
+fn track(since: &Gauge<f64, AtomicU64>, ok: bool) {
+    if ok {
+        since.set(0.0);
+    } else if since.get() == 0.0 {
+        since.set(now_s());
+    }
 }
 
 impl Default for Metrics {
@@ -57,6 +76,8 @@ impl Default for Metrics {
             last_render: Gauge::default(),
             lease_seconds: Family::default(),
             lease_expiry: Mutex::default(),
+            failing_since: Family::default(),
+            login_failing_since: Gauge::default(),
             ready: Gauge::default(),
             is_ready: AtomicBool::new(false),
             registry: Registry::default(),
@@ -98,6 +119,17 @@ impl Default for Metrics {
             "Seconds until each lease expires, by source",
             m.lease_seconds.clone(),
         );
+        registry.register(
+            "failing_since_timestamp_seconds",
+            "When the requests about a source started failing (Unix time; 0 while the last one succeeded), \
+             by source and op (read: reading it; refresh: renewing its lease or checking its version)",
+            m.failing_since.clone(),
+        );
+        registry.register(
+            "login_failing_since_timestamp_seconds",
+            "When logins started failing (Unix time; 0 while the last login succeeded or none was needed)",
+            m.login_failing_since.clone(),
+        );
         registry.register("ready", "1 once every file has been written", m.ready.clone());
         Metrics { registry, ..m }
     }
@@ -107,16 +139,32 @@ impl Metrics {
     /// A read of `source`.
     pub fn fetch(&self, source: &str, ok: bool) {
         self.fetches.get_or_create(&vec![("source", source.to_owned()), ("outcome", outcome(ok).into())]).inc();
+        self.failing(source, "read", ok);
+        if ok {
+            // What was held before is replaced: its refresh failures are moot.
+            self.failing(source, "refresh", true);
+        }
+    }
+
+    fn failing(&self, source: &str, op: &'static str, ok: bool) {
+        let labels = vec![("source", source.to_owned()), ("op", op.to_owned())];
+        // Series appear with the first failure, not with every success.
+        if ok && self.failing_since.get(&labels).is_none() {
+            return;
+        }
+        track(&self.failing_since.get_or_create(&labels), ok);
     }
 
     /// A version check of `source`.
     pub fn version_check(&self, source: &str, ok: bool) {
         self.version_checks.get_or_create(&vec![("source", source.to_owned()), ("outcome", outcome(ok).into())]).inc();
+        self.failing(source, "refresh", ok);
     }
 
     /// A lease renewal of `source`.
     pub fn renewal(&self, source: &str, ok: bool) {
         self.renewals.get_or_create(&vec![("source", source.to_owned()), ("outcome", outcome(ok).into())]).inc();
+        self.failing(source, "refresh", ok);
     }
 
     /// A failure of `source` of `kind`.
@@ -127,6 +175,7 @@ impl Metrics {
     /// A login.
     pub fn login(&self, ok: bool) {
         self.logins.get_or_create(&vec![("outcome", outcome(ok).into())]).inc();
+        track(&self.login_failing_since, ok);
     }
 
     /// A request to the secret store `backend` (`vault`, `aws`).
@@ -157,8 +206,7 @@ impl Metrics {
     /// A new set of files was written.
     pub fn rendered(&self) {
         self.renders.inc();
-        let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
-        self.last_render.set(now.as_secs_f64());
+        self.last_render.set(now_s());
     }
 
     /// The lease of `source` now ends at `at` (`None`: no lease).
@@ -226,5 +274,43 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("sidekey_agent_lease_expiry_seconds{source=\"vault:database/creds/app\"} 2"), "{text}");
+    }
+
+    fn failing_since(m: &Metrics, source: &str, op: &'static str) -> Option<f64> {
+        m.failing_since.get(&vec![("source", source.to_owned()), ("op", op.to_owned())]).map(|g| g.get())
+    }
+
+    #[test]
+    fn a_run_of_failures_is_dated_by_its_first_and_ended_by_a_success() {
+        let m = Metrics::default();
+        let src = "vault:database/creds/app";
+        m.fetch(src, true);
+        assert_eq!(failing_since(&m, src, "read"), None, "no series before a failure");
+        m.renewal(src, false);
+        let first = failing_since(&m, src, "refresh").unwrap();
+        assert!(first > 1.0e9, "{first}");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        m.renewal(src, false);
+        assert_eq!(failing_since(&m, src, "refresh"), Some(first), "a later failure keeps the first time");
+        m.fetch(src, false);
+        assert!(failing_since(&m, src, "read").unwrap() > first);
+        // A new credential read ends both runs: the old lease's renewals no
+        // longer matter.
+        m.fetch(src, true);
+        assert_eq!(failing_since(&m, src, "read"), Some(0.0));
+        assert_eq!(failing_since(&m, src, "refresh"), Some(0.0));
+        assert_eq!(m.login_failing_since.get(), 0.0);
+        m.login(false);
+        assert!(m.login_failing_since.get() > 1.0e9);
+        m.login(true);
+        assert_eq!(m.login_failing_since.get(), 0.0);
+        let text = m.encode();
+        assert!(text.contains("sidekey_agent_login_failing_since_timestamp_seconds 0"), "{text}");
+        assert!(
+            text.contains(
+                "sidekey_agent_failing_since_timestamp_seconds{source=\"vault:database/creds/app\",op=\"refresh\"} 0"
+            ),
+            "{text}"
+        );
     }
 }

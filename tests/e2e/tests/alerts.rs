@@ -53,6 +53,7 @@ fn exported() -> BTreeSet<String> {
     agent.fetch(src, true);
     agent.version_check(src, true);
     agent.renewal(src, true);
+    agent.renewal(src, false);
     agent.failure(src, "transient");
     agent.login(true);
     agent.token_renewal(true);
