@@ -142,6 +142,14 @@ impl Holding {
         }
     }
 
+    /// When the held lease ends, as last known.
+    pub fn ends(&self) -> Option<Instant> {
+        match &self.held {
+            Held::Lease { ends, .. } => Some(*ends),
+            _ => None,
+        }
+    }
+
     /// The lifetime renewals ask for.
     pub fn increment(&self) -> Duration {
         match &self.held {

@@ -360,7 +360,18 @@ impl<B: SecretBackend> SourceTask<B> {
     async fn renew(&mut self, holding: &mut Holding, backoff: &mut Backoff, now: Instant) -> Option<Flow> {
         let name = &self.source.name;
         let Some(lease) = holding.lease().cloned() else { return Some(Flow::Read) };
-        let result = self.backend.renew(&lease, holding.increment()).await;
+        // An answer after the lease's end is worth nothing: a renewal sent
+        // as the store became unreachable waits no longer than that (not
+        // the client's 30 s), so the failure is seen and reported in time.
+        let left =
+            holding.ends().map_or(Duration::MAX, |e| e.saturating_duration_since(now)).max(Duration::from_secs(1));
+        let result = match tokio::time::timeout(left, self.backend.renew(&lease, holding.increment())).await {
+            Ok(r) => r,
+            Err(_) => Err(BackendError::Transient(format!(
+                "lease {}: no answer to the renewal before the lease ended",
+                lease.id
+            ))),
+        };
         self.metrics.renewal(name, result.is_ok());
         match result {
             Ok(granted) => {
@@ -385,7 +396,9 @@ impl<B: SecretBackend> SourceTask<B> {
                 self.metrics.failure(name, e.kind());
                 let delay = backoff.next_delay();
                 tracing::warn!(error = %e, retry_in_ms = delay.as_millis() as u64, "lease renewal failed");
-                holding.failed(delay, now).then_some(Flow::Read)
+                // Judged at the answer, not at the request: it may have
+                // taken until the lease's end.
+                holding.failed(delay, Instant::now()).then_some(Flow::Read)
             }
         }
     }

@@ -54,6 +54,8 @@ struct ScriptState {
     start: Instant,
     reads: VecDeque<Read>,
     renewals: VecDeque<Result<u64, BackendError>>,
+    /// Renewals never answer (a store cut off mid-request).
+    hang_renewals: bool,
     versions: VecDeque<Result<&'static str, BackendError>>,
     calls: Vec<Call>,
     /// The login every new lease belongs to, and the known ends of logins.
@@ -72,6 +74,7 @@ impl Script {
             start: Instant::now(),
             reads: reads.into(),
             renewals: VecDeque::new(),
+            hang_renewals: false,
             versions: VecDeque::new(),
             calls: Vec::new(),
             generation: 1,
@@ -150,6 +153,9 @@ impl SecretBackend for Script {
 
     async fn renew(&self, _: &Lease, increment: Duration) -> Result<Duration, BackendError> {
         self.record(|t| Call::Renew(t, increment));
+        if self.0.lock().unwrap().hang_renewals {
+            std::future::pending::<()>().await;
+        }
         next(&mut self.0.lock().unwrap().renewals).map(Duration::from_secs)
     }
 
@@ -288,6 +294,19 @@ async fn failed_renewals_back_off_and_a_lease_that_ended_is_replaced() {
     assert!(last_try >= 12.0, "renewals go on while the lease lasts: {calls:?}");
     assert!(renewals[renewals.len() - 2] < 12.0, "{calls:?}");
     assert_eq!(read, last_try, "the first failure after the lease ended reads a new one");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_renewal_that_never_answers_gives_up_when_the_lease_ends() {
+    let script = Script::new(vec![Read::Lease { ttl: 12, renewable: true }]).renewals(vec![Ok(12)]);
+    script.0.lock().unwrap().hang_renewals = true;
+    let run = start(script, REFRESH, false);
+    pass(20).await;
+    let calls = run.script.calls();
+    let renewal = calls.iter().find(|c| matches!(c, Call::Renew(..))).map(Call::at).expect("a renewal");
+    let read = calls.iter().skip(1).find(|c| matches!(c, Call::Read(_))).map(Call::at).expect("read again");
+    assert!(renewal < 12.0, "{calls:?}");
+    assert!(within(read, 12.0, 12.5), "a new read at the lease's end, not after the client's timeout: {calls:?}");
 }
 
 #[tokio::test(start_paused = true)]
