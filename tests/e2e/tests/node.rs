@@ -12,6 +12,7 @@
 
 #![allow(clippy::unwrap_used, clippy::disallowed_methods, missing_docs)]
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use base64::Engine;
@@ -384,13 +385,7 @@ fn a_killed_agent_is_restarted_without_new_credentials(w: &Shop, pod: &str) {
     let read = |f: &str| c.exec("shop", pod, "app", &["/bin/busybox", "cat", f]);
     let user = read(&user_file).stdout;
     let issued = w.bao.count_answered(|p| p == "database/creds/orders");
-    let restarts = |p: &Value| -> u64 {
-        p["status"]["initContainerStatuses"].as_array().unwrap().iter().find(|s| s["name"] == "sidekey-agent").unwrap()
-            ["restartCount"]
-            .as_u64()
-            .unwrap()
-    };
-    let before = restarts(&stored);
+    let before = agent_restarts(&stored);
     c.kill_container("shop", pod, "sidekey-agent");
     let killed = Instant::now();
     let mut reads = 0;
@@ -409,7 +404,7 @@ fn a_killed_agent_is_restarted_without_new_credentials(w: &Shop, pod: &str) {
             .unwrap()
             .iter()
             .any(|s| s["name"] == "sidekey-agent" && s["ready"] == true && s["started"] == true);
-        if restarts(&p) > before && ready {
+        if agent_restarts(&p) > before && ready {
             break;
         }
         assert!(killed.elapsed() < Duration::from_secs(30), "the kubelet did not restart the agent: {p}");
@@ -488,6 +483,467 @@ fn the_active_openbao_killed_costs_the_app_nothing(w: &Shop, prom: &Prometheus, 
     );
 }
 
+/// How long the store is cut off in [`openbao_cut_off_longer_than_a_lease`]:
+/// twice the credential's max TTL (30 s).
+const CUT: Duration = Duration::from_secs(60);
+
+/// OpenBao unreachable from the example app's pod (every TCP packet from it
+/// to any OpenBao server rejected in the node's network namespace) for
+/// longer than its credential's max TTL: the files keep their last content
+/// the whole time, the real Prometheus fires `SidekeyCredentialExpiring`
+/// for the pod's lease, and once the cut ends the agent (never restarted)
+/// reads a new credential, the app moves to it and the alert resolves.
+fn openbao_cut_off_longer_than_a_lease(w: &Shop, prom: &Prometheus, pod: &str) {
+    let c = &w.cluster;
+    let stored = c.get_json(&["-n", "shop", "get", "pod", pod]);
+    let pod_ip = stored["status"]["podIP"].as_str().unwrap().to_owned();
+    let bao_ips: Vec<String> = c
+        .api
+        .kubectl_ok(&["-n", "vault", "get", "pods", "-o", "jsonpath={.items[*].status.podIP}"])
+        .split_whitespace()
+        .map(str::to_owned)
+        .collect();
+    assert_eq!(bao_ips.len(), 3, "{bao_ips:?}");
+    let restarts = agent_restarts(&stored);
+    let app_log = || c.api.kubectl_ok(&["-n", "shop", "logs", pod, "-c", "app"]);
+    let lines_before = app_log().lines().count();
+    let (user_file, password_file) = (app_env(&stored, "DB_USERNAME_FILE"), app_env(&stored, "DB_PASSWORD_FILE"));
+    let read = |f: &str| c.exec("shop", pod, "app", &["/bin/busybox", "cat", f]).stdout;
+    let api_key = read("/run/secrets/sidekey/api-key");
+    let user = read(&user_file);
+    let issued = w.bao.count_answered(|p| p == "database/creds/orders");
+    let expiring = || {
+        prom.alerts().into_iter().find(|a| {
+            a["labels"]["alertname"] == "SidekeyCredentialExpiring"
+                && a["labels"]["pod"] == pod
+                && a["state"] == "firing"
+                && a["labels"]["source"].as_str().is_some_and(|s| s.contains("database/creds/orders"))
+        })
+    };
+    assert!(expiring().is_none(), "the alert fires before the cut: {}", alerts_so_far(prom));
+
+    let cut = c.reject_traffic(&pod_ip, &bao_ips);
+    let begun = Instant::now();
+    let mut fired = None;
+    let mut reads = 0;
+    while begun.elapsed() < CUT {
+        for f in [user_file.as_str(), password_file.as_str()] {
+            assert!(!read(f).is_empty(), "{f} was emptied {:.1}s into the cut", begun.elapsed().as_secs_f64());
+            reads += 1;
+        }
+        assert_eq!(read("/run/secrets/sidekey/api-key"), api_key, "the KV file changed during the cut");
+        if fired.is_none() && expiring().is_some() {
+            fired = Some(begun.elapsed());
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    assert_eq!(read(&user_file), user, "a credential arrived while the store was cut off");
+    // The lease ended within the cut (max TTL 30 s): the credential in the
+    // files no longer opens a connection, whatever the app's open one does.
+    let (name, password) = (String::from_utf8(user.clone()).unwrap(), String::from_utf8(read(&password_file)).unwrap());
+    let login = w.pg.psql(name.trim(), password.trim(), "SELECT 1");
+    let refused = login.expect_err("the credential still logs in after its lease ended");
+    let during = app_log();
+    drop(cut);
+    let ended = Instant::now();
+    let fired = fired.unwrap_or_else(|| {
+        panic!(
+            "SidekeyCredentialExpiring did not fire in {CUT:?} of a cut; alerts: {}; the agent's log:\n{}",
+            alerts_so_far(prom),
+            c.api.kubectl_ok(&["-n", "shop", "logs", pod, "-c", "sidekey-agent", "--tail=30"])
+        )
+    });
+
+    // After the cut: a new credential, the app on it, the alert resolved.
+    let moved = |log: &str| {
+        log.lines()
+            .skip(lines_before)
+            .any(|l| l.starts_with("credentials rotated: reconnected as ") || l.starts_with("connected as "))
+    };
+    while !moved(&app_log()) {
+        assert!(ended.elapsed() < Duration::from_secs(90), "the app had no new credential 90 s after the cut");
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    let recovered = ended.elapsed();
+    while expiring().is_some() {
+        assert!(ended.elapsed() < Duration::from_secs(120), "the alert still fires 120 s after the cut");
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    let resolved = ended.elapsed();
+    let now = c.get_json(&["-n", "shop", "get", "pod", pod]);
+    assert_eq!(agent_restarts(&now), restarts, "the agent restarted");
+    let failed: Vec<&str> = during.lines().skip(lines_before).filter(|l| l.contains("failed")).collect();
+    let after = app_log();
+    let failed_after: Vec<&str> = after.lines().skip(during.lines().count()).filter(|l| l.contains("failed")).collect();
+    let issued_now = w.bao.count_answered(|p| p == "database/creds/orders");
+    eprintln!(
+        "store cut off for {:.0}s: {reads} reads of the credential files, none empty; SidekeyCredentialExpiring firing {:.1}s into the cut; \
+         the app's failed queries: {} during the cut, {} after it; a new credential in the app {:.1}s after the cut, the alert resolved after {:.1}s; \
+         {} credentials issued since the cut began; agent restarts: 0; a new login with the files' credential at the cut's end: {}",
+        CUT.as_secs_f64(),
+        fired.as_secs_f64(),
+        failed.len(),
+        failed_after.len(),
+        recovered.as_secs_f64(),
+        resolved.as_secs_f64(),
+        issued_now - issued,
+        refused.lines().last().unwrap_or_default(),
+    );
+    for l in failed.iter().chain(&failed_after).take(5) {
+        eprintln!("store cut off: the app logged: {l}");
+    }
+}
+
+/// The kubelet restarted, then containerd, each as a service manager
+/// restarts it (SIGTERM, then started again): the example app's pod keeps
+/// every container (no restart), its files stay readable on the node the
+/// whole time (read there, as `kubectl exec` needs the kubelet), rotation
+/// goes on, and the agent neither logs in again nor gets a credential that
+/// rotation did not ask for.
+fn kubelet_and_containerd_restarts_cost_the_pod_nothing(w: &Shop, pod: &str) {
+    use std::sync::atomic::AtomicUsize;
+    let c = &w.cluster;
+    let stored = c.get_json(&["-n", "shop", "get", "pod", pod]);
+    let uid = stored["metadata"]["uid"].as_str().unwrap().to_owned();
+    let pod_ip = stored["status"]["podIP"].as_str().unwrap().to_owned();
+    let before = restart_counts(&stored);
+    let volume = secrets_on_node(c, &uid);
+    let files: Vec<String> = ["DB_USERNAME_FILE", "DB_PASSWORD_FILE"]
+        .iter()
+        .map(|v| app_env(&stored, v).rsplit('/').next().unwrap().to_owned())
+        .chain(["api-key".to_owned()])
+        .collect();
+    let read_on_node = |name: &str| read_on_node(c, &volume.join(name));
+    for f in &files {
+        assert!(!read_on_node(f).is_empty(), "{f} is not readable on the node at {}", volume.display());
+    }
+    let logins = || {
+        w.bao
+            .audit_entries()
+            .iter()
+            .filter(|e| e["type"] == "response" && e["request"]["path"] == "auth/kubernetes/login")
+            .filter(|e| e["request"]["remote_address"] == pod_ip.as_str())
+            .count()
+    };
+    // Until a restarted kubelet has synced the pod it answers 404 for its
+    // logs: waited out.
+    let app_log = || {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let out = c.api.kubectl(&["-n", "shop", "logs", pod, "-c", "app"]);
+            if out.status.success() {
+                break String::from_utf8_lossy(&out.stdout).into_owned();
+            }
+            assert!(Instant::now() < deadline, "no logs of {pod}: {}", String::from_utf8_lossy(&out.stderr));
+            std::thread::sleep(Duration::from_millis(250));
+        }
+    };
+    let rotations = |log: &str| log.lines().filter(|l| l.starts_with("credentials rotated")).count();
+    let (logins_before, issued_before) = (logins(), w.bao.count_answered(|p| p == "database/creds/orders"));
+    let log_before = app_log();
+    let rotations_before = rotations(&log_before);
+
+    let done = AtomicBool::new(false);
+    let (reads, empty) = (AtomicUsize::new(0), AtomicUsize::new(0));
+    let mut report = Vec::new();
+    std::thread::scope(|s| {
+        let _stop = StopOnDrop(&done);
+        s.spawn(|| {
+            while !done.load(Ordering::SeqCst) {
+                for f in &files {
+                    reads.fetch_add(1, Ordering::SeqCst);
+                    if read_on_node(f).is_empty() {
+                        empty.fetch_add(1, Ordering::SeqCst);
+                    }
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        });
+        for daemon in ["kubelet", "containerd"] {
+            let seen = rotations(&app_log());
+            let back = c.restart_daemon(daemon);
+            let restarted = Instant::now();
+            while rotations(&app_log()) == seen {
+                assert!(
+                    restarted.elapsed() < Duration::from_secs(60),
+                    "no rotation within 60 s of restarting {daemon}"
+                );
+                std::thread::sleep(Duration::from_millis(250));
+            }
+            report.push(format!(
+                "{daemon} restarted: node Ready after {:.1}s, the app's next rotation {:.1}s later",
+                back.as_secs_f64(),
+                restarted.elapsed().as_secs_f64()
+            ));
+        }
+    });
+    let now = c.get_json(&["-n", "shop", "get", "pod", pod]);
+    assert_eq!(restart_counts(&now), before, "a container restarted: {}", now["status"]);
+    let log = app_log();
+    let failed: Vec<&str> = log.lines().skip(log_before.lines().count()).filter(|l| l.contains("failed")).collect();
+    assert!(failed.is_empty(), "the app saw failures: {failed:?}");
+    assert_eq!(empty.load(Ordering::SeqCst), 0, "a file was unreadable or empty on the node during a restart");
+    assert_eq!(logins(), logins_before, "the agent logged in again");
+    let (rotated, issued) =
+        (rotations(&log) - rotations_before, w.bao.count_answered(|p| p == "database/creds/orders") - issued_before);
+    // One credential per rotation; the one being read as we count may not
+    // have reached the app yet.
+    assert!((rotated..=rotated + 1).contains(&issued), "{issued} credentials issued for {rotated} rotations");
+    eprintln!(
+        "node daemons: {}; {} reads of the files on the node meanwhile, none empty; {rotated} rotations, {issued} credentials, 0 logins, 0 container restarts",
+        report.join("; "),
+        reads.load(Ordering::SeqCst)
+    );
+}
+
+/// How long kube-apiserver is down in [`the_apiserver_down_for_a_minute`].
+const API_OUTAGE: Duration = Duration::from_secs(60);
+
+/// kube-apiserver down for a minute (stopped, then started again): the pods
+/// keep running and the agent keeps renewing and rotating without it (the
+/// credential files, read on the node, change with each rotation); a
+/// Kubernetes-auth login meanwhile fails, as OpenBao must ask the
+/// apiserver (TokenReview) whether the pod's token is valid. After the
+/// restart no container has restarted and the app saw no failure.
+fn the_apiserver_down_for_a_minute(w: &Shop, pod: &str) {
+    let c = &w.cluster;
+    let stored = c.get_json(&["-n", "shop", "get", "pod", pod]);
+    let uid = stored["metadata"]["uid"].as_str().unwrap();
+    let user_file = app_env(&stored, "DB_USERNAME_FILE").rsplit('/').next().unwrap().to_owned();
+    let volume = secrets_on_node(c, uid);
+    let read_user = || String::from_utf8_lossy(&read_on_node(c, &volume.join(&user_file))).into_owned();
+    let before = restart_counts(&stored);
+    let log_lines = c.api.kubectl_ok(&["-n", "shop", "logs", pod, "-c", "app"]).lines().count();
+    let jwt = c.api.token_request("shop", "orders", "sidekey");
+    w.bao.kubernetes_login("orders", &jwt).expect("a Kubernetes-auth login works before the outage");
+
+    c.api.stop_apiserver();
+    let down = Instant::now();
+    let mut users = vec![read_user()];
+    let mut login = None;
+    while down.elapsed() < API_OUTAGE {
+        let user = read_user();
+        assert!(!user.is_empty(), "the username file was empty {:.1}s into the outage", down.elapsed().as_secs_f64());
+        if users.last() != Some(&user) {
+            users.push(user);
+        }
+        if login.is_none() && down.elapsed() > Duration::from_secs(5) {
+            login = Some(w.bao.kubernetes_login("orders", &jwt));
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    let back = c.api.start_apiserver();
+    let refused = login.unwrap().expect_err("a Kubernetes-auth login succeeded with the apiserver down");
+    assert!(users.len() >= 2, "no rotation in {API_OUTAGE:?} without the apiserver");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let now = loop {
+        let out = c.api.kubectl(&["-n", "shop", "get", "pod", pod, "-o", "json"]);
+        if out.status.success() {
+            let p: Value = serde_json::from_slice(&out.stdout).unwrap();
+            if p["status"]["conditions"]
+                .as_array()
+                .is_some_and(|l| l.iter().any(|c| c["type"] == "Ready" && c["status"] == "True"))
+            {
+                break p;
+            }
+        }
+        assert!(Instant::now() < deadline, "the pod is not Ready 60 s after the apiserver returned");
+        std::thread::sleep(Duration::from_millis(250));
+    };
+    assert_eq!(restart_counts(&now), before, "a container restarted: {}", now["status"]);
+    let log = c.api.kubectl_ok(&["-n", "shop", "logs", pod, "-c", "app"]);
+    let failed: Vec<&str> = log.lines().skip(log_lines).filter(|l| l.contains("failed")).collect();
+    assert!(failed.is_empty(), "the app saw failures: {failed:?}");
+    // Logins resume once the restarted apiserver answers TokenReview as
+    // before (its authorizer's caches fill after it reports ready).
+    let ready = Instant::now();
+    let mut last = String::new();
+    while let Err(e) = w.bao.kubernetes_login("orders", &jwt) {
+        last = e;
+        assert!(ready.elapsed() < Duration::from_secs(60), "no Kubernetes-auth login 60 s after the outage: {last}");
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    eprintln!(
+        "apiserver down {:.0}s: {} credentials in the app's files meanwhile (the agent rotated without it); a Kubernetes-auth login during the outage: {}; the apiserver ready {:.1}s after its start; logins again {:.1}s after that{}; 0 container restarts, 0 failed queries",
+        API_OUTAGE.as_secs_f64(),
+        users.len(),
+        refused.lines().next().unwrap_or_default().chars().take(200).collect::<String>(),
+        back.as_secs_f64(),
+        ready.elapsed().as_secs_f64(),
+        if last.is_empty() { String::new() } else { format!(" (until then: {})", last.trim()) }
+    );
+}
+
+/// Agents at tight limits set by annotation. Throttled to 25 millicores in
+/// 16 MiB of memory: the agent still starts and keeps the database
+/// credential rotating. Memory below what it needs (1 MiB): the agent
+/// cannot run, the app never starts (no file at all rather than a stale
+/// one), and the pod's status says why, for `kubectl describe` and the
+/// kubelet's events.
+fn agents_at_their_limits_serve_or_fail_loudly(w: &Shop) {
+    let c = &w.cluster;
+    let annotations = |cpu: &str, memory: &str| {
+        json!({"sidekey.dev/secret-db-user": "vault:database/creds/orders#username",
+            "sidekey.dev/agent-cpu-request": cpu, "sidekey.dev/agent-cpu-limit": cpu,
+            "sidekey.dev/agent-memory-request": memory, "sidekey.dev/agent-memory-limit": memory})
+    };
+    let script = "while true; do /bin/busybox cat /run/secrets/sidekey/db-user; echo; /bin/busybox sleep 1; done";
+    c.apply_ok(&shop_pod("throttled", annotations("25m", "16Mi"), json!({}), script));
+    c.apply_ok(&shop_pod("starved", annotations("100m", "1Mi"), json!({}), script));
+    let created = Instant::now();
+    c.wait_ready("shop", "throttled", Duration::from_secs(120));
+    let ready = created.elapsed();
+    // Rotation goes on at 5 millicores: new users in the app's view.
+    let users = || -> std::collections::BTreeSet<String> {
+        let out = c.api.kubectl(&["-n", "shop", "logs", "throttled", "-c", "app"]);
+        String::from_utf8_lossy(&out.stdout).lines().filter(|l| !l.trim().is_empty()).map(str::to_owned).collect()
+    };
+    let watched = Instant::now();
+    while users().len() < 3 {
+        assert!(
+            watched.elapsed() < Duration::from_secs(90),
+            "fewer than 3 credentials in 90 s at 5m CPU and 4Mi: {:?}",
+            users()
+        );
+        std::thread::sleep(Duration::from_secs(1));
+    }
+    let rotated = watched.elapsed();
+    // The starved agent: its container's status gives the reason.
+    let agent_status = |p: &Value| -> Value {
+        p["status"]["initContainerStatuses"]
+            .as_array()
+            .and_then(|l| l.iter().find(|s| s["name"] == "sidekey-agent").cloned())
+            .unwrap_or_default()
+    };
+    let reason = |s: &Value| -> Option<String> {
+        s["lastState"]["terminated"]["reason"].as_str().or(s["state"]["waiting"]["reason"].as_str()).map(str::to_owned)
+    };
+    let deadline = Instant::now() + Duration::from_secs(90);
+    let (starved, why) = loop {
+        let p = c.get_json(&["-n", "shop", "get", "pod", "starved"]);
+        let s = agent_status(&p);
+        if let Some(r) = reason(&s).filter(|r| r != "PodInitializing" && r != "ContainerCreating") {
+            break (p, r);
+        }
+        assert!(Instant::now() < deadline, "the starved agent shows no reason after 90 s: {}", p["status"]);
+        std::thread::sleep(Duration::from_millis(500));
+    };
+    assert!(
+        ["OOMKilled", "StartError", "CrashLoopBackOff", "RunContainerError", "CreateContainerError"]
+            .contains(&why.as_str()),
+        "{why}: {}",
+        starved["status"]
+    );
+    let app = starved["status"]["containerStatuses"][0].clone();
+    assert!(
+        app["state"]["running"].is_null() && app["lastState"].as_object().is_none_or(|o| o.is_empty()),
+        "the app started without its files: {app}"
+    );
+    let events = c.api.kubectl_ok(&[
+        "-n",
+        "shop",
+        "get",
+        "events",
+        "--field-selector",
+        "involvedObject.name=starved",
+        "-o",
+        "jsonpath={.items[*].reason}",
+    ]);
+    eprintln!(
+        "agents at their limits: at 25m CPU and 16Mi ready {:.1}s after creation and the next credential in the app {:.1}s later; at 1Mi memory the agent's status says {why} (restarts: {}), the app never started; events: {}",
+        ready.as_secs_f64(),
+        rotated.as_secs_f64(),
+        agent_status(&starved)["restartCount"],
+        events.trim()
+    );
+    c.api.kubectl_ok(&["-n", "shop", "delete", "pod", "throttled", "starved", "--grace-period=1", "--timeout=60s"]);
+}
+
+/// The node rebooted, simulated ([`Cluster::reboot`]): every container
+/// killed, every tmpfs gone, containerd and the kubelet started again. The
+/// pods come back in new sandboxes; OpenBao's three servers come back
+/// sealed and the test unseals them, as an operator (or auto-unseal) would;
+/// every agent starts from nothing (its state volume was in memory), logs
+/// in and reads its secrets anew, and the app answers again. Counted: the
+/// agents' logins and credentials against the pods that hold an agent.
+fn a_rebooted_node_brings_every_pod_back(w: &Shop, pod: &str) {
+    let c = &w.cluster;
+    let with_agent = |ns: &str| -> Vec<String> {
+        c.get_json(&["-n", ns, "get", "pods"])["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|p| p["status"]["phase"] == "Running")
+            .filter(|p| {
+                p["spec"]["initContainers"].as_array().is_some_and(|l| l.iter().any(|c| c["name"] == "sidekey-agent"))
+            })
+            .map(|p| p["metadata"]["name"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    let agents = with_agent("shop");
+    assert!(agents.iter().any(|p| p == pod), "{agents:?}");
+    // Counted by time: the servers' logs before the reboot are partly gone
+    // (kubectl keeps one previous run of a container).
+    let since = String::from_utf8(
+        std::process::Command::new("date").args(["-u", "+%Y-%m-%dT%H:%M:%S"]).output().unwrap().stdout,
+    )
+    .unwrap()
+    .trim()
+    .to_owned();
+    let count = |path: &str| {
+        w.bao
+            .audit_entries()
+            .iter()
+            .filter(|e| e["type"] == "response" && e["request"]["path"] == path)
+            .filter(|e| e["error"].as_str().is_none_or(str::is_empty))
+            .filter(|e| e["time"].as_str().is_some_and(|t| t.get(..19).is_some_and(|t| t >= since.as_str())))
+            .count()
+    };
+    let connected = |log: &str| log.lines().filter(|l| l.starts_with("connected as ")).count();
+    let app_log = || {
+        let out = c.api.kubectl(&["-n", "shop", "logs", pod, "-c", "app"]);
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let restarts_before: u64 =
+        c.get_json(&["-n", "shop", "get", "pod", pod])["status"]["containerStatuses"][0]["restartCount"]
+            .as_u64()
+            .unwrap();
+
+    let rebooted = Instant::now();
+    let node_back = c.reboot();
+    w.bao.unseal_all(c);
+    let unsealed = rebooted.elapsed();
+    // The app answers again: its container restarted and connected.
+    let deadline = Instant::now() + Duration::from_secs(180);
+    loop {
+        let p = c.get_json(&["-n", "shop", "get", "pod", pod]);
+        let restarted = p["status"]["containerStatuses"][0]["restartCount"].as_u64().unwrap_or(0) > restarts_before;
+        if restarted && connected(&app_log()) > 0 && p["status"]["containerStatuses"][0]["ready"] == true {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the app did not answer within 180 s of the reboot: {}", p["status"]);
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    let answering = rebooted.elapsed();
+    for p in &agents {
+        c.wait_ready("shop", p, Duration::from_secs(120));
+    }
+    let every_pod = rebooted.elapsed();
+    let agent_log = c.api.kubectl_ok(&["-n", "shop", "logs", pod, "-c", "sidekey-agent"]);
+    assert!(!agent_log.contains("adopted the lease"), "the state volume survived the reboot: {agent_log}");
+    let (logins, issued) = (count("auth/kubernetes/login"), count("database/creds/orders"));
+    let failed = app_log().lines().filter(|l| l.contains("failed")).count();
+    eprintln!(
+        "node reboot: the node Ready {:.1}s after, OpenBao unsealed after {:.1}s; the app answered again after {:.1}s, all {} pods with an agent ready after {:.1}s; {logins} logins and {issued} database credentials since (the app's rotation included); the app logged {failed} failures before it connected",
+        node_back.as_secs_f64(),
+        unsealed.as_secs_f64(),
+        answering.as_secs_f64(),
+        agents.len(),
+        every_pod.as_secs_f64()
+    );
+    assert!(logins >= agents.len(), "every agent logs in anew: {logins} logins for {} pods", agents.len());
+}
+
 /// Twenty pods of a Deployment start while the active OpenBao server is
 /// killed: each logs in and gets its database credential through the new
 /// leader, every pod becomes ready, and each agent's credential is issued
@@ -558,6 +1014,230 @@ fn twenty_pods_start_through_a_failover(w: &Shop) {
     );
     assert!((REPLICAS..=REPLICAS + lost_logins).contains(&logins), "{logins} logins: {}", warnings.join("\n"));
     c.api.kubectl_ok(&["-n", "shop", "delete", "deployment", "herd", "--wait=false"]);
+}
+
+/// Sets a flag when dropped: stops a helper thread of a scope when the
+/// steps end, also by a panic (the scope waits for its threads before it
+/// lets a panic through).
+struct StopOnDrop<'a>(&'a AtomicBool);
+
+impl Drop for StopOnDrop<'_> {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::SeqCst);
+    }
+}
+
+/// What a run of pod creations got.
+#[derive(Default)]
+struct Created {
+    sent: usize,
+    injected: usize,
+    not_injected: usize,
+    refused: Vec<String>,
+    p99: Duration,
+    max: Duration,
+}
+
+/// Creates `pod` in `ns` `rate` times a second (server-side dry run:
+/// admission runs in full, webhooks included, nothing is stored), open
+/// loop, for at least `at_least` and until `stop` is set; sorts the
+/// answers into injected, stored without the agent, and refused.
+fn create_pods(c: &Cluster, ns: &str, pod: &Value, rate: u32, at_least: Duration, stop: &AtomicBool) -> Created {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let ca = reqwest::Certificate::from_pem(c.api.ca_pem.as_bytes()).unwrap();
+    let client = reqwest::Client::builder().tls_certs_only([ca]).timeout(Duration::from_secs(30)).build().unwrap();
+    let url = format!("{}/api/v1/namespaces/{ns}/pods?dryRun=All", c.api.url);
+    let body = serde_json::to_vec(pod).unwrap();
+    rt.block_on(async {
+        let start = tokio::time::Instant::now();
+        let mut tasks = Vec::new();
+        for i in 0u32.. {
+            let due = start + Duration::from_secs_f64(f64::from(i) / f64::from(rate));
+            if due.duration_since(start) >= at_least && stop.load(Ordering::SeqCst) {
+                break;
+            }
+            tokio::time::sleep_until(due).await;
+            let (client, url, body, token) = (client.clone(), url.clone(), body.clone(), c.api.admin_token.clone());
+            tasks.push(tokio::spawn(async move {
+                let answer = client
+                    .post(&url)
+                    .bearer_auth(token)
+                    .header("Content-Type", "application/json")
+                    .body(body)
+                    .send()
+                    .await;
+                let outcome = match answer {
+                    Ok(r) if r.status().is_success() => {
+                        let stored: Value = r.json().await.unwrap_or_default();
+                        Ok(stored["spec"]["initContainers"]
+                            .as_array()
+                            .is_some_and(|l| l.iter().any(|c| c["name"] == "sidekey-agent")))
+                    }
+                    Ok(r) => Err(format!("HTTP {}: {}", r.status(), r.text().await.unwrap_or_default())),
+                    Err(e) => Err(e.to_string()),
+                };
+                (due.elapsed(), outcome)
+            }));
+        }
+        let mut created = Created { sent: tasks.len(), ..Created::default() };
+        let mut latencies = Vec::new();
+        for t in tasks {
+            let (latency, outcome) = t.await.unwrap();
+            latencies.push(latency);
+            match outcome {
+                Ok(true) => created.injected += 1,
+                Ok(false) => created.not_injected += 1,
+                Err(e) => created.refused.push(e),
+            }
+        }
+        latencies.sort();
+        created.p99 = latencies.get(latencies.len().saturating_sub(1) * 99 / 100).copied().unwrap_or_default();
+        created.max = latencies.last().copied().unwrap_or_default();
+        created
+    })
+}
+
+/// A pod of the shop that opts in, named by the server (`generateName`).
+fn generated_shop_pod() -> Value {
+    let mut pod: Value = serde_json::from_str(&shop_pod(
+        "unused",
+        json!({"sidekey.dev/secret-db": "vault:database/creds/orders"}),
+        json!({}),
+        "exec /bin/busybox sleep 3600",
+    ))
+    .unwrap();
+    let meta = pod["metadata"].as_object_mut().unwrap();
+    meta.remove("name");
+    meta.insert("generateName".into(), json!("load-"));
+    pod
+}
+
+/// The injector upgraded (`helm upgrade` to a new image digest: a rolling
+/// update of its two replicas) while a client creates 20 opted-in pods a
+/// second: every creation is answered and injected. Then every replica
+/// down: creations in an opted-in namespace are refused with the API
+/// server's message naming the webhook, pods in `kube-system` and in the
+/// injector's own namespace are created as before (the webhook is never
+/// called there), and creations succeed again soon after the replicas
+/// return.
+fn the_injector_upgraded_under_load_then_all_replicas_down(w: &Shop, s: &Supply) {
+    const RATE: u32 = 20;
+    let c = &w.cluster;
+    let new_digest = s.registry.push_modified(&image("sidekey-injector"), &format!("{}:upgrade", s.injector.repo));
+    assert_ne!(new_digest, s.injector.digest);
+    let pod = generated_shop_pod();
+    let chart = repo_root().join("deploy/helm/sidekey").display().to_string();
+    let stop = AtomicBool::new(false);
+    let (created, upgrade) = std::thread::scope(|sc| {
+        let guard = StopOnDrop(&stop);
+        let load = sc.spawn(|| create_pods(c, "shop", &pod, RATE, Duration::from_secs(60), &stop));
+        std::thread::sleep(Duration::from_secs(5));
+        let begun = Instant::now();
+        let digest = format!("injector.image.digest={new_digest}");
+        w.helm(&["upgrade", "sidekey", &chart, "-n", "sidekey", "--reuse-values", "--set", &digest, "--wait"]);
+        // Until the replaced replicas have left (their 5 s preStop, then
+        // SIGTERM), with the load still on.
+        let pods = || {
+            c.api.kubectl_ok(&[
+                "-n",
+                "sidekey",
+                "get",
+                "pods",
+                "-l",
+                "app.kubernetes.io/name=sidekey-injector",
+                "-o",
+                "name",
+            ])
+        };
+        while pods().lines().count() > 2 {
+            assert!(begun.elapsed() < Duration::from_secs(180), "old replicas still there: {}", pods());
+            std::thread::sleep(Duration::from_millis(500));
+        }
+        let upgrade = begun.elapsed();
+        std::thread::sleep(Duration::from_secs(5));
+        drop(guard);
+        (load.join().unwrap(), upgrade)
+    });
+    let injectors = c.get_json(&["-n", "sidekey", "get", "pods", "-l", "app.kubernetes.io/name=sidekey-injector"]);
+    let ids: Vec<String> = injectors["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|p| p["status"]["containerStatuses"][0]["imageID"].as_str().map(str::to_owned))
+        .collect();
+    assert_eq!(ids, vec![format!("{}@{new_digest}", s.injector.repository); 2], "both replicas run the new digest");
+    eprintln!(
+        "injector upgrade: {} dry-run creations at {RATE}/s over the upgrade ({:.1}s from helm upgrade to the old replicas gone): {} injected, {} not injected, {} refused; p99 {:.0} ms, max {:.0} ms",
+        created.sent,
+        upgrade.as_secs_f64(),
+        created.injected,
+        created.not_injected,
+        created.refused.len(),
+        created.p99.as_secs_f64() * 1000.0,
+        created.max.as_secs_f64() * 1000.0
+    );
+    assert!(
+        created.refused.is_empty(),
+        "creations refused during the upgrade: {:?}",
+        &created.refused[..created.refused.len().min(3)]
+    );
+    assert_eq!(created.not_injected, 0, "pods created without the agent during the upgrade");
+    assert!(created.sent >= 60 * RATE as usize, "{}", created.sent);
+
+    // Every replica down.
+    let dry_run = |ns: &str, pod: &Value| {
+        let t = Instant::now();
+        let out =
+            c.api.kubectl_stdin(&["-n", ns, "create", "--dry-run=server", "-o", "json", "-f", "-"], &pod.to_string());
+        let took = t.elapsed();
+        if out.status.success() {
+            let stored: Value = serde_json::from_slice(&out.stdout).unwrap();
+            let injected = stored["spec"]["initContainers"]
+                .as_array()
+                .is_some_and(|l| l.iter().any(|c| c["name"] == "sidekey-agent"));
+            (Ok(injected), took)
+        } else {
+            (Err(String::from_utf8_lossy(&out.stderr).into_owned()), took)
+        }
+    };
+    c.api.kubectl_ok(&["-n", "sidekey", "scale", "deployment", "sidekey-injector", "--replicas=0"]);
+    let gone = Instant::now();
+    while !c
+        .api
+        .kubectl_ok(&["-n", "sidekey", "get", "pods", "-l", "app.kubernetes.io/name=sidekey-injector", "-o", "name"])
+        .trim()
+        .is_empty()
+    {
+        assert!(gone.elapsed() < Duration::from_secs(60), "the injector replicas did not stop");
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    let (refused, took) = dry_run("shop", &pod);
+    let message = refused.expect_err("a creation in an opted-in namespace with no injector must be refused");
+    assert!(message.contains("failed calling webhook") && message.contains("inject.sidekey.dev"), "{message}");
+    let mut elsewhere = pod.clone();
+    elsewhere["spec"]["serviceAccountName"] = json!("default");
+    for ns in ["kube-system", "sidekey"] {
+        elsewhere["metadata"]["namespace"] = json!(ns);
+        let (created, _) = dry_run(ns, &elsewhere);
+        assert_eq!(created, Ok(false), "a pod in {ns} with no injector running");
+    }
+    c.api.kubectl_ok(&["-n", "sidekey", "scale", "deployment", "sidekey-injector", "--replicas=2"]);
+    let back = Instant::now();
+    loop {
+        if dry_run("shop", &pod).0 == Ok(true) {
+            break;
+        }
+        assert!(back.elapsed() < Duration::from_secs(120), "creations still refused 120 s after the replicas returned");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    eprintln!(
+        "injector down: refused in {:.0} ms with: {}; kube-system and sidekey unaffected; injecting again {:.1}s after scaling back to 2",
+        took.as_secs_f64() * 1000.0,
+        message.trim(),
+        back.elapsed().as_secs_f64()
+    );
+    c.api.kubectl_ok(&["-n", "sidekey", "rollout", "status", "deployment/sidekey-injector", "--timeout=120s"]);
 }
 
 /// A real Prometheus on the node finds the injector's replicas through
@@ -897,6 +1577,36 @@ fn a_vault_k8s_pod_gets_sidekeys_agent(w: &Shop) {
     c.api.kubectl_ok(&["-n", "shop", "delete", "pod", "vault-k8s", "--wait=false"]);
 }
 
+/// The restart count of the agent of `pod` (JSON).
+fn agent_restarts(pod: &Value) -> u64 {
+    pod["status"]["initContainerStatuses"].as_array().unwrap().iter().find(|s| s["name"] == "sidekey-agent").unwrap()
+        ["restartCount"]
+        .as_u64()
+        .unwrap()
+}
+
+/// The restart count of every container of `pod` (JSON), init containers
+/// first.
+fn restart_counts(pod: &Value) -> Vec<u64> {
+    ["initContainerStatuses", "containerStatuses"]
+        .iter()
+        .flat_map(|k| pod["status"][k].as_array().cloned().unwrap_or_default())
+        .map(|s| s["restartCount"].as_u64().unwrap_or(0))
+        .collect()
+}
+
+/// Where the kubelet mounted the secrets volume of the pod with `uid`, in
+/// the node's mount namespace.
+fn secrets_on_node(c: &Cluster, uid: &str) -> std::path::PathBuf {
+    c.node().dir().join(format!("kubelet/pods/{uid}/volumes/kubernetes.io~empty-dir/sidekey-secrets"))
+}
+
+/// A file as the node sees it (read there: `kubectl exec` needs the
+/// kubelet); empty when it cannot be read.
+fn read_on_node(c: &Cluster, path: &std::path::Path) -> Vec<u8> {
+    c.node().command(std::path::Path::new("/bin/cat")).arg(path).output().map(|o| o.stdout).unwrap_or_default()
+}
+
 /// The value of env var `name` of the first container of `pod` (JSON).
 fn app_env(pod: &Value, name: &str) -> String {
     let env = pod["spec"]["containers"][0]["env"].as_array().unwrap();
@@ -955,7 +1665,20 @@ fn the_product_in_real_pods_on_a_real_node() {
     step("the app follows rotating credentials for a minute", || {
         the_app_follows_rotating_credentials_for_a_minute(&w, &pod, app_started)
     });
+    // After the rotation count: its pod's app sees the cut.
+    step("OpenBao cut off from the app's pod for longer than a lease", || {
+        openbao_cut_off_longer_than_a_lease(&w, &prom, &pod)
+    });
+    step("the kubelet and containerd restarted cost the pod nothing", || {
+        kubelet_and_containerd_restarts_cost_the_pod_nothing(&w, &pod)
+    });
+    step("kube-apiserver down for a minute", || the_apiserver_down_for_a_minute(&w, &pod));
+    step("agents at their limits serve or fail loudly", || agents_at_their_limits_serve_or_fail_loudly(&w));
+    step("a rebooted node brings every pod back", || a_rebooted_node_brings_every_pod_back(&w, &pod));
     // After the rotation count: these pods read database credentials too.
     step("twenty pods start through a failover", || twenty_pods_start_through_a_failover(&w));
     eprintln!("alerts after the herd's failover: {}", alerts_so_far(&prom));
+    step("the injector upgraded under load, then all its replicas down", || {
+        the_injector_upgraded_under_load_then_all_replicas_down(&w, &supply)
+    });
 }

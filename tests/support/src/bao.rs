@@ -230,6 +230,44 @@ impl OpenBao {
         );
     }
 
+    /// Unseals every in-cluster server (after they all restarted, as a
+    /// node's reboot restarts them: none can lead until a quorum is
+    /// unsealed) and waits until the cluster has an active server.
+    pub fn unseal_all(&self, cluster: &Cluster) {
+        let kubeconfig = cluster.api.kubeconfig.clone();
+        let netns = cluster.node().netns();
+        let ip = |pod: &str| {
+            let out = cluster.api.kubectl(&["-n", POD_NS, "get", "pod", pod, "-o", "jsonpath={.status.podIP}"]);
+            String::from_utf8_lossy(&out.stdout).trim().to_owned()
+        };
+        // By pod: a restarted pod may have a new address.
+        let mut proxies: Vec<(String, String, TcpProxy)> = Vec::new();
+        wait_until(
+            "every OpenBao server unsealed and one active",
+            Duration::from_secs(120),
+            || {
+                for i in 0..HA_REPLICAS {
+                    let pod = pod_name(i);
+                    let addr = ip(&pod);
+                    if addr.is_empty() {
+                        continue;
+                    }
+                    let target = format!("{addr}:{PLAIN_PORT}");
+                    if !proxies.iter().any(|(p, t, _)| *p == pod && *t == target) {
+                        proxies.retain(|(p, _, _)| *p != pod);
+                        let proxy = TcpProxy::start_in(&target, Some(&netns));
+                        proxies.push((pod, target, proxy));
+                    }
+                }
+                for (_, _, proxy) in &proxies {
+                    self.server.unseal(&proxy.url());
+                }
+                proxies.len() >= HA_REPLICAS && self.active_pod().is_some()
+            },
+            || pods_log(&kubeconfig),
+        );
+    }
+
     /// The server's log so far.
     pub fn log(&self) -> String {
         match &self.server {
@@ -603,7 +641,7 @@ fn ha_objects(tls: &Tls) -> (Value, String) {
                         "containers": [container],
                         "volumes": [{"name": "tls", "secret": {"secretName": "openbao-tls"}},
                                     {"name": "config", "configMap": {"name": "openbao-config"}},
-                                    {"name": "data", "emptyDir": {"medium": "Memory", "sizeLimit": "64Mi"}},
+                                    {"name": "data", "emptyDir": {"sizeLimit": "64Mi"}},
                                     {"name": "tmp", "emptyDir": {"medium": "Memory", "sizeLimit": "16Mi"}}]}}}}
     ]});
     (objects, tls.ca.clone())

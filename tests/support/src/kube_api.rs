@@ -31,6 +31,9 @@ pub struct KubeApi {
     /// The CA (PEM, key) for signing more certificates (webhook serving certs).
     ca_key_pem: String,
     apiserver: Process,
+    /// How the apiserver was started (program and arguments), to start it
+    /// again after [`KubeApi::stop_apiserver`].
+    apiserver_cmd: Vec<std::ffi::OsString>,
     etcd: Process,
     /// Inside a node: the forwarder from the host's loopback to the apiserver.
     forward: Option<TcpProxy>,
@@ -157,6 +160,8 @@ impl KubeApi {
                 "--allow-privileged=true",
                 "--v=1",
             ]);
+        let apiserver_cmd =
+            std::iter::once(cmd.get_program().to_owned()).chain(cmd.get_args().map(ToOwned::to_owned)).collect();
         let apiserver = Process::spawn("kube-apiserver", cmd, d);
         let forward = node.map(|n| TcpProxy::start_in(&format!("{}:{port}", crate::node::NODE_IP), Some(&n.netns())));
         let url = match &forward {
@@ -182,20 +187,12 @@ impl KubeApi {
             kubeconfig,
             ca_key_pem: ca_key.serialize_pem(),
             apiserver,
+            apiserver_cmd,
             etcd,
             forward,
             dir,
         };
-        wait_until(
-            "kube-apiserver to be ready",
-            Duration::from_secs(90),
-            || {
-                // Check both processes so a crash fails fast with its log.
-                let ok = api.kubectl(&["get", "--raw", "/readyz"]);
-                ok.status.success() && String::from_utf8_lossy(&ok.stdout).trim() == "ok"
-            },
-            || format!("{}\n--- etcd ---\n{}", api.apiserver.log(), api.etcd.log()),
-        );
+        api.wait_ready();
         // The default namespace exists once the bootstrap controller ran.
         wait_until(
             "the default namespace",
@@ -204,6 +201,35 @@ impl KubeApi {
             || api.apiserver.log(),
         );
         api
+    }
+
+    fn wait_ready(&self) {
+        wait_until(
+            "kube-apiserver to be ready",
+            Duration::from_secs(90),
+            || {
+                let ok = self.kubectl(&["get", "--raw", "/readyz"]);
+                ok.status.success() && String::from_utf8_lossy(&ok.stdout).trim() == "ok"
+            },
+            || format!("{}\n--- etcd ---\n{}", self.apiserver.log(), self.etcd.log()),
+        );
+    }
+
+    /// Stops kube-apiserver (SIGTERM, as a control-plane restart would);
+    /// etcd keeps running.
+    pub fn stop_apiserver(&self) {
+        self.apiserver.stop(Duration::from_secs(15));
+    }
+
+    /// Starts kube-apiserver again as it was first started and waits until
+    /// it is ready; returns how long that took.
+    pub fn start_apiserver(&self) -> Duration {
+        let started = std::time::Instant::now();
+        let mut cmd = Command::new(&self.apiserver_cmd[0]);
+        cmd.args(&self.apiserver_cmd[1..]);
+        self.apiserver.start_again(cmd);
+        self.wait_ready();
+        started.elapsed()
     }
 
     /// A serving certificate for `names` (IP addresses among them become IP

@@ -239,6 +239,42 @@ impl Process {
         }
     }
 
+    /// Stops the process as a service manager would (SIGTERM, SIGKILL
+    /// after `grace`) and starts `cmd` in its place, its output appended
+    /// to the same log.
+    pub fn restart(&self, cmd: Command, grace: Duration) {
+        self.stop(grace);
+        self.start_again(cmd);
+    }
+
+    /// Stops the process as a service manager would: SIGTERM, SIGKILL
+    /// after `grace`.
+    pub fn stop(&self, grace: Duration) {
+        let mut child = self.child.lock().unwrap();
+        if let Some(mut c) = child.take() {
+            if let Some(pid) = rustix::process::Pid::from_raw(c.id() as i32) {
+                let _ = rustix::process::kill_process(pid, rustix::process::Signal::TERM);
+            }
+            let deadline = Instant::now() + grace;
+            while c.try_wait().ok().flatten().is_none() && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Starts `cmd` as this process (after [`Process::stop`]), its output
+    /// appended to the same log.
+    pub fn start_again(&self, mut cmd: Command) {
+        let mut child = self.child.lock().unwrap();
+        assert!(child.is_none(), "{} is still running", self.name);
+        let out = File::options().create(true).append(true).open(&self.log).unwrap();
+        cmd.stdin(Stdio::null()).stdout(out.try_clone().unwrap()).stderr(out);
+        *child =
+            Some(cmd.spawn().unwrap_or_else(|e| panic!("cannot restart {} ({:?}): {e}", self.name, cmd.get_program())));
+    }
+
     /// Kills the process and waits for it.
     pub fn kill(&self) {
         if let Some(mut c) = self.child.lock().unwrap().take() {

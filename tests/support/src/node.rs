@@ -315,8 +315,15 @@ pub(crate) fn teardown(dir: &Path) {
 pub struct Cluster {
     /// The control plane: kubeconfig, CA, kubectl, kube-rs client.
     pub api: KubeApi,
-    daemons: Vec<Process>,
+    daemons: Vec<Daemon>,
     node: Node,
+}
+
+/// A node daemon and how it was started, to restart it.
+struct Daemon {
+    process: Process,
+    program: PathBuf,
+    args: Vec<String>,
 }
 
 impl Cluster {
@@ -446,8 +453,8 @@ impl Cluster {
 
     /// Fails with every log if a daemon has exited.
     pub fn assert_running(&self) {
-        for p in &self.daemons {
-            if !p.running() {
+        for d in &self.daemons {
+            if !d.process.running() {
                 panic!("a node daemon exited early\n{}", self.logs());
             }
         }
@@ -462,8 +469,8 @@ impl Cluster {
             format!("--- {name} (last {} lines) ---\n{}\n", lines.len() - from, lines[from..].join("\n"))
         };
         out.push_str(&tail("kube-apiserver", self.api.log()));
-        for p in &self.daemons {
-            out.push_str(&tail(p.name(), p.log()));
+        for d in &self.daemons {
+            out.push_str(&tail(d.process.name(), d.process.log()));
         }
         out
     }
@@ -592,6 +599,178 @@ impl Cluster {
         kvs.iter().filter_map(|kv| b64.decode(kv["value"].as_str()?).ok()).collect()
     }
 
+    /// Restarts node daemon `name` (`kubelet`, `containerd`) as a service
+    /// manager would: SIGTERM, then the same command again. What runs in
+    /// containers is not its child and keeps running. Returns when the
+    /// node reports Ready again (after a kubelet restart the kubelet has
+    /// posted its status anew), with how long that took.
+    pub fn restart_daemon(&self, name: &str) -> Duration {
+        let d =
+            self.daemons.iter().find(|d| d.process.name() == name).unwrap_or_else(|| panic!("no node daemon {name}"));
+        let started = Instant::now();
+        let mut cmd = self.node.command(&d.program);
+        cmd.args(&d.args);
+        d.process.restart(cmd, Duration::from_secs(15));
+        // The kubelet's heartbeat renews its Lease; a fresh one after the
+        // restart shows it is back, Ready with it.
+        self.wait_heartbeat(&format!("the node to be Ready after {name} restarted"));
+        started.elapsed()
+    }
+
+    /// A node reboot, simulated: the kubelet and containerd stopped, every
+    /// container and shim killed, every mount of the pods (their tmpfs
+    /// volumes, root filesystems, network namespaces) unmounted and
+    /// containerd's runtime state removed, as a reboot clears `/run` and
+    /// memory; what is on disk stays (the kubelet's pod directories,
+    /// disk-backed `emptyDir`s, images). Then containerd and the kubelet
+    /// start again; returns when the node is Ready with a fresh heartbeat,
+    /// with how long that took. The control plane and the servers beside
+    /// the node (PostgreSQL, the registry) keep running.
+    pub fn reboot(&self) -> Duration {
+        let started = Instant::now();
+        let daemon = |name: &str| self.daemons.iter().find(|d| d.process.name() == name).unwrap();
+        for name in ["kubelet", "containerd"] {
+            daemon(name).process.stop(Duration::from_secs(15));
+        }
+        let d = self.node.dir().to_owned();
+        let shims = || -> Vec<i32> {
+            let Ok(entries) = fs::read_dir("/proc") else { return Vec::new() };
+            entries
+                .flatten()
+                .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+                .filter(|pid| {
+                    fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|c| {
+                        let c = String::from_utf8_lossy(&c);
+                        c.starts_with("/usr/bin/containerd-shim") && c.contains(&*d.to_string_lossy())
+                    })
+                })
+                .collect()
+        };
+        let containers = || -> Vec<i32> {
+            let mut pids: Vec<i32> =
+                cgroup_hierarchies().iter().flat_map(|h| cgroup_pids(&h.join(&self.node.cgroup_root))).collect();
+            pids.extend(shims());
+            pids.sort_unstable();
+            pids.dedup();
+            pids
+        };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let pids = containers();
+            if pids.is_empty() {
+                break;
+            }
+            assert!(Instant::now() < deadline, "processes {pids:?} would not die");
+            kill_all(&pids);
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        // The node's mounts of pods and containers, deepest first.
+        let mountinfo = fs::read_to_string(format!("/proc/{}/mountinfo", self.node.pid())).unwrap();
+        let prefixes = [
+            d.join("kubelet/pods"),
+            d.join("containerd/state"),
+            d.join("containerd/root/io.containerd.grpc.v1.cri/sandboxes"),
+        ];
+        let mut mounts: Vec<String> = mountinfo
+            .lines()
+            .filter_map(|l| l.split(' ').nth(4).map(str::to_owned))
+            .filter(|m| prefixes.iter().any(|p| Path::new(m).starts_with(p)))
+            .collect();
+        mounts.sort_by_key(|m| std::cmp::Reverse(m.len()));
+        for m in &mounts {
+            let out = self.node.command(Path::new("/bin/umount")).args(["-l", m]).output().unwrap();
+            assert!(
+                out.status.success() || !Path::new(m).exists(),
+                "umount {m}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        let _ = fs::remove_dir_all(d.join("containerd/state"));
+        let start = |name: &str| {
+            let daemon = daemon(name);
+            let mut cmd = self.node.command(&daemon.program);
+            cmd.args(&daemon.args);
+            daemon.process.start_again(cmd);
+        };
+        let sock = d.join("containerd/containerd.sock");
+        let _ = fs::remove_file(&sock);
+        start("containerd");
+        // Not `self.wait`: the kubelet is not running yet.
+        wait_until(
+            "containerd after the reboot",
+            Duration::from_secs(30),
+            || {
+                daemon("containerd").process.assert_running();
+                sock.exists()
+            },
+            || daemon("containerd").process.log(),
+        );
+        start("kubelet");
+        self.wait_heartbeat("the node to be Ready after the reboot");
+        started.elapsed()
+    }
+
+    /// Waits until the node is Ready with a heartbeat newer than now.
+    fn wait_heartbeat(&self, what: &str) {
+        let renewed = || {
+            let out = self.api.kubectl(&[
+                "-n",
+                "kube-node-lease",
+                "get",
+                "lease",
+                NODE_NAME,
+                "-o",
+                "jsonpath={.spec.renewTime}",
+            ]);
+            String::from_utf8_lossy(&out.stdout).into_owned()
+        };
+        let before = renewed();
+        self.wait(what, Duration::from_secs(90), || {
+            let out = self.api.kubectl(&[
+                "get",
+                "node",
+                NODE_NAME,
+                "-o",
+                "jsonpath={.status.conditions[?(@.type==\"Ready\")].status}",
+            ]);
+            String::from_utf8_lossy(&out.stdout) == "True" && renewed() != before
+        });
+    }
+
+    /// Rejects every TCP packet from the pod address `from` to each of `to`
+    /// (a network cut between pods: the node's bridge passes bridged
+    /// traffic through its iptables), first in the node's FORWARD chain so
+    /// no accept rule of kube-proxy's comes before it, until the returned
+    /// guard is dropped. The rules live in the node's network namespace and
+    /// go with it at teardown.
+    pub fn reject_traffic(&self, from: &str, to: &[String]) -> Rejected<'_> {
+        let rules: Vec<Vec<String>> = to
+            .iter()
+            .map(|ip| {
+                ["-p", "tcp", "-s", from, "-d", ip, "-j", "REJECT", "--reject-with", "tcp-reset"]
+                    .iter()
+                    .map(|s| (*s).to_owned())
+                    .collect()
+            })
+            .collect();
+        for rule in &rules {
+            let args = [&["-I", "FORWARD", "1"][..], &rule.iter().map(String::as_str).collect::<Vec<_>>()].concat();
+            if let Err(e) = self.iptables(&args) {
+                panic!("{e}");
+            }
+        }
+        Rejected { cluster: self, rules }
+    }
+
+    fn iptables(&self, args: &[&str]) -> Result<(), String> {
+        let out = self.node.command(&which("iptables")).args(["-w", "5"]).args(args).output();
+        match out {
+            Ok(o) if o.status.success() => Ok(()),
+            Ok(o) => Err(format!("iptables {args:?}: {}", String::from_utf8_lossy(&o.stderr))),
+            Err(e) => Err(format!("iptables {args:?}: {e}")),
+        }
+    }
+
     /// The node's namespaces (to run a process there, or forward to it).
     pub fn node(&self) -> &Node {
         &self.node
@@ -632,11 +811,30 @@ impl Cluster {
     }
 }
 
+/// Rules of [`Cluster::reject_traffic`], removed on drop.
+pub struct Rejected<'a> {
+    cluster: &'a Cluster,
+    rules: Vec<Vec<String>>,
+}
+
+impl Drop for Rejected<'_> {
+    fn drop(&mut self) {
+        for rule in &self.rules {
+            let args = [&["-D", "FORWARD"][..], &rule.iter().map(String::as_str).collect::<Vec<_>>()].concat();
+            // Not a panic in a drop: the rules go with the node anyway.
+            if let Err(e) = self.cluster.iptables(&args) {
+                eprintln!("{e}");
+            }
+        }
+    }
+}
+
 impl Node {
-    fn spawn(&self, name: &str, program: &Path, args: &[&str]) -> Process {
+    fn spawn(&self, name: &str, program: &Path, args: &[&str]) -> Daemon {
         let mut cmd = self.command(program);
         cmd.args(args);
-        Process::spawn(name, cmd, &self.dir)
+        let process = Process::spawn(name, cmd, &self.dir);
+        Daemon { process, program: program.to_owned(), args: args.iter().map(|a| (*a).to_owned()).collect() }
     }
 }
 
