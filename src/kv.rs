@@ -9,6 +9,20 @@
 
 use serde_json::{Value, json};
 
+/// Read-your-writes on a cluster of servers (OpenBao 2.7 with Raft; Vault
+/// Enterprise's performance standbys), whose standbys answer reads and may
+/// lag: a client keeps the `X-Vault-Index` of the last answer that carried
+/// one and sends it back with every request, with
+/// [`INCONSISTENT`] = `forward-active-node`, so a standby that has not caught
+/// up forwards the request to the active server instead of answering from
+/// older state. Servers without the feature ignore both headers.
+pub const INDEX_HEADER: &str = "X-Vault-Index";
+/// The header that says what a lagging standby should do, and its value.
+pub const INCONSISTENT: (&str, &str) = ("X-Vault-Inconsistent", "forward-active-node");
+/// The longest `X-Vault-Index` a client keeps and sends back (the value is
+/// opaque: a small encoded cluster id and Raft index).
+pub const MAX_INDEX_BYTES: usize = 1024;
+
 /// The request that names `path`'s mount.
 pub fn mount_endpoint(path: &str) -> String {
     format!("sys/internal/ui/mounts/{path}")

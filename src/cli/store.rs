@@ -123,6 +123,11 @@ struct Vault {
     addr: String,
     token: SecretString,
     namespace: Option<String>,
+    /// The last `X-Vault-Index` answered, sent back for read-your-writes
+    /// on a cluster whose standbys answer reads ([`kv::INDEX_HEADER`]):
+    /// the version a push reads before its check-and-set write is then
+    /// never older than one it wrote before.
+    index: std::sync::Mutex<Option<reqwest::header::HeaderValue>>,
 }
 
 impl Vault {
@@ -156,6 +161,7 @@ impl Vault {
             addr: addr.trim_end_matches('/').to_owned(),
             token: SecretString::from(token),
             namespace: env(&["VAULT_NAMESPACE", "BAO_NAMESPACE"]),
+            index: std::sync::Mutex::default(),
         })
     }
 
@@ -176,8 +182,16 @@ impl Vault {
         if let Some(b) = body {
             req = req.header("Content-Type", "application/json").body(b.to_vec());
         }
+        if let Some(index) = self.index.lock().ok().and_then(|i| i.clone()) {
+            req = req.header(kv::INDEX_HEADER, index).header(kv::INCONSISTENT.0, kv::INCONSISTENT.1);
+        }
         let resp = req.send().await.map_err(|e| format!("{method} {path}: cannot reach {}: {e}", self.addr))?;
         let status = resp.status();
+        if let Some(index) = resp.headers().get(kv::INDEX_HEADER).filter(|v| v.len() <= kv::MAX_INDEX_BYTES)
+            && let Ok(mut kept) = self.index.lock()
+        {
+            *kept = Some(index.clone());
+        }
         let text = Zeroizing::new(resp.text().await.map_err(|e| format!("{method} {path}: {e}"))?);
         let v: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
         Ok((status, v))

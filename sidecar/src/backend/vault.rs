@@ -77,10 +77,6 @@ pub struct Vault {
     index: std::sync::Mutex<Option<reqwest::header::HeaderValue>>,
 }
 
-/// The longest `X-Vault-Index` the agent keeps and sends back (the value is
-/// opaque: a small encoded cluster id and Raft index).
-const MAX_INDEX_BYTES: usize = 1024;
-
 /// The most connections an agent opens to Vault: a pod's first reads go
 /// two at a time (the server, not the agent, bounds a start), so a fleet of
 /// N agents holds at most 2N server connections, and none once idle.
@@ -234,7 +230,7 @@ impl Vault {
             req = req.json(b);
         }
         if let Some(index) = self.index.lock().ok().and_then(|i| i.clone()) {
-            req = req.header("X-Vault-Index", index).header("X-Vault-Inconsistent", "forward-active-node");
+            req = req.header(kv::INDEX_HEADER, index).header(kv::INCONSISTENT.0, kv::INCONSISTENT.1);
         }
         let _permit = self.in_flight.acquire().await;
         self.throttle.wait().await;
@@ -246,7 +242,7 @@ impl Vault {
             ))
         })?;
         let status = resp.status();
-        if let Some(index) = resp.headers().get("x-vault-index").filter(|v| v.len() <= MAX_INDEX_BYTES)
+        if let Some(index) = resp.headers().get(kv::INDEX_HEADER).filter(|v| v.len() <= kv::MAX_INDEX_BYTES)
             && let Ok(mut kept) = self.index.lock()
         {
             *kept = Some(index.clone());
