@@ -229,6 +229,7 @@ fn version_checks_cost_one_call_per_twenty_secrets_per_refresh_or_one_per_secret
     let user = [("AWS_ACCESS_KEY_ID", id.as_str()), ("AWS_SECRET_ACCESS_KEY", key.as_str())];
     let few: Vec<Value> =
         (0..5).map(|i| json!({"name": format!("s{i}"), "ref": format!("aws-sm:fleet/s{i}"), "mode": "0440"})).collect();
+    let alone_started = std::time::Instant::now();
     let mut alone = AgentProc::spawn_with_env(aws_config(&moto, json!(few), "2s"), &[], &user);
     alone.wait_for("s4", Duration::from_secs(30));
     std::thread::sleep(Duration::from_secs(5));
@@ -237,7 +238,10 @@ fn version_checks_cost_one_call_per_twenty_secrets_per_refresh_or_one_per_secret
     let delta = |op: &str| after.get(op).copied().unwrap_or(0) - before.get(op).copied().unwrap_or(0);
     assert_eq!(delta("BatchGetSecretValue"), 1, "refused once, then never asked again: {after:?}");
     assert_eq!(delta("GetSecretValue"), 5, "{after:?}");
+    // One per secret per refresh tick; the agent's end may cut the last
+    // tick short (some secrets checked, not all).
     let describes = delta("DescribeSecret");
-    assert!(describes >= 5 && describes % 5 == 0, "{describes} DescribeSecret calls: {after:?}");
+    let ticks = alone_started.elapsed().as_secs() as usize / 2 + 1;
+    assert!((5..=5 * ticks).contains(&describes), "{describes} DescribeSecret calls in {ticks} ticks: {after:?}");
     assert!(alone.log().contains("BatchGetSecretValue refused"), "{}", alone.log());
 }
