@@ -741,21 +741,12 @@ fn the_apiserver_down_for_a_minute(w: &Shop, pod: &str) {
     let back = c.api.start_apiserver();
     let refused = login.unwrap().expect_err("a Kubernetes-auth login succeeded with the apiserver down");
     assert!(users.len() >= 2, "no rotation in {API_OUTAGE:?} without the apiserver");
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let now = loop {
-        let out = c.api.kubectl(&["-n", "shop", "get", "pod", pod, "-o", "json"]);
-        if out.status.success() {
-            let p: Value = serde_json::from_slice(&out.stdout).unwrap();
-            if p["status"]["conditions"]
-                .as_array()
-                .is_some_and(|l| l.iter().any(|c| c["type"] == "Ready" && c["status"] == "True"))
-            {
-                break p;
-            }
-        }
-        assert!(Instant::now() < deadline, "the pod is not Ready 60 s after the apiserver returned");
-        std::thread::sleep(Duration::from_millis(250));
-    };
+    // Not the pod's Ready condition: after 40 s without the kubelet's
+    // heartbeat the node controller marks the node's pods not ready, and
+    // when that is undone is the control plane's business (in 1 of 4 runs
+    // it was not within 60 s). What the pod did is in its containers'
+    // restart counts, the app's log and the files.
+    let now = c.get_json(&["-n", "shop", "get", "pod", pod]);
     assert_eq!(restart_counts(&now), before, "a container restarted: {}", now["status"]);
     let log = c.api.kubectl_ok(&["-n", "shop", "logs", pod, "-c", "app"]);
     let failed: Vec<&str> = log.lines().skip(log_lines).filter(|l| l.contains("failed")).collect();
